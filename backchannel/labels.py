@@ -1,0 +1,31 @@
+"""Every domain-separation string the protocol uses, in one place.
+
+MLS's rule, copied: each label starts with the protocol name and version, so no signature, MAC or
+key made for one purpose can be replayed for another, nor for another protocol.
+"""
+
+from __future__ import annotations
+
+PREFIX = b"Backchannel v1 "
+
+# Signature contexts: signed bytes are PREFIX ‖ label ‖ 0x00 ‖ body (see `signing_input`).
+SIG_IDENTITY = b"identity"
+SIG_SIGNED_PREKEY = b"signed prekey"
+SIG_KEM_PREKEY = b"kem prekey"
+SIG_LETTER = b"letter"
+
+# Hash and KDF info strings.
+FINGERPRINT = PREFIX + b"fingerprint"
+PQXDH_INFO = PREFIX + b"PQXDH X25519 SHA-256 ML-KEM-768"
+RATCHET_ROOT_INFO = PREFIX + b"ratchet root"
+MESSAGE_KEYS_INFO = PREFIX + b"message keys"
+KEYSTORE_AD = PREFIX + b"keystore"
+
+# Chain-key step constants (Double Ratchet §5.2, as libsignal).
+CHAIN_MESSAGE_KEY = b"\x01"
+CHAIN_NEXT = b"\x02"
+
+
+def signing_input(label: bytes, body: bytes) -> bytes:
+    """The exact bytes an Ed25519 signature covers for a statement of type `label`."""
+    return PREFIX + label + b"\x00" + body
