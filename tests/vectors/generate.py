@@ -1,0 +1,379 @@
+"""Builds the deterministic test vectors of PROTOCOL.md §10 and writes them as JSON.
+
+`python -m tests.vectors.generate` (or `make vectors`) rewrites `tests/vectors/*.json`;
+`tests/test_vectors.py` rebuilds them in memory and compares field by field. Every input is
+fixed: private keys and random draws come from `RecordingRandom`, and the one randomised
+primitive pyca does not let us seed, ML-KEM encapsulation, is pinned by keeping the recorded
+ciphertext (its shared secret is re-derived by decapsulation on every run).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from backchannel import keystore, labels, padding
+from backchannel.content import Letter, sign_letter
+from backchannel.envelope import Envelope, Route
+from backchannel.handshake import (
+    DISCONTINUITY_BYTES,
+    associated_data,
+    derive_secrets,
+)
+from backchannel.identity import (
+    IdentityKeyPair,
+    format_fingerprint,
+    numeric_safety_number,
+    safety_number,
+)
+from backchannel.keys import KEMPublicKey
+from backchannel.prekeys import PrekeyBundle, PrekeySecrets
+from backchannel.ratchet import (
+    RatchetState,
+    init_initiator,
+    init_responder,
+    kdf_ck,
+    ratchet_decrypt,
+    ratchet_encrypt,
+)
+from backchannel.session import accept_session, session_encrypt, start_session
+
+from .randomness import RecordingRandom
+
+HERE = Path(__file__).parent
+ALICE, BOB = "kennedy", "khrushchev"
+Vector = dict[str, Any]
+
+
+def _identity(label: str) -> tuple[IdentityKeyPair, str]:
+    private = RecordingRandom(label)(64)
+    return IdentityKeyPair.from_private_bytes(private), private.hex()
+
+
+def build_identity() -> Vector:
+    alice, alice_private = _identity("identity-alice")
+    bob, bob_private = _identity("identity-bob")
+
+    def describe(pair: IdentityKeyPair, private: str, name: str) -> Vector:
+        return {
+            "name": name,
+            "private": private,
+            "signing_public": pair.public.signing.raw.hex(),
+            "dh_public": pair.public.dh.raw.hex(),
+            "binding_signing_input": labels.signing_input(
+                labels.SIG_IDENTITY, pair.public.dh.raw
+            ).hex(),
+            "binding_signature": pair.public.binding.hex(),
+            "public": pair.public.to_bytes().hex(),
+            "fingerprint": pair.public.fingerprint().hex(),
+            "fingerprint_display": format_fingerprint(pair.public.fingerprint()),
+        }
+
+    return {
+        "description": "Identities, fingerprints and the pairwise safety number (PROTOCOL.md §2)",
+        "alice": describe(alice, alice_private, ALICE),
+        "bob": describe(bob, bob_private, BOB),
+        "safety_number": safety_number(alice.public, ALICE, bob.public, BOB),
+        "libsignal_compat": {
+            "description": "libsignal fingerprint.rs known-answer test for the same construction",
+            **LIBSIGNAL_SAFETY_NUMBER,
+            "safety_number": numeric_safety_number(
+                bytes.fromhex(LIBSIGNAL_SAFETY_NUMBER["key_a"]),
+                LIBSIGNAL_SAFETY_NUMBER["id_a"].encode(),
+                bytes.fromhex(LIBSIGNAL_SAFETY_NUMBER["key_b"]),
+                LIBSIGNAL_SAFETY_NUMBER["id_b"].encode(),
+                5200,
+            ),
+        },
+    }
+
+
+# libsignal rust/protocol/src/fingerprint.rs, DISPLAYABLE_FINGERPRINT_V1: same construction,
+# Signal's 33-byte keys. Our function must reproduce libsignal's published answer.
+LIBSIGNAL_SAFETY_NUMBER: dict[str, str] = {
+    "key_a": "0506863bc66d02b40d27b8d49ca7c09e9239236f9d7d25d6fcca5ce13c7064d868",
+    "id_a": "+14152222222",
+    "key_b": "05f781b6fb32fed9ba1cf2de978d4d5da28dc34046ae814402b5c0dbd96fda907b",
+    "id_b": "+14153333333",
+    "published": "300354477692869396892869876765458257569162576843440918079131",
+}
+
+
+def _bob_prekeys(bob: IdentityKeyPair) -> tuple[PrekeySecrets, PrekeyBundle, Vector]:
+    rng = RecordingRandom("prekeys-bob")
+    secrets = PrekeySecrets()
+    secrets, signed = secrets.add_signed_prekey(bob, rng)
+    spk_private = rng.take_new()
+    secrets, one_time = secrets.add_one_time_prekeys(1, rng)
+    opk_private = rng.take_new()
+    secrets, kem = secrets.add_kem_prekeys(bob, 1, last_resort=True, random=rng)
+    kem_seed = rng.take_new()
+    bundle = PrekeyBundle(bob.public, signed, one_time[0], kem[0])
+    described = {
+        "signed_prekey": {
+            "id": signed.id,
+            "private": spk_private[0],
+            "public": signed.key.raw.hex(),
+            "signing_input": labels.signing_input(
+                labels.SIG_SIGNED_PREKEY, signed.signed_body()
+            ).hex(),
+            "signature": signed.signature.hex(),
+        },
+        "one_time_prekey": {
+            "id": one_time[0].id,
+            "private": opk_private[0],
+            "public": one_time[0].key.raw.hex(),
+        },
+        "kem_prekey": {
+            "id": kem[0].id,
+            "last_resort": kem[0].last_resort,
+            "seed": kem_seed[0],
+            "public": kem[0].key.raw.hex(),
+            "signing_input": labels.signing_input(
+                labels.SIG_KEM_PREKEY, kem[0].signed_body()
+            ).hex(),
+            "signature": kem[0].signature.hex(),
+        },
+        "bundle": bundle.to_bytes().hex(),
+    }
+    return secrets, bundle, described
+
+
+def build_handshake(kem_ciphertext: bytes | None) -> Vector:
+    alice, _ = _identity("identity-alice")
+    bob, _ = _identity("identity-bob")
+    bob_secrets, bundle, bob_described = _bob_prekeys(bob)
+    kem_pair = bob_secrets.kem_last_resort[bundle.kem_prekey.id]
+
+    def encapsulate(public: KEMPublicKey) -> tuple[bytes, bytes]:
+        if kem_ciphertext is None:  # first generation: a real, randomised encapsulation
+            return public.key.encapsulate()
+        return kem_pair.decapsulate(kem_ciphertext), kem_ciphertext
+
+    rng = RecordingRandom("handshake-alice")
+    session = start_session(alice, ALICE, bundle, BOB, rng, encapsulate)
+    draws = rng.take_new()  # EK_A private, then Alice's first ratchet key
+    header = session.pending_header
+    assert header is not None
+    ephemeral_private, ratchet_private = draws
+    ciphertext = header.kem_ciphertext
+    shared_secret = kem_pair.decapsulate(ciphertext)
+    spk = bob_secrets.signed[bundle.signed_prekey.id]
+    opk = bob_secrets.one_time[bundle.one_time_prekey.id]  # type: ignore[union-attr]
+    dhs = [
+        alice.dh.dh(bundle.signed_prekey.key),
+        bob.dh.dh(header.ephemeral),
+        spk.dh(header.ephemeral),
+        opk.dh(header.ephemeral),
+    ]
+    sk, hka, nhkb = derive_secrets(dhs, shared_secret)
+    plaintext = b"Kennedy to Khrushchev: opening the channel."
+    session, wire = session_encrypt(session, plaintext, rng)
+    header_nonce = rng.take_new()
+    _, bob_session, received = accept_session(bob, BOB, bob_secrets, wire, RecordingRandom("x"))
+    assert received == plaintext
+    return {
+        "description": "PQXDH handshake and the first (PREKEY) message (PROTOCOL.md §4, §6)",
+        "alice_name": ALICE,
+        "bob_name": BOB,
+        "alice_identity_private": alice.private_bytes().hex(),
+        "bob_identity_private": bob.private_bytes().hex(),
+        "bob": bob_described,
+        "alice_ephemeral_private": ephemeral_private,
+        "alice_ephemeral_public": header.ephemeral.raw.hex(),
+        "kem_ciphertext": ciphertext.hex(),
+        "kem_shared_secret": shared_secret.hex(),
+        "dh1": dhs[0].hex(),
+        "dh2": dhs[1].hex(),
+        "dh3": dhs[2].hex(),
+        "dh4": dhs[3].hex(),
+        "kdf_input": (DISCONTINUITY_BYTES + b"".join(dhs) + shared_secret).hex(),
+        "sk": sk.hex(),
+        "hka": hka.hex(),
+        "nhkb": nhkb.hex(),
+        "associated_data": associated_data(alice.public, ALICE, bob.public, BOB).hex(),
+        "alice_ratchet_private": ratchet_private,
+        "first_message": {
+            "plaintext": plaintext.hex(),
+            "padded_plaintext": padding.pad(plaintext).hex(),
+            "header_nonce": header_nonce[0],
+            "initial_header": header.to_bytes().hex(),
+            "session_message": wire.hex(),
+            "bob_handshake_digest": (bob_session.handshake_digest or b"").hex(),
+        },
+    }
+
+
+RATCHET_SCHEDULE: list[tuple[str, str, str]] = [
+    # (action, party, message id). Ids name messages by sender: a* from Alice, b* from Bob.
+    ("send", "alice", "a0"), ("send", "alice", "a1"), ("send", "alice", "a2"),
+    ("receive", "bob", "a0"), ("receive", "bob", "a2"), ("receive", "bob", "a1"),
+    ("send", "bob", "b0"), ("send", "bob", "b1"),
+    ("receive", "alice", "b1"), ("receive", "alice", "b0"),
+    ("send", "alice", "a3"), ("send", "alice", "a4"),
+    ("send", "bob", "b2"),
+    ("receive", "bob", "a3"), ("receive", "bob", "a4"),
+    ("receive", "alice", "b2"),
+    ("send", "bob", "b3"), ("send", "bob", "b4"),
+    ("receive", "alice", "b3"), ("receive", "alice", "b4"),
+]  # fmt: skip
+
+
+def build_ratchet(handshake: Vector) -> Vector:
+    sk, hka, nhkb = (bytes.fromhex(handshake[k]) for k in ("sk", "hka", "nhkb"))
+    ad = bytes.fromhex(handshake["associated_data"])
+    bob_prekeys = _bob_prekeys(_identity("identity-bob")[0])[0]
+    bob_ratchet_pair = bob_prekeys.signed[handshake["bob"]["signed_prekey"]["id"]]
+    rngs = {"alice": RecordingRandom("ratchet-alice"), "bob": RecordingRandom("ratchet-bob")}
+    states: dict[str, RatchetState] = {
+        "alice": init_initiator(sk, hka, nhkb, bob_ratchet_pair.public, ad, rngs["alice"]),
+        "bob": init_responder(sk, hka, nhkb, bob_ratchet_pair, ad),
+    }
+    initial = rngs["alice"].take_new()
+    messages: dict[str, bytes] = {}
+    events: list[Vector] = []
+    for action, party, message_id in RATCHET_SCHEDULE:
+        state, rng = states[party], rngs[party]
+        if action == "send":
+            assert state.cks is not None and state.hks is not None
+            plaintext = f"{party} message {message_id}".encode()
+            header = {"dh": state.dhs.public.raw.hex(), "pn": state.pn, "n": state.ns}
+            event = {
+                "action": "send", "party": party, "message": message_id,
+                "plaintext": plaintext.hex(), "header": header,
+                "header_key": state.hks.hex(), "chain_key": state.cks.hex(),
+                "message_key": kdf_ck(state.cks)[1].hex(),
+            }  # fmt: skip
+            states[party], messages[message_id] = ratchet_encrypt(state, plaintext, rng)
+            event["random"] = rng.take_new()
+            event["ciphertext"] = messages[message_id].hex()
+        else:
+            states[party], plaintext = ratchet_decrypt(state, messages[message_id], rng)
+            new = states[party]
+            event = {
+                "action": "receive", "party": party, "message": message_id,
+                "random": rng.take_new(), "plaintext": plaintext.hex(),
+                "skipped_keys_after": len(new.skipped), "root_key_after": new.rk.hex(),
+            }  # fmt: skip
+        events.append(event)
+    return {
+        "description": "Double Ratchet with header encryption: five messages each way, two of "
+        "them out of order (PROTOCOL.md §5)",
+        "sk": handshake["sk"],
+        "hka": handshake["hka"],
+        "nhkb": handshake["nhkb"],
+        "associated_data": handshake["associated_data"],
+        "bob_ratchet_private": bob_ratchet_pair.private_bytes().hex(),
+        "alice_initial_random": initial,
+        "events": events,
+    }
+
+
+def build_letter() -> Vector:
+    alice, _ = _identity("identity-alice")
+    bob, _ = _identity("identity-bob")
+    rng = RecordingRandom("letter")
+    letter = Letter(
+        message_id=rng(16),
+        sender=ALICE,
+        sender_keys=alice.public.keys,
+        recipient=BOB,
+        recipient_keys=bob.public.keys,
+        sent_at_ms=1_793_059_200_000,
+        text="As I read your letter, the key elements of your proposals seem generally "
+        "acceptable as I understand them.",
+        in_reply_to=rng(16),
+    )
+    signed = sign_letter(alice, letter)
+    signed.verify(alice.public, bob.public, BOB)
+    return {
+        "description": "A letter's canonical encoding and Ed25519 signature (PROTOCOL.md §7)",
+        "sender": ALICE,
+        "recipient": BOB,
+        "sender_identity_private": alice.private_bytes().hex(),
+        "message_id": letter.message_id.hex(),
+        "in_reply_to": (letter.in_reply_to or b"").hex(),
+        "sent_at_ms": letter.sent_at_ms,
+        "text": letter.text,
+        "canonical": letter.canonical().hex(),
+        "signing_input": labels.signing_input(labels.SIG_LETTER, letter.canonical()).hex(),
+        "signature": signed.signature.hex(),
+        "content": signed.to_content().hex(),
+        "padded_content": padding.pad(signed.to_content()).hex(),
+    }
+
+
+def build_envelope(handshake: Vector) -> Vector:
+    rng = RecordingRandom("envelope")
+    ciphertext = bytes.fromhex(handshake["first_message"]["session_message"])
+    direct = Envelope(BOB, ALICE, rng(16), Route.DIRECT, 1_793_145_600, ciphertext)
+    sealed = Envelope(BOB, None, rng(16), Route.SEALED, 1_793_062_800, rng(64) * 5)
+    lengths = [0, 1, 100, 255, 256, 257, 1000, 5000, 70_000]
+    return {
+        "description": "Envelope encoding and Padmé padding (PROTOCOL.md §8, §9)",
+        "direct": _describe_envelope(direct),
+        "sealed": _describe_envelope(sealed),
+        "padded_sizes": {str(n): padding.padded_size(n) for n in lengths},
+    }
+
+
+def _describe_envelope(envelope: Envelope) -> Vector:
+    return {
+        "recipient": envelope.recipient,
+        "sender": envelope.sender,
+        "message_id": envelope.message_id.hex(),
+        "route": int(envelope.route),
+        "expires_at": envelope.expires_at,
+        "ciphertext": envelope.ciphertext.hex(),
+        "encoded": envelope.to_bytes().hex(),
+    }
+
+
+def build_keystore() -> Vector:
+    rng = RecordingRandom("keystore")
+    params = keystore.ScryptParams(log2_n=10, r=8, p=1)
+    plaintext = _identity("identity-alice")[0].private_bytes()
+    sealed = keystore.seal(plaintext, "Thirteen Days", params, rng)
+    return {
+        "description": "Keystore sealed with scrypt and AES-256-GCM (PROTOCOL.md §11)",
+        "passphrase": "Thirteen Days",
+        "log2_n": params.log2_n,
+        "r": params.r,
+        "p": params.p,
+        "random": rng.take_new(),
+        "plaintext": plaintext.hex(),
+        "sealed": sealed.hex(),
+    }
+
+
+def build_all(kem_ciphertext: bytes | None) -> dict[str, Vector]:
+    handshake = build_handshake(kem_ciphertext)
+    return {
+        "identity": build_identity(),
+        "handshake": handshake,
+        "ratchet": build_ratchet(handshake),
+        "letter": build_letter(),
+        "envelope": build_envelope(handshake),
+        "keystore": build_keystore(),
+    }
+
+
+def load(name: str) -> Vector:
+    loaded: Vector = json.loads((HERE / f"{name}.json").read_text())
+    return loaded
+
+
+def recorded_kem_ciphertext() -> bytes | None:
+    path = HERE / "handshake.json"
+    return bytes.fromhex(load("handshake")["kem_ciphertext"]) if path.exists() else None
+
+
+def main() -> None:
+    for name, vector in build_all(recorded_kem_ciphertext()).items():
+        (HERE / f"{name}.json").write_text(json.dumps(vector, indent=2) + "\n")
+        print(f"wrote tests/vectors/{name}.json")
+
+
+if __name__ == "__main__":
+    main()
