@@ -18,12 +18,12 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed
 
 run: $(VENV)/.installed
-	$(BIN)/python -m backchannel_relay
+	$(BIN)/backchannel-relay serve
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 	$(BIN)/ruff check .
-	$(BIN)/mypy --strict backchannel
+	$(BIN)/mypy --strict backchannel server/backchannel_relay client/backchannel_cli
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m backchannel.bench

@@ -13,6 +13,8 @@ SIG_IDENTITY = b"identity"
 SIG_SIGNED_PREKEY = b"signed prekey"
 SIG_KEM_PREKEY = b"kem prekey"
 SIG_LETTER = b"letter"
+SIG_RELAY_REGISTER = b"relay register"
+SIG_RELAY_LOGIN = b"relay login"
 
 # Hash and KDF info strings.
 FINGERPRINT = PREFIX + b"fingerprint"

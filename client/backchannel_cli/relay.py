@@ -1,0 +1,242 @@
+"""An asyncio client for the relay's HTTP+WebSocket API (PROTOCOL.md §13).
+
+It speaks JSON and base64 and turns every relay error into `RelayRequestError` carrying the
+relay's code and message, so callers (the CLI, tests, the benchmark) never parse bodies twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from backchannel.identity import IdentityKeyPair
+from backchannel.prekeys import KemPrekey, OneTimePrekey, SignedPrekey
+from backchannel.relay_auth import sign_login, sign_registration
+
+
+class RelayRequestError(Exception):
+    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None):
+        super().__init__(f"{message} ({code})")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+class RelayUnreachable(Exception):
+    pass
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+def _encoded(prekey: SignedPrekey | OneTimePrekey | KemPrekey) -> str:
+    from backchannel.encoding import Writer
+
+    writer = Writer()
+    prekey.write(writer)
+    return b64(bytes(writer))
+
+
+@dataclass(frozen=True, slots=True)
+class PushedEnvelope:
+    id: int
+    received_at: int
+    envelope: bytes
+
+
+class RelayClient:
+    """One participant's (or an anonymous) connection to one relay."""
+
+    def __init__(self, base_url: str, session: aiohttp.ClientSession | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._session = session
+        self._owns_session = session is None
+        self.token: str | None = None
+
+    async def __aenter__(self) -> RelayClient:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    async def request(
+        self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None
+    ) -> Any:
+        try:
+            async with self.session.request(
+                method, self.base_url + path, json=body, params=params, headers=self._headers()
+            ) as response:
+                text = await response.text()
+                if response.status >= 400:
+                    try:
+                        error = json.loads(text)
+                        code, message = error["error"], error["message"]
+                    except (ValueError, KeyError, TypeError):
+                        code, message = "http_error", text[:200] or response.reason or ""
+                    retry = response.headers.get("Retry-After")
+                    raise RelayRequestError(
+                        response.status, code, message, float(retry) if retry else None
+                    )
+                return json.loads(text) if text else None
+        except aiohttp.ClientConnectionError as exc:
+            raise RelayUnreachable(f"cannot reach the relay at {self.base_url}: {exc}") from None
+
+    # --- public ---------------------------------------------------------------------------------
+
+    async def info(self) -> dict[str, Any]:
+        info: dict[str, Any] = await self.request("GET", "/v1/info")
+        return info
+
+    async def relay_id(self) -> bytes:
+        return unb64((await self.info())["relay_id"])
+
+    async def register(
+        self,
+        identity: IdentityKeyPair,
+        name: str,
+        invite: str,
+        signed_prekey: SignedPrekey,
+        kem_last_resort: KemPrekey,
+        one_time: Sequence[OneTimePrekey] = (),
+        kem_one_time: Sequence[KemPrekey] = (),
+    ) -> dict[str, Any]:
+        relay_id = await self.relay_id()
+        result: dict[str, Any] = await self.request(
+            "POST",
+            "/v1/register",
+            {
+                "invite": invite,
+                "name": name,
+                "identity": b64(identity.public.to_bytes()),
+                "proof": b64(sign_registration(identity, relay_id, invite, name)),
+                "signed_prekey": _encoded(signed_prekey),
+                "kem_last_resort": _encoded(kem_last_resort),
+                "one_time_prekeys": [_encoded(p) for p in one_time],
+                "kem_prekeys": [_encoded(p) for p in kem_one_time],
+            },
+        )
+        return result
+
+    async def login(self, identity: IdentityKeyPair, name: str) -> str:
+        """Challenge, sign, exchange for a session token; keeps the token for later calls."""
+        relay_id = await self.relay_id()
+        challenge = unb64(
+            (await self.request("POST", "/v1/auth/challenge", {"name": name}))["challenge"]
+        )
+        answer = await self.request(
+            "POST",
+            "/v1/auth/token",
+            {
+                "name": name,
+                "challenge": b64(challenge),
+                "signature": b64(sign_login(identity, relay_id, challenge, name)),
+            },
+        )
+        self.token = answer["token"]
+        return str(self.token)
+
+    # --- authenticated ---------------------------------------------------------------------------
+
+    async def directory(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = (await self.request("GET", "/v1/directory"))["participants"]
+        return result
+
+    async def fetch_bundle(self, name: str) -> tuple[bytes, int]:
+        answer = await self.request("GET", f"/v1/prekeys/{name}")
+        return unb64(answer["bundle"]), int(answer["one_time_prekeys_left"])
+
+    async def prekey_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = await self.request("GET", "/v1/prekeys")
+        return counts
+
+    async def upload_prekeys(
+        self,
+        one_time: Sequence[OneTimePrekey] = (),
+        kem_one_time: Sequence[KemPrekey] = (),
+        signed_prekey: SignedPrekey | None = None,
+        kem_last_resort: KemPrekey | None = None,
+    ) -> dict[str, int]:
+        body: dict[str, Any] = {
+            "one_time_prekeys": [_encoded(p) for p in one_time],
+            "kem_prekeys": [_encoded(p) for p in kem_one_time],
+        }
+        if signed_prekey is not None:
+            body["signed_prekey"] = _encoded(signed_prekey)
+        if kem_last_resort is not None:
+            body["kem_last_resort"] = _encoded(kem_last_resort)
+        counts: dict[str, int] = await self.request("POST", "/v1/prekeys", body)
+        return counts
+
+    async def send(self, envelopes: Sequence[bytes]) -> list[dict[str, Any]]:
+        answer = await self.request(
+            "POST", "/v1/messages", {"envelopes": [b64(e) for e in envelopes]}
+        )
+        receipts: list[dict[str, Any]] = answer["receipts"]
+        return receipts
+
+    async def mailbox(self, after: int = 0, limit: int = 100) -> tuple[list[PushedEnvelope], bool]:
+        answer = await self.request(
+            "GET", "/v1/messages", params={"after": str(after), "limit": str(limit)}
+        )
+        page = [
+            PushedEnvelope(e["id"], e["received_at"], unb64(e["envelope"]))
+            for e in answer["envelopes"]
+        ]
+        return page, bool(answer["more"])
+
+    async def acknowledge(self, ids: Sequence[int]) -> int:
+        answer = await self.request("POST", "/v1/messages/ack", {"ids": list(ids)})
+        return int(answer["acknowledged"])
+
+    async def live(self) -> AsyncIterator[tuple[PushedEnvelope, aiohttp.ClientWebSocketResponse]]:
+        """Yield each pushed envelope with the socket (to send acks on it)."""
+        try:
+            async with self.session.ws_connect(
+                self.base_url + "/v1/ws", headers=self._headers(), heartbeat=30
+            ) as ws:
+                async for message in ws:
+                    if message.type != aiohttp.WSMsgType.TEXT:
+                        break
+                    frame = json.loads(message.data)
+                    if frame.get("type") == "envelope":
+                        yield (
+                            PushedEnvelope(
+                                frame["id"], frame["received_at"], unb64(frame["envelope"])
+                            ),
+                            ws,
+                        )
+        except aiohttp.WSServerHandshakeError as exc:
+            raise RelayRequestError(exc.status, "websocket_refused", exc.message) from None
+        except aiohttp.ClientConnectionError as exc:
+            raise RelayUnreachable(f"cannot reach the relay at {self.base_url}: {exc}") from None
+
+
+async def ack_on_socket(ws: aiohttp.ClientWebSocketResponse, ids: Sequence[int]) -> None:
+    await ws.send_json({"type": "ack", "ids": list(ids)})

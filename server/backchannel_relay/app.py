@@ -1,0 +1,192 @@
+"""The application factory: shared objects, middlewares and background work.
+
+Middlewares do what every handler would otherwise repeat: render errors as JSON, authenticate,
+rate-limit, and count requests under their route template (never a name). Cleanup contexts open
+and close the database, the group committer and the expiry sweeper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_response import StreamResponse
+
+from .appkeys import (
+    ADMIN_TOKEN_HASH,
+    COMMITTER,
+    CONFIG,
+    HUB,
+    LIMITER,
+    METRICS,
+    PARTICIPANT,
+    RELAY_ID,
+    STORE,
+)
+from .config import RelayConfig
+from .database import migrate, open_engine
+from .delivery import GroupCommitter, Hub
+from .errors import RelayError, TooManyRequests, Unauthorized
+from .limits import RateLimiter
+from .metrics import Metrics
+from .routes import PUBLIC, routes
+from .store import Store, digest
+
+log = logging.getLogger("backchannel_relay")
+Handler = Callable[[web.Request], Awaitable[StreamResponse]]
+ADMIN_TOKEN_KEY = "admin_token_hash"
+
+
+def route_template(request: BaseRequest) -> str:
+    """`/v1/prekeys/{name}`, not `/v1/prekeys/khrushchev`: what logs and metrics may show."""
+    match = getattr(request, "match_info", None)
+    route = getattr(match, "route", None)
+    resource = getattr(route, "resource", None)
+    return resource.canonical if resource is not None else "unmatched"
+
+
+class TemplateAccessLogger(AbstractAccessLogger):
+    """One line per request: method, route template, status, size, time. No names, no query."""
+
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s %s %.1fms",
+            request.method,
+            route_template(request),
+            response.status,
+            response.body_length,
+            time * 1000,
+        )
+
+
+def _error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status, headers=headers)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> StreamResponse:
+    metrics = request.app[METRICS]
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except TooManyRequests as exc:
+        status = exc.status
+        retry = str(max(1, round(exc.retry_after)))
+        return _error_response(exc.status, exc.code, exc.message, {"Retry-After": retry})
+    except RelayError as exc:
+        status = exc.status
+        return _error_response(exc.status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        status = exc.status
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        return _error_response(exc.status, code, exc.reason)
+    except Exception as exc:
+        log.error("internal error on %s: %s", route_template(request), type(exc).__name__)
+        return _error_response(500, "internal_error", "the relay failed; nothing was lost")
+    finally:
+        template = route_template(request)
+        metrics.requests.labels(template, str(status)).inc()
+        metrics.latency.labels(template).observe(time.perf_counter() - started)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> StreamResponse:
+    if route_template(request) in PUBLIC or request.match_info.http_exception is not None:
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        raise Unauthorized("this request needs 'Authorization: Bearer <token>'", code="no_token")
+    try:
+        token = base64.b64decode(header[7:].strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise Unauthorized("the session token is malformed", code="bad_token") from None
+    who = await request.app[STORE].participant_for_token(token)
+    if who is None:
+        raise Unauthorized("the session token is unknown or expired", code="bad_token")
+    request.app[LIMITER].take(who.id)
+    request[PARTICIPANT] = who
+    return await handler(request)
+
+
+def create_app(config: RelayConfig) -> web.Application:
+    app = web.Application(
+        client_max_size=config.max_body_bytes, middlewares=[errors_middleware, auth_middleware]
+    )
+    app[CONFIG] = config
+    app[METRICS] = Metrics()
+    app[HUB] = Hub()
+    app[LIMITER] = RateLimiter(config.rate)
+    app.add_routes(routes)
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_group_commit)
+    app.cleanup_ctx.append(_sweeper)
+    return app
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    if config.database_url is None:
+        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    engine = open_engine(config.url)
+    await migrate(engine)
+    store = Store(engine, config.limits)
+    await store.load_keys()
+    app[STORE] = store
+    app[RELAY_ID], _ = await store.meta_secret("relay_id", 16)
+    app[ADMIN_TOKEN_HASH] = await ensure_admin_token(store)
+    yield
+    await engine.dispose()
+
+
+async def ensure_admin_token(store: Store) -> bytes:
+    """Create the admin token on first start; it is shown once and only its hash is kept."""
+    stored = await store.get_meta(ADMIN_TOKEN_KEY)
+    if stored is not None:
+        return stored
+    token = base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
+    await store.set_meta(ADMIN_TOKEN_KEY, digest(token.encode()))
+    print(f"Admin token (shown once; keep it to create invites over HTTP): {token}", flush=True)
+    return digest(token.encode())
+
+
+async def _group_commit(app: web.Application) -> AsyncIterator[None]:
+    committer = GroupCommitter(app[STORE], app[HUB])
+    committer.start()
+    app[COMMITTER] = committer
+    yield
+    await committer.stop()
+
+
+async def _sweeper(app: web.Application) -> AsyncIterator[None]:
+    async def sweep_forever() -> None:
+        while True:
+            await asyncio.sleep(app[CONFIG].sweep_interval)
+            try:
+                await app[STORE].sweep_expired()
+            except Exception as exc:  # keep sweeping; the next round retries
+                log.error("sweep failed: %s", type(exc).__name__)
+
+    task = asyncio.create_task(sweep_forever(), name="sweeper")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

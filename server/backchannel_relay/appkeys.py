@@ -1,0 +1,28 @@
+"""Typed keys for what the application shares between handlers (aiohttp `web.AppKey`)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .config import RelayConfig
+from .delivery import GroupCommitter, Hub
+from .limits import RateLimiter
+from .metrics import Metrics
+from .store import ParticipantInfo, Store
+
+CONFIG = web.AppKey("config", RelayConfig)
+STORE = web.AppKey("store", Store)
+HUB = web.AppKey("hub", Hub)
+COMMITTER = web.AppKey("committer", GroupCommitter)
+METRICS = web.AppKey("metrics", Metrics)
+LIMITER = web.AppKey("limiter", RateLimiter)
+RELAY_ID = web.AppKey("relay_id", bytes)
+ADMIN_TOKEN_HASH = web.AppKey("admin_token_hash", bytes)
+
+PARTICIPANT = "backchannel.participant"
+
+
+def participant(request: web.Request) -> ParticipantInfo:
+    """The authenticated caller (set by the auth middleware)."""
+    info: ParticipantInfo = request[PARTICIPANT]
+    return info

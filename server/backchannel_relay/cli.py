@@ -1,0 +1,192 @@
+"""`backchannel-relay`: serve, migrate, and hand out invites."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from aiohttp import web
+
+from .config import DEFAULT_HOST, DEFAULT_PORT, RelayConfig, default_data_dir
+from .database import migrate, open_engine
+from .errors import RelayError
+from .limits import RateLimit
+from .store import ROLES, Limits, Store
+
+T = TypeVar("T")
+
+
+def _store_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    command = click.option(
+        "--database",
+        "database_url",
+        envvar="BACKCHANNEL_RELAY_DATABASE",
+        metavar="URL",
+        help="SQLAlchemy URL, e.g. postgresql+asyncpg://user@host/db (default: SQLite).",
+    )(command)
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="BACKCHANNEL_RELAY_DATA_DIR",
+        default=default_data_dir,
+        show_default=True,
+        help="Where the SQLite store lives.",
+    )(command)
+
+
+def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    try:
+        return asyncio.run(make())
+    except RelayError as exc:
+        raise click.ClickException(exc.message) from None
+    except OSError as exc:
+        raise click.ClickException(f"cannot open the store: {exc.strerror or exc}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """The Backchannel relay: stores and forwards end-to-end encrypted envelopes."""
+
+
+@main.command()
+@click.option("--host", envvar="BACKCHANNEL_RELAY_HOST", default=DEFAULT_HOST, show_default=True)
+@click.option(
+    "--port",
+    envvar="BACKCHANNEL_RELAY_PORT",
+    type=click.IntRange(0, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+)
+@_store_options
+@click.option(
+    "--no-access-log",
+    is_flag=True,
+    envvar="BACKCHANNEL_RELAY_NO_ACCESS_LOG",
+    help="Log no line per request at all.",
+)
+@click.option(
+    "--rate-burst",
+    type=click.FloatRange(min=1),
+    default=60.0,
+    show_default=True,
+    envvar="BACKCHANNEL_RELAY_RATE_BURST",
+    help="Requests per identity in a burst.",
+)
+@click.option(
+    "--rate-per-second",
+    type=click.FloatRange(min=0.001),
+    default=1.0,
+    show_default=True,
+    envvar="BACKCHANNEL_RELAY_RATE_PER_SECOND",
+    help="Requests per identity per second, sustained.",
+)
+@click.option(
+    "--sweep-interval",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    show_default=True,
+    envvar="BACKCHANNEL_RELAY_SWEEP_INTERVAL",
+    help="Seconds between expiry sweeps.",
+)
+def serve(
+    host: str,
+    port: int,
+    data_dir: Path,
+    database_url: str | None,
+    no_access_log: bool,
+    rate_burst: float,
+    rate_per_second: float,
+    sweep_interval: float,
+) -> None:
+    """Run the relay on HOST:PORT until interrupted."""
+    from .app import TemplateAccessLogger, create_app
+
+    config = RelayConfig(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        database_url=database_url,
+        access_log=not no_access_log,
+        rate=RateLimit(rate_burst, rate_per_second),
+        sweep_interval=sweep_interval,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    click.echo(f"backchannel-relay: store is the {config.describe_store()}")
+    click.echo(
+        f"backchannel-relay: listening on http://{host}:{port}",
+    )
+    try:
+        web.run_app(
+            create_app(config),
+            host=host,
+            port=port,
+            print=None,
+            access_log=logging.getLogger("backchannel_relay.access") if config.access_log else None,
+            access_log_class=TemplateAccessLogger,
+        )
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+@main.command("migrate")
+@_store_options
+def migrate_command(data_dir: Path, database_url: str | None) -> None:
+    """Bring the store's schema up to date (serve does this on start too)."""
+    config = RelayConfig(data_dir=data_dir, database_url=database_url)
+
+    async def run() -> None:
+        if database_url is None:
+            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        engine = open_engine(config.url)
+        try:
+            await migrate(engine)
+        finally:
+            await engine.dispose()
+
+    _run(run)
+    click.echo(f"schema is up to date in the {config.describe_store()}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--role", type=click.Choice(ROLES), required=True)
+@click.option(
+    "--ttl",
+    "ttl_hours",
+    type=click.FloatRange(min=0.01),
+    default=168.0,
+    show_default=True,
+    help="Hours until the invite expires.",
+)
+@_store_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def invite(
+    name: str, role: str, ttl_hours: float, data_dir: Path, database_url: str | None, as_json: bool
+) -> None:
+    """Create a single-use invite for NAME."""
+    if not 0 < len(name.encode("utf-8")) <= 64:
+        raise click.BadParameter("a name is 1 to 64 bytes of UTF-8", param_hint="NAME")
+    config = RelayConfig(data_dir=data_dir, database_url=database_url)
+
+    async def run() -> tuple[str, int]:
+        if database_url is None:
+            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        engine = open_engine(config.url)
+        try:
+            await migrate(engine)
+            return await Store(engine, Limits()).create_invite(name, role, int(ttl_hours * 3600))
+        finally:
+            await engine.dispose()
+
+    code, expires_at = _run(run)
+    if as_json:
+        click.echo(
+            json.dumps({"name": name, "role": role, "invite": code, "expires_at": expires_at})
+        )
+    else:
+        click.echo(f"invite for {name} ({role}): {code}")

@@ -1,0 +1,54 @@
+"""Errors the relay answers with: each a status, a stable code and one readable sentence."""
+
+from __future__ import annotations
+
+
+class RelayError(Exception):
+    """Rendered by the error middleware as `{"error": code, "message": message}`."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+
+
+class BadRequest(RelayError):
+    status, code = 400, "bad_request"
+
+
+class Unauthorized(RelayError):
+    status, code = 401, "unauthorized"
+
+
+class Forbidden(RelayError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(RelayError):
+    status, code = 404, "not_found"
+
+
+class Conflict(RelayError):
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(RelayError):
+    status, code = 413, "payload_too_large"
+
+
+class TooManyRequests(RelayError):
+    status, code = 429, "rate_limited"
+
+    def __init__(self, message: str, retry_after: float, *, code: str | None = None):
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class MailboxFull(RelayError):
+    status, code = 429, "mailbox_full"

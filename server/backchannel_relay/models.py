@@ -1,0 +1,131 @@
+"""The relay's tables (SQLAlchemy 2.0 typed declarative style).
+
+What is stored is what routing, authentication and limits need, and nothing more: public keys,
+opaque envelopes, hashes of secrets (invites, challenges, tokens) and of message ids. No column
+holds plaintext, and none can: the relay never has it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only makes INTEGER PRIMARY KEY an auto-incrementing rowid; BigInteger elsewhere.
+AutoId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class RelayMeta(Base):
+    """Key-value facts about this relay: its id, its notary and HMAC keys, the admin token hash."""
+
+    __tablename__ = "relay_meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Invite(Base):
+    __tablename__ = "invites"
+    code_hash: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(16))
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    used_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class Participant(Base):
+    __tablename__ = "participants"
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    identity: Mapped[bytes] = mapped_column(LargeBinary(128))
+    registered_at: Mapped[int] = mapped_column(BigInteger)
+    queued_count: Mapped[int] = mapped_column(Integer, default=0)
+    queued_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class SignedPrekeyRow(Base):
+    __tablename__ = "signed_prekeys"
+    participant_id: Mapped[int] = mapped_column(
+        ForeignKey("participants.id", ondelete="CASCADE"), primary_key=True
+    )
+    encoded: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class OneTimePrekeyRow(Base):
+    __tablename__ = "one_time_prekeys"
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id", ondelete="CASCADE"))
+    key_id: Mapped[int] = mapped_column(BigInteger)
+    encoded: Mapped[bytes] = mapped_column(LargeBinary)
+    __table_args__ = (
+        UniqueConstraint("participant_id", "key_id"),
+        Index("ix_one_time_prekeys_owner", "participant_id", "id"),
+    )
+
+
+class KemPrekeyRow(Base):
+    __tablename__ = "kem_prekeys"
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id", ondelete="CASCADE"))
+    key_id: Mapped[int] = mapped_column(BigInteger)
+    last_resort: Mapped[bool] = mapped_column(Boolean)
+    encoded: Mapped[bytes] = mapped_column(LargeBinary)
+    __table_args__ = (
+        UniqueConstraint("participant_id", "key_id"),
+        Index("ix_kem_prekeys_owner", "participant_id", "last_resort", "id"),
+    )
+
+
+class Challenge(Base):
+    """A single-use authentication challenge (stored hashed; deleted when used or expired)."""
+
+    __tablename__ = "auth_challenges"
+    challenge_hash: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id", ondelete="CASCADE"))
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class SessionToken(Base):
+    __tablename__ = "session_tokens"
+    token_hash: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id", ondelete="CASCADE"))
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class EnvelopeRow(Base):
+    """One stored envelope, in its recipient's mailbox until acknowledged or expired."""
+
+    __tablename__ = "envelopes"
+    seq: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    recipient_id: Mapped[int] = mapped_column(ForeignKey("participants.id", ondelete="CASCADE"))
+    received_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    # AUTOINCREMENT: SQLite would otherwise reuse the id of a deleted (acknowledged) last row,
+    # and a live connection that has pushed up to that id would skip the newcomer.
+    __table_args__ = (
+        Index("ix_envelopes_mailbox", "recipient_id", "seq"),
+        {"sqlite_autoincrement": True},
+    )
+
+
+class MessageIdRow(Base):
+    """A keyed hash of (recipient, message id), kept until expiry: a resend is not stored twice."""
+
+    __tablename__ = "message_ids"
+    id_hash: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    received_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)

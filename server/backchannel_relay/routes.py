@@ -1,0 +1,449 @@
+"""HTTP handlers: parse and validate, call one store function, answer. Nothing else.
+
+Authentication, rate limits and error rendering are middlewares (`app.py`); the JSON shapes are
+in the OpenAPI document (`openapi.py`) and PROTOCOL.md §13.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+from collections.abc import Callable
+from typing import TypeVar
+
+from aiohttp import WSMsgType, web
+from prometheus_client import generate_latest
+
+from backchannel import PROTOCOL_VERSION
+from backchannel.encoding import Reader
+from backchannel.envelope import MAX_CIPHERTEXT_BYTES, Envelope, Route
+from backchannel.errors import BackchannelError
+from backchannel.identity import IdentityPublic, format_fingerprint
+from backchannel.prekeys import (
+    MAX_PREKEYS_PER_UPLOAD,
+    KemPrekey,
+    OneTimePrekey,
+    PrekeyBundle,
+    SignedPrekey,
+)
+from backchannel.relay_auth import verify_login, verify_registration
+
+from .appkeys import (
+    ADMIN_TOKEN_HASH,
+    COMMITTER,
+    CONFIG,
+    HUB,
+    METRICS,
+    RELAY_ID,
+    STORE,
+    participant,
+)
+from .errors import BadRequest, Forbidden, NotFound, TooManyRequests, Unauthorized
+from .openapi import openapi_document
+from .store import NewEnvelope, ParticipantInfo, Store, digest
+from .wire import (
+    b64,
+    bytes_field,
+    bytes_list,
+    int_field,
+    json_body,
+    query_int,
+    text_field,
+)
+
+T = TypeVar("T")
+routes = web.RouteTableDef()
+PUBLIC = {
+    "/healthz",
+    "/metrics",
+    "/openapi.json",
+    "/v1/info",
+    "/v1/register",
+    "/v1/auth/challenge",
+    "/v1/auth/token",
+    "/v1/admin/invites",
+}
+MAX_PAGE = 500
+
+
+def _parsed(parse: Callable[[Reader], T], data: bytes, what: str) -> T:
+    """Run a strict core parser; its error becomes a 400 naming the field and the fault."""
+    try:
+        reader = Reader(data, what)
+        value = parse(reader)
+        reader.finish()
+    except BackchannelError as exc:
+        raise BadRequest(f"{what}: {exc}", code=exc.code) from None
+    return value
+
+
+def _participant_json(info: ParticipantInfo) -> dict[str, object]:
+    identity = IdentityPublic.from_bytes(info.identity)
+    return {
+        "name": info.name,
+        "role": info.role,
+        "identity": b64(info.identity),
+        "fingerprint": format_fingerprint(identity.fingerprint()),
+    }
+
+
+# --- public ----------------------------------------------------------------------------------
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+@routes.get("/v1/info")
+async def info(request: web.Request) -> web.Response:
+    config = request.app[CONFIG]
+    return web.json_response(
+        {
+            "relay_id": b64(request.app[RELAY_ID]),
+            "protocol_version": PROTOCOL_VERSION,
+            "limits": {
+                "max_envelope_bytes": MAX_CIPHERTEXT_BYTES,
+                "max_batch": config.max_batch,
+                "max_body_bytes": config.max_body_bytes,
+                "max_queue_envelopes": config.limits.max_queue_envelopes,
+                "max_queue_bytes": config.limits.max_queue_bytes,
+                "max_expiry_seconds": config.limits.max_expiry_seconds,
+                "rate_burst": config.rate.burst,
+                "rate_per_second": config.rate.per_second,
+            },
+        }
+    )
+
+
+@routes.post("/v1/register")
+async def register(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    invite = text_field(body, "invite", 128)
+    name = text_field(body, "name")
+    identity_raw = bytes_field(body, "identity")
+    identity = _parsed(IdentityPublic.read, identity_raw, "identity")
+    try:
+        verify_registration(
+            identity, bytes_field(body, "proof"), request.app[RELAY_ID], invite, name
+        )
+    except BackchannelError:
+        raise Unauthorized("the registration proof does not verify", code="bad_proof") from None
+    signed_raw = bytes_field(body, "signed_prekey")
+    kem_raw = bytes_field(body, "kem_last_resort")
+    one_time_raw = bytes_list(body, "one_time_prekeys", MAX_PREKEYS_PER_UPLOAD)
+    kem_one_time_raw = bytes_list(body, "kem_prekeys", MAX_PREKEYS_PER_UPLOAD)
+    one_time, kem_one_time, last_resort = _checked_prekeys(
+        identity, signed_raw, kem_raw, one_time_raw, kem_one_time_raw
+    )
+    assert last_resort is not None
+    registered = await request.app[STORE].register(
+        invite, name, identity_raw, signed_raw, last_resort, one_time, kem_one_time
+    )
+    return web.json_response(_participant_json(registered), status=201)
+
+
+def _checked_prekeys(
+    identity: IdentityPublic,
+    signed_raw: bytes | None,
+    kem_raw: bytes | None,
+    one_time_raw: list[bytes],
+    kem_one_time_raw: list[bytes],
+) -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]], tuple[int, bytes] | None]:
+    """Parse and verify every uploaded prekey against the uploader's identity."""
+    try:
+        if signed_raw is not None:
+            _parsed(SignedPrekey.read, signed_raw, "signed_prekey").verify(identity)
+        last_resort = None
+        if kem_raw is not None:
+            kem: KemPrekey = _parsed(KemPrekey.read, kem_raw, "kem_last_resort")
+            kem.verify(identity)
+            if not kem.last_resort:
+                raise BadRequest("kem_last_resort must be marked last-resort", code="invalid_field")
+            last_resort = (kem.id, kem_raw)
+        one_time = [
+            (_parsed(OneTimePrekey.read, raw, "one_time_prekeys").id, raw) for raw in one_time_raw
+        ]
+        kem_one_time = []
+        for raw in kem_one_time_raw:
+            prekey: KemPrekey = _parsed(KemPrekey.read, raw, "kem_prekeys")
+            prekey.verify(identity)
+            if prekey.last_resort:
+                raise BadRequest("kem_prekeys must be one-time keys", code="invalid_field")
+            kem_one_time.append((prekey.id, raw))
+    except BackchannelError as exc:
+        raise BadRequest(f"prekey: {exc}", code=exc.code) from None
+    return one_time, kem_one_time, last_resort
+
+
+@routes.post("/v1/auth/challenge")
+async def challenge(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    store = request.app[STORE]
+    who = await store.participant(text_field(body, "name"))
+    value = await store.create_challenge(who.id)
+    return web.json_response({"challenge": b64(value), "expires_in": store.limits.challenge_ttl})
+
+
+@routes.post("/v1/auth/token")
+async def token(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    store = request.app[STORE]
+    name = text_field(body, "name")
+    value = bytes_field(body, "challenge")
+    who = await store.participant(name)
+    try:
+        verify_login(
+            IdentityPublic.from_bytes(who.identity),
+            bytes_field(body, "signature"),
+            request.app[RELAY_ID],
+            value,
+            name,
+        )
+    except BackchannelError:
+        raise Unauthorized("the challenge signature does not verify", code="bad_proof") from None
+    session_token, expires_at = await store.redeem_challenge(who.id, value)
+    return web.json_response({"token": b64(session_token), "expires_at": expires_at})
+
+
+@routes.post("/v1/admin/invites")
+async def admin_invite(request: web.Request) -> web.Response:
+    header = request.headers.get("Authorization", "")
+    presented = header.removeprefix("Bearer ").strip().encode()
+    if not presented or not hmac.compare_digest(digest(presented), request.app[ADMIN_TOKEN_HASH]):
+        raise Unauthorized("a valid admin token is required", code="admin_token_required")
+    body = await json_body(request)
+    ttl = int_field(body, "ttl_seconds", request.app[CONFIG].invite_ttl)
+    name, role = text_field(body, "name"), text_field(body, "role", 16)
+    code, expires_at = await request.app[STORE].create_invite(name, role, ttl)
+    return web.json_response(
+        {"name": name, "role": role, "invite": code, "expires_at": expires_at}, status=201
+    )
+
+
+# --- authenticated ---------------------------------------------------------------------------
+
+
+@routes.get("/v1/directory")
+async def directory(request: web.Request) -> web.Response:
+    everyone = await request.app[STORE].directory()
+    return web.json_response({"participants": [_participant_json(p) for p in everyone]})
+
+
+@routes.get("/v1/directory/{name}")
+async def directory_entry(request: web.Request) -> web.Response:
+    who = await request.app[STORE].participant(request.match_info["name"])
+    return web.json_response(_participant_json(who))
+
+
+@routes.get("/v1/prekeys/{name}")
+async def fetch_bundle(request: web.Request) -> web.Response:
+    identity, signed, one_time, kem, left = await request.app[STORE].take_bundle_parts(
+        request.match_info["name"]
+    )
+    bundle = PrekeyBundle(
+        IdentityPublic.from_bytes(identity),
+        _parsed(SignedPrekey.read, signed, "stored signed prekey"),
+        _parsed(OneTimePrekey.read, one_time, "stored one-time prekey") if one_time else None,
+        _parsed(KemPrekey.read, kem, "stored KEM prekey"),
+    )
+    return web.json_response({"bundle": b64(bundle.to_bytes()), "one_time_prekeys_left": left})
+
+
+@routes.get("/v1/prekeys")
+async def own_prekeys(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[STORE].prekey_counts(participant(request).id))
+
+
+@routes.post("/v1/prekeys")
+async def upload_prekeys(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    me = participant(request)
+    signed_raw = bytes_field(body, "signed_prekey") if "signed_prekey" in body else None
+    kem_raw = bytes_field(body, "kem_last_resort") if "kem_last_resort" in body else None
+    one_time, kem_one_time, last_resort = _checked_prekeys(
+        IdentityPublic.from_bytes(me.identity),
+        signed_raw,
+        kem_raw,
+        bytes_list(body, "one_time_prekeys", MAX_PREKEYS_PER_UPLOAD),
+        bytes_list(body, "kem_prekeys", MAX_PREKEYS_PER_UPLOAD),
+    )
+    store = request.app[STORE]
+    await store.add_prekeys(me.id, signed_raw, last_resort, one_time, kem_one_time)
+    return web.json_response(await store.prekey_counts(me.id))
+
+
+@routes.post("/v1/messages")
+async def send(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    me = participant(request)
+    config, store = request.app[CONFIG], request.app[STORE]
+    raw = bytes_list(body, "envelopes", config.max_batch)
+    if not raw:
+        raise BadRequest("field 'envelopes' must hold at least one envelope", code="invalid_field")
+    now = store.now()
+    envelopes: list[Envelope] = []
+    for index, data in enumerate(raw):
+        try:
+            envelope = Envelope.from_bytes(data)
+        except BackchannelError as exc:
+            raise BadRequest(f"envelopes[{index}]: {exc}", code="invalid_envelope") from None
+        if envelope.route == Route.SEALED:
+            raise BadRequest(
+                "sealed-sender delivery is not enabled on this relay",
+                code="sealed_sender_unavailable",
+            )
+        if envelope.sender != me.name:
+            raise Forbidden(f"envelopes[{index}] names another sender", code="sender_mismatch")
+        if not now < envelope.expires_at <= now + config.limits.max_expiry_seconds:
+            raise BadRequest(
+                f"envelopes[{index}] expiry must be in the future and within "
+                f"{config.limits.max_expiry_seconds} seconds",
+                code="bad_expiry",
+            )
+        envelopes.append(envelope)
+    ids = await store.participant_ids([e.recipient for e in envelopes])
+    missing = sorted({e.recipient for e in envelopes} - ids.keys())
+    if missing:
+        raise NotFound(f"no participant named {missing[0]!r}", code="unknown_recipient")
+    items = [
+        (ids[e.recipient], NewEnvelope(e.recipient, e.message_id, e.expires_at, data))
+        for e, data in zip(envelopes, raw, strict=True)
+    ]
+    receipts = await request.app[COMMITTER].submit(items)
+    request.app[METRICS].envelopes_accepted.inc(sum(not r.duplicate for r in receipts))
+    return web.json_response(
+        {
+            "receipts": [
+                {
+                    "message_id": r.message_id.hex(),
+                    "id": r.seq,
+                    "received_at": r.received_at_ms,
+                    "duplicate": r.duplicate,
+                }
+                for r in receipts
+            ]
+        }
+    )
+
+
+@routes.get("/v1/messages")
+async def mailbox(request: web.Request) -> web.Response:
+    after = query_int(request, "after", 0, 2**62)
+    limit = query_int(request, "limit", 100, MAX_PAGE) or 1
+    page = await request.app[STORE].mailbox_page(participant(request).id, after, limit)
+    return web.json_response(
+        {
+            "envelopes": [
+                {"id": e.seq, "received_at": e.received_at_ms, "envelope": b64(e.body)}
+                for e in page
+            ],
+            "more": len(page) == limit,
+        }
+    )
+
+
+@routes.post("/v1/messages/ack")
+async def acknowledge(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    ids = body.get("ids")
+    if (
+        not isinstance(ids, list)
+        or len(ids) > MAX_PAGE
+        or not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids)
+    ):
+        raise BadRequest(
+            f"field 'ids' must be a list of at most {MAX_PAGE} positive integers",
+            code="invalid_field",
+        )
+    count = await request.app[STORE].acknowledge(participant(request).id, ids)
+    return web.json_response({"acknowledged": count})
+
+
+@routes.get("/v1/ws")
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    """Live delivery: everything unacknowledged, then each arrival as it is committed."""
+    me = participant(request)
+    hub, store, config = request.app[HUB], request.app[STORE], request.app[CONFIG]
+    if hub.connections_of(me.id) >= config.max_connections_per_participant:
+        raise TooManyRequests(
+            "too many open connections for this participant",
+            retry_after=5,
+            code="too_many_connections",
+        )
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1024 * 1024)
+    await ws.prepare(request)
+    wake = hub.subscribe(me.id)
+    gauge = request.app[METRICS].websockets
+    gauge.inc()
+    reader = asyncio.create_task(_read_acks(ws, store, me.id))
+    try:
+        last = 0
+        while not ws.closed and not reader.done():
+            wake.clear()
+            page = await store.mailbox_page(me.id, last, MAX_PAGE)
+            for envelope in page:
+                await ws.send_json(
+                    {
+                        "type": "envelope",
+                        "id": envelope.seq,
+                        "received_at": envelope.received_at_ms,
+                        "envelope": b64(envelope.body),
+                    }
+                )
+                last = envelope.seq
+            request.app[METRICS].envelopes_delivered.inc(len(page))
+            if len(page) < MAX_PAGE:
+                waiter = asyncio.create_task(wake.wait())
+                await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        hub.unsubscribe(me.id, wake)
+        gauge.dec()
+        await ws.close()
+    return ws
+
+
+async def _read_acks(ws: web.WebSocketResponse, store: Store, me: int) -> None:
+    """The client's half of the socket: acknowledgements, which delete from its mailbox."""
+    async for message in ws:
+        if message.type != WSMsgType.TEXT:
+            continue
+        ids: list[int] = []
+        try:
+            frame = json.loads(message.data)
+            if frame.get("type") == "ack" and isinstance(frame["ids"], list):
+                ids = [i for i in frame["ids"] if isinstance(i, int) and not isinstance(i, bool)]
+                valid = len(ids) == len(frame["ids"])
+            else:
+                valid = False
+        except (ValueError, KeyError, AttributeError, TypeError):
+            valid = False
+        if not valid:
+            await ws.send_json(
+                {
+                    "type": "error",
+                    "error": "invalid_frame",
+                    "message": 'expected {"type": "ack", "ids": [...]}',
+                }
+            )
+            continue
+        await store.acknowledge(me, ids[:MAX_PAGE])
