@@ -20,7 +20,7 @@ from backchannel.session import parse_message
 
 from .vectors.generate import build_all, load, recorded_kem_ciphertext
 
-NAMES = ["identity", "handshake", "ratchet", "letter", "envelope", "keystore"]
+NAMES = ["identity", "handshake", "ratchet", "letter", "envelope", "keystore", "relay_auth"]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from backchannel import keystore, labels, padding
+from backchannel import keystore, labels, padding, relay_auth
 from backchannel.content import Letter, sign_letter
 from backchannel.envelope import Envelope, Route
 from backchannel.handshake import (
@@ -347,6 +347,31 @@ def build_keystore() -> Vector:
     }
 
 
+def build_relay_auth() -> Vector:
+    alice, _ = _identity("identity-alice")
+    rng = RecordingRandom("relay-auth")
+    relay_id, challenge = rng(16), rng(32)
+    invite = rng(16).hex()
+    registration = relay_auth.registration_body(relay_id, invite, ALICE)
+    login = relay_auth.login_body(relay_id, challenge, ALICE)
+    return {
+        "description": "Proof of possession at registration and login (PROTOCOL.md §13)",
+        "identity_private": alice.private_bytes().hex(),
+        "name": ALICE,
+        "relay_id": relay_id.hex(),
+        "invite": invite,
+        "challenge": challenge.hex(),
+        "registration_signing_input": labels.signing_input(
+            labels.SIG_RELAY_REGISTER, registration
+        ).hex(),
+        "registration_signature": relay_auth.sign_registration(
+            alice, relay_id, invite, ALICE
+        ).hex(),
+        "login_signing_input": labels.signing_input(labels.SIG_RELAY_LOGIN, login).hex(),
+        "login_signature": relay_auth.sign_login(alice, relay_id, challenge, ALICE).hex(),
+    }
+
+
 def build_all(kem_ciphertext: bytes | None) -> dict[str, Vector]:
     handshake = build_handshake(kem_ciphertext)
     return {
@@ -356,6 +381,7 @@ def build_all(kem_ciphertext: bytes | None) -> dict[str, Vector]:
         "letter": build_letter(),
         "envelope": build_envelope(handshake),
         "keystore": build_keystore(),
+        "relay_auth": build_relay_auth(),
     }
 
 
