@@ -25,6 +25,7 @@ from .appkeys import (
     ADMIN_TOKEN_HASH,
     COMMITTER,
     CONFIG,
+    GATE,
     HUB,
     LIMITER,
     METRICS,
@@ -36,7 +37,7 @@ from .config import RelayConfig
 from .database import migrate, open_engine
 from .delivery import GroupCommitter, Hub
 from .errors import RelayError, TooManyRequests, Unauthorized
-from .limits import RateLimiter
+from .limits import ConnectionGate, RateLimiter
 from .metrics import Metrics
 from .routes import PUBLIC, routes
 from .store import Store, digest
@@ -82,7 +83,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> StreamRes
     metrics = request.app[METRICS]
     started = time.perf_counter()
     status = 500
+    gate = request.app[GATE]
+    entered = False
     try:
+        gate.enter()
+        entered = True
         response = await handler(request)
         status = response.status
         return response
@@ -103,6 +108,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> StreamRes
         log.error("internal error on %s: %s", route_template(request), type(exc).__name__)
         return _error_response(500, "internal_error", "the relay failed; nothing was lost")
     finally:
+        if entered:
+            gate.leave()
         template = route_template(request)
         metrics.requests.labels(template, str(status)).inc()
         metrics.latency.labels(template).observe(time.perf_counter() - started)
@@ -135,6 +142,7 @@ def create_app(config: RelayConfig) -> web.Application:
     app[METRICS] = Metrics()
     app[HUB] = Hub()
     app[LIMITER] = RateLimiter(config.rate)
+    app[GATE] = ConnectionGate(config.max_connections)
     app.add_routes(routes)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_group_commit)

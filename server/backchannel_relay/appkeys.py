@@ -6,7 +6,7 @@ from aiohttp import web
 
 from .config import RelayConfig
 from .delivery import GroupCommitter, Hub
-from .limits import RateLimiter
+from .limits import ConnectionGate, RateLimiter
 from .metrics import Metrics
 from .store import ParticipantInfo, Store
 
@@ -16,6 +16,7 @@ HUB = web.AppKey("hub", Hub)
 COMMITTER = web.AppKey("committer", GroupCommitter)
 METRICS = web.AppKey("metrics", Metrics)
 LIMITER = web.AppKey("limiter", RateLimiter)
+GATE = web.AppKey("gate", ConnectionGate)
 RELAY_ID = web.AppKey("relay_id", bytes)
 ADMIN_TOKEN_HASH = web.AppKey("admin_token_hash", bytes)
 

@@ -36,3 +36,23 @@ class RateLimiter:
         self._buckets[key] = (tokens - cost, now)
         if len(self._buckets) > 100_000:  # forget idle buckets (they would be full anyway)
             self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 3600}
+
+
+class ConnectionGate:
+    """Counts requests in flight (a WebSocket counts for as long as it is open)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+
+    def enter(self) -> None:
+        if self.open >= self.limit:
+            raise TooManyRequests(
+                "the relay is at its connection limit; retry shortly",
+                retry_after=1,
+                code="too_many_connections",
+            )
+        self.open += 1
+
+    def leave(self) -> None:
+        self.open -= 1
