@@ -115,7 +115,52 @@ def sign_letter(identity: IdentityKeyPair, letter: Letter) -> SignedLetter:
     return SignedLetter(letter, identity.sign(labels.SIG_LETTER, letter.canonical()))
 
 
-Content = SignedLetter
+class ReceiptType(IntEnum):
+    DELIVERED = 1
+    """The recipient's client has stored the message on its disk."""
+    READ = 2
+    """The recipient has displayed the message."""
+
+
+RECEIPT_VERSION = 1
+MAX_RECEIPT_IDS = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Delivery and read receipts (PRODUCT.md §5), authenticated by the session, not signed."""
+
+    type: ReceiptType
+    at_ms: int
+    message_ids: tuple[bytes, ...]
+
+    def to_content(self) -> bytes:
+        if not 0 < len(self.message_ids) <= MAX_RECEIPT_IDS:
+            raise ValueError(f"a receipt names 1 to {MAX_RECEIPT_IDS} messages")
+        writer = Writer().u8(ContentKind.RECEIPT).u8(RECEIPT_VERSION).u8(self.type)
+        writer.u64(self.at_ms).u16(len(self.message_ids))
+        for message_id in self.message_ids:
+            writer.fixed(message_id, MESSAGE_ID_SIZE)
+        return bytes(writer)
+
+    @classmethod
+    def read(cls, reader: Reader) -> Receipt:
+        version = reader.u8()
+        if version != RECEIPT_VERSION:
+            raise InvalidFieldError(f"receipt version {version} is not supported")
+        raw_type = reader.u8()
+        try:
+            receipt_type = ReceiptType(raw_type)
+        except ValueError:
+            raise InvalidFieldError(f"unknown receipt type {raw_type}") from None
+        at_ms, count = reader.u64(), reader.u16()
+        if not 0 < count <= MAX_RECEIPT_IDS:
+            raise InvalidFieldError(f"a receipt names 1 to {MAX_RECEIPT_IDS} messages")
+        ids = tuple(reader.fixed(MESSAGE_ID_SIZE) for _ in range(count))
+        return cls(receipt_type, at_ms, ids)
+
+
+Content = SignedLetter | Receipt
 
 
 def decode_content(data: bytes) -> Content:
@@ -127,6 +172,10 @@ def decode_content(data: bytes) -> Content:
         signature = reader.fixed(SIGNATURE_SIZE)
         reader.finish()
         return SignedLetter(letter, signature)
+    if kind == ContentKind.RECEIPT:
+        receipt = Receipt.read(reader)
+        reader.finish()
+        return receipt
     if kind in ContentKind.__members__.values():
         raise InvalidFieldError(f"content kind {ContentKind(kind).name} is not supported yet")
     raise InvalidFieldError(f"unknown content kind {kind}")

@@ -175,6 +175,16 @@ class ConsumedPrekeys:
 
 
 @dataclass(frozen=True, slots=True)
+class PublishedPrekeys:
+    """Everything a party uploads: what `PrekeySecrets.published` derives from the secrets."""
+
+    signed: SignedPrekey
+    kem_last_resort: KemPrekey
+    one_time: list[OneTimePrekey]
+    kem_one_time: list[KemPrekey]
+
+
+@dataclass(frozen=True, slots=True)
 class PrekeySecrets:
     """The private halves of a party's prekeys, with id counters.
 
@@ -246,6 +256,29 @@ class PrekeySecrets:
         """Forget all but the `keep` newest signed prekeys (forward secrecy for old handshakes)."""
         newest = sorted(self.signed)[-keep:] if keep > 0 else []
         return replace(self, signed={i: self.signed[i] for i in newest})
+
+    def published(self, identity: IdentityKeyPair) -> PublishedPrekeys:
+        """The public halves, re-signed (Ed25519 is deterministic, so the signatures match)."""
+        newest = max(self.signed)
+        pair = self.signed[newest]
+        signed = SignedPrekey(
+            newest,
+            pair.public,
+            identity.sign(labels.SIG_SIGNED_PREKEY, signed_prekey_body(newest, pair.public.raw)),
+        )
+
+        def kem(prekey_id: int, kem_pair: KEMKeyPair, last_resort: bool) -> KemPrekey:
+            body = kem_prekey_body(prekey_id, last_resort, kem_pair.public.raw)
+            signature = identity.sign(labels.SIG_KEM_PREKEY, body)
+            return KemPrekey(prekey_id, last_resort, kem_pair.public, signature)
+
+        last_resort = max(self.kem_last_resort)
+        return PublishedPrekeys(
+            signed,
+            kem(last_resort, self.kem_last_resort[last_resort], True),
+            [OneTimePrekey(i, p.public) for i, p in sorted(self.one_time.items())],
+            [kem(i, p, False) for i, p in sorted(self.kem_one_time.items())],
+        )
 
     # --- consuming ------------------------------------------------------------------------
 

@@ -1,0 +1,9 @@
+"""User-facing errors: one sentence, a non-zero exit code, never a traceback."""
+
+from __future__ import annotations
+
+import click
+
+
+class CliError(click.ClickException):
+    exit_code = 1

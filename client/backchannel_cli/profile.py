@@ -1,0 +1,127 @@
+"""Where a participant's files live, and the keystore that guards them.
+
+`HOME/profiles/PROFILE/` holds `profile.json` (name and relay URL: nothing secret),
+`keystore.bcks` (the identity key and the local data key, sealed with the passphrase unless the
+user chose `--no-passphrase`) and `state.sqlite3` (contacts, sessions, messages; secret columns
+sealed with the data key). Directories are 0700 and files 0600.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from backchannel import keystore
+from backchannel.errors import KeystoreError, WrongPassphraseError
+from backchannel.identity import IDENTITY_PRIVATE_SIZE, IdentityKeyPair
+
+from .errors import CliError
+
+DATA_KEY_SIZE = 32
+PROFILE_FILE = "profile.json"
+KEYSTORE_FILE = "keystore.bcks"
+STATE_FILE = "state.sqlite3"
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("BACKCHANNEL_HOME") or platformdirs.user_data_dir("backchannel"))
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileInfo:
+    name: str
+    relay: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unlocked:
+    """A profile whose keystore is open."""
+
+    directory: Path
+    info: ProfileInfo
+    identity: IdentityKeyPair
+    data_key: bytes
+
+    @property
+    def state_path(self) -> Path:
+        return self.directory / STATE_FILE
+
+
+def profile_dir(home: Path, profile: str) -> Path:
+    if not profile or "/" in profile or profile.startswith("."):
+        raise CliError(f"invalid profile name {profile!r}")
+    return home / "profiles" / profile
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write atomically with mode 0600 (a crash leaves the old file or the new, never half)."""
+    temp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+
+
+def create(
+    directory: Path,
+    info: ProfileInfo,
+    passphrase: str | None,
+    params: keystore.ScryptParams | None = None,
+) -> Unlocked:
+    if (directory / KEYSTORE_FILE).exists():
+        raise CliError(f"a profile already exists in {directory}")
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(directory, 0o700)
+    identity = IdentityKeyPair.generate()
+    data_key = os.urandom(DATA_KEY_SIZE)
+    sealed = keystore.seal(
+        identity.private_bytes() + data_key, passphrase, params or keystore.ScryptParams()
+    )
+    _write_private(
+        directory / PROFILE_FILE, json.dumps({"name": info.name, "relay": info.relay}).encode()
+    )
+    _write_private(directory / KEYSTORE_FILE, sealed)
+    return Unlocked(directory, info, identity, data_key)
+
+
+def read_info(directory: Path) -> ProfileInfo:
+    try:
+        raw = json.loads((directory / PROFILE_FILE).read_text())
+        return ProfileInfo(str(raw["name"]), str(raw["relay"]))
+    except FileNotFoundError:
+        raise CliError(
+            f"no profile in {directory}; create one with `backchannel init NAME --relay URL`"
+        ) from None
+    except (ValueError, KeyError, TypeError):
+        raise CliError(f"{directory / PROFILE_FILE} is damaged") from None
+
+
+def keystore_needs_passphrase(directory: Path) -> bool:
+    try:
+        return keystore.is_protected((directory / KEYSTORE_FILE).read_bytes())
+    except FileNotFoundError:
+        raise CliError(f"no keystore in {directory}") from None
+    except KeystoreError as exc:
+        raise CliError(f"the keystore is corrupt: {exc}") from None
+
+
+def unlock(directory: Path, passphrase: str | None) -> Unlocked:
+    info = read_info(directory)
+    try:
+        secret = keystore.open_sealed((directory / KEYSTORE_FILE).read_bytes(), passphrase)
+    except FileNotFoundError:
+        raise CliError(f"no keystore in {directory}") from None
+    except WrongPassphraseError:
+        raise CliError("wrong passphrase (or the keystore was altered)") from None
+    except KeystoreError as exc:
+        raise CliError(f"the keystore is corrupt: {exc}") from None
+    if len(secret) != IDENTITY_PRIVATE_SIZE + DATA_KEY_SIZE:
+        raise CliError("the keystore is corrupt: unexpected contents")
+    identity = IdentityKeyPair.from_private_bytes(secret[:IDENTITY_PRIVATE_SIZE])
+    return Unlocked(directory, info, identity, secret[IDENTITY_PRIVATE_SIZE:])
