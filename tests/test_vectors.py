@@ -20,7 +20,16 @@ from backchannel.session import parse_message
 
 from .vectors.generate import build_all, load, recorded_kem_ciphertext
 
-NAMES = ["identity", "handshake", "ratchet", "letter", "envelope", "keystore", "relay_auth"]
+NAMES = [
+    "identity",
+    "handshake",
+    "ratchet",
+    "letter",
+    "envelope",
+    "keystore",
+    "relay_auth",
+    "receipt",
+]
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from backchannel import keystore, labels, padding, relay_auth
-from backchannel.content import Letter, sign_letter
+from backchannel.content import Letter, Receipt, ReceiptType, sign_letter
 from backchannel.envelope import Envelope, Route
 from backchannel.handshake import (
     DISCONTINUITY_BYTES,
@@ -304,6 +304,18 @@ def build_letter() -> Vector:
     }
 
 
+def build_receipt() -> Vector:
+    rng = RecordingRandom("receipt")
+    receipt = Receipt(ReceiptType.READ, 1_793_059_260_000, (rng(16), rng(16)))
+    return {
+        "description": "A read receipt naming two letters (PROTOCOL.md §7.2)",
+        "type": int(receipt.type),
+        "at_ms": receipt.at_ms,
+        "message_ids": [m.hex() for m in receipt.message_ids],
+        "content": receipt.to_content().hex(),
+    }
+
+
 def build_envelope(handshake: Vector) -> Vector:
     rng = RecordingRandom("envelope")
     ciphertext = bytes.fromhex(handshake["first_message"]["session_message"])
@@ -382,6 +394,7 @@ def build_all(kem_ciphertext: bytes | None) -> dict[str, Vector]:
         "envelope": build_envelope(handshake),
         "keystore": build_keystore(),
         "relay_auth": build_relay_auth(),
+        "receipt": build_receipt(),
     }
 
 
