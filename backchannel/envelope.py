@@ -60,8 +60,8 @@ class Envelope:
                 raise ValueError(f"a name is 1 to {MAX_NAME_BYTES} bytes of UTF-8")
         if len(self.message_id) != MESSAGE_ID_SIZE:
             raise ValueError(f"a message id is {MESSAGE_ID_SIZE} bytes")
-        if len(self.ciphertext) > MAX_CIPHERTEXT_BYTES:
-            raise ValueError(f"ciphertext is larger than {MAX_CIPHERTEXT_BYTES} bytes")
+        if not 0 < len(self.ciphertext) <= MAX_CIPHERTEXT_BYTES:
+            raise ValueError(f"a ciphertext is 1 to {MAX_CIPHERTEXT_BYTES} bytes")
         _check_route(self.route, self.sender is not None)
 
     @classmethod

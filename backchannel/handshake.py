@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from . import labels
 from .encoding import Reader, Writer
-from .errors import HandshakeError, UnknownVersionError
+from .errors import HandshakeError, InvalidFieldError, UnknownVersionError
 from .identity import IDENTITY_PUBLIC_SIZE, IdentityKeyPair, IdentityPublic
 from .keys import (
     DH_KEY_SIZE,
@@ -75,7 +75,10 @@ class InitialHeader:
         name = decode_name(reader.var8(MAX_NAME_BYTES, "initiator name"))
         ephemeral = DHPublicKey.from_bytes(reader.fixed(DH_KEY_SIZE))
         signed_id = reader.u32()
-        one_time_id = reader.u32() if reader.u8() else None
+        has_one_time = reader.u8()
+        if has_one_time > 1:
+            raise InvalidFieldError("initial header's one-time presence byte must be 0 or 1")
+        one_time_id = reader.u32() if has_one_time else None
         kem_id = reader.u32()
         ciphertext = reader.fixed(KEM_CIPHERTEXT_SIZE)
         return cls(initiator, name, ephemeral, signed_id, one_time_id, kem_id, ciphertext)

@@ -50,6 +50,20 @@ _ED25519_SMALL_ORDER_Y = frozenset(
 )
 
 
+_D = (-121665 * pow(121666, -1, _P)) % _P
+
+
+def _decodes_to_point(y: int, sign: int) -> bool:
+    """RFC 8032 §5.1.3's decoding test, without the square root: x² = (y²-1)/(d·y²+1) must be
+    a square mod p (Euler's criterion), and x = 0 may not carry the sign bit. pyca defers this
+    check to verification; we want a bad key refused when it is parsed."""
+    y2 = y * y % _P
+    x2 = (y2 - 1) * pow(_D * y2 + 1, -1, _P) % _P
+    if x2 == 0:
+        return sign == 0
+    return pow(x2, (_P - 1) // 2, _P) == 1
+
+
 def _check_length(raw: bytes, size: int, what: str) -> None:
     if len(raw) != size:
         raise InvalidPublicKeyError(f"{what} must be {size} bytes, got {len(raw)}")
@@ -116,6 +130,8 @@ class SigningPublicKey:
             raise InvalidPublicKeyError("Ed25519 public key is not canonically encoded")
         if y in _ED25519_SMALL_ORDER_Y:
             raise InvalidPublicKeyError("Ed25519 public key is of small order")
+        if not _decodes_to_point(y, raw[31] >> 7):
+            raise InvalidPublicKeyError("Ed25519 public key is not a point on the curve")
         try:
             key = ed25519.Ed25519PublicKey.from_public_bytes(raw)
         except ValueError as exc:

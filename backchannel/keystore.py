@@ -22,10 +22,11 @@ MAGIC = b"BCKS"
 KEYSTORE_VERSION = 1
 SALT_SIZE = 16
 KEY_SIZE = 32
-MAX_LOG2_N = 22
-"""Refuse files asking for more than 2^22 * r * 128 bytes of memory: a hostile file is a DoS."""
-MAX_R = 32
-MAX_P = 16
+MAX_LOG2_N = 20
+MAX_R = 16
+MAX_P = 4
+MAX_MEMORY = 1 << 30
+"""scrypt needs 128·r·N bytes: a file asking for more than 1 GiB is refused, not obeyed."""
 
 
 class Protection(IntEnum):
@@ -43,6 +44,8 @@ class ScryptParams:
     def check(self) -> None:
         if not (1 <= self.log2_n <= MAX_LOG2_N and 1 <= self.r <= MAX_R and 1 <= self.p <= MAX_P):
             raise CorruptKeystoreError("keystore's scrypt parameters are out of range")
+        if 128 * self.r * (1 << self.log2_n) > MAX_MEMORY:
+            raise CorruptKeystoreError("keystore's scrypt parameters ask for more than 1 GiB")
 
 
 def _derive(passphrase: str, salt: bytes, params: ScryptParams) -> bytes:

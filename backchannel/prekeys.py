@@ -14,7 +14,13 @@ from dataclasses import dataclass, field, replace
 
 from . import labels
 from .encoding import Reader, Writer
-from .errors import BundleSignatureError, PrekeyReusedError, UnknownPrekeyError, UnknownVersionError
+from .errors import (
+    BundleSignatureError,
+    InvalidFieldError,
+    PrekeyReusedError,
+    UnknownPrekeyError,
+    UnknownVersionError,
+)
 from .identity import IdentityKeyPair, IdentityPublic
 from .keys import (
     DH_KEY_SIZE,
@@ -107,7 +113,7 @@ class KemPrekey:
         prekey_id = reader.u32()
         flag = reader.u8()
         if flag > 1:
-            raise BundleSignatureError("KEM prekey's last-resort flag must be 0 or 1")
+            raise InvalidFieldError("KEM prekey's last-resort flag must be 0 or 1")
         key = KEMPublicKey.from_bytes(reader.fixed(KEM_PUBLIC_KEY_SIZE))
         return cls(prekey_id, flag == 1, key, reader.fixed(SIGNATURE_SIZE))
 
@@ -156,7 +162,7 @@ class PrekeyBundle:
         signed = SignedPrekey.read(reader)
         has_one_time = reader.u8()
         if has_one_time > 1:
-            raise UnknownPrekeyError("prekey bundle's one-time flag must be 0 or 1")
+            raise InvalidFieldError("prekey bundle's one-time flag must be 0 or 1")
         one_time = OneTimePrekey.read(reader) if has_one_time else None
         kem = KemPrekey.read(reader)
         reader.finish()
