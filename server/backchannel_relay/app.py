@@ -162,6 +162,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[RELAY_ID], _ = await store.meta_secret("relay_id", 16)
     app[ADMIN_TOKEN_HASH] = await ensure_admin_token(store)
     yield
+    await asyncio.get_running_loop().run_in_executor(None, store.close)
     await engine.dispose()
 
 

@@ -190,3 +190,103 @@ def invite(
         )
     else:
         click.echo(f"invite for {name} ({role}): {code}")
+
+
+@main.command()
+@click.option("--relay", "relay_url", metavar="URL", help="Drive this running relay instead.")
+@click.option(
+    "--admin-token",
+    envvar="BACKCHANNEL_RELAY_ADMIN_TOKEN",
+    help="With --relay (or a --database that was used before): to create the participants.",
+)
+@click.option(
+    "--database",
+    "database_url",
+    metavar="URL",
+    help="Start the relay on this SQLAlchemy URL (default: SQLite in a temporary directory).",
+)
+@click.option("--senders", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option(
+    "--recipients",
+    type=click.IntRange(1, 1000),
+    default=None,
+    help="Recipients draining over WebSockets [default: as many as senders].",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds measured in the throughput and ceiling phases (after a warm-up).",
+)
+@click.option("--warmup", type=click.FloatRange(min=0), default=2.0, show_default=True)
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 256),
+    default=64,
+    show_default=True,
+    help="Envelopes per send request in the throughput phase.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=1),
+    default=1000.0,
+    show_default=True,
+    help="Envelopes per second in the latency phase (one per request).",
+)
+@click.option("--latency-duration", type=click.FloatRange(min=0.1), default=10.0, show_default=True)
+@click.option(
+    "--fill",
+    type=click.IntRange(1000),
+    default=100_000,
+    show_default=True,
+    help="Envelopes stored in other mailboxes for the second mailbox-fetch timing.",
+)
+@click.option(
+    "--phase",
+    "phases",
+    type=click.Choice(["throughput", "latency", "fetch", "ceiling"]),
+    multiple=True,
+    help="Run only these phases (repeatable) [default: all].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def bench(
+    relay_url: str | None,
+    admin_token: str | None,
+    database_url: str | None,
+    senders: int,
+    recipients: int | None,
+    duration: float,
+    warmup: float,
+    batch: int,
+    rate: float,
+    latency_duration: float,
+    fill: int,
+    phases: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Measure throughput, delivery latency and mailbox-fetch cost with simulated clients."""
+    from rich.console import Console
+
+    from .bench import ALL_PHASES, BenchSettings, report_table, run_bench
+
+    settings = BenchSettings(
+        senders=senders,
+        recipients=recipients,
+        duration=duration,
+        warmup=warmup,
+        batch=batch,
+        rate=rate,
+        latency_duration=latency_duration,
+        fill=fill,
+        phases=phases or ALL_PHASES,
+    )
+    console = Console(stderr=as_json)
+    try:
+        report = asyncio.run(run_bench(settings, relay_url, admin_token, database_url, console))
+    except (RuntimeError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        console.print(report_table(report))

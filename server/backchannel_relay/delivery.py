@@ -13,23 +13,49 @@ import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 
-from .store import NewEnvelope, Receipt, Store
+from .store import NewEnvelope, Receipt, Store, StoredEnvelope
 
 log = logging.getLogger("backchannel_relay.delivery")
 
 MAX_REQUESTS_PER_COMMIT = 256
 
 
-class Hub:
-    """Recipient id -> the events of its live connections in this process."""
+class Subscription(asyncio.Event):
+    """One live connection's wake-up, with what was committed for it since it last looked.
+
+    `pending` holds envelopes committed in this process, in seq order, so the connection can
+    push them without reading them back; `stale` says the database must be read instead
+    (first pass, a wake-up without data, or more arrived than `MAX_PENDING`). The database
+    stays the truth: anything not in `pending` is found there.
+    """
 
     def __init__(self) -> None:
-        self._waiters: dict[int, set[asyncio.Event]] = {}
+        super().__init__()
+        self.pending: list[StoredEnvelope] = []
+        self.stale = True
 
-    def subscribe(self, participant_id: int) -> asyncio.Event:
-        event = asyncio.Event()
-        self._waiters.setdefault(participant_id, set()).add(event)
-        return event
+    def take(self) -> tuple[list[StoredEnvelope], bool]:
+        """-> (envelopes to push, whether to read the database for more) and start afresh."""
+        pending, stale = self.pending, self.stale
+        self.pending, self.stale = [], False
+        self.clear()
+        return ([], True) if stale else (pending, False)
+
+
+MAX_PENDING = 1000
+"""Envelopes held per connection before it is told to read the database instead."""
+
+
+class Hub:
+    """Recipient id -> the subscriptions of its live connections in this process."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[int, set[Subscription]] = {}
+
+    def subscribe(self, participant_id: int) -> Subscription:
+        subscription = Subscription()
+        self._waiters.setdefault(participant_id, set()).add(subscription)
+        return subscription
 
     def unsubscribe(self, participant_id: int, event: asyncio.Event) -> None:
         waiters = self._waiters.get(participant_id)
@@ -39,9 +65,23 @@ class Hub:
                 del self._waiters[participant_id]
 
     def notify(self, participant_ids: Iterable[int]) -> None:
+        """Wake these recipients' connections to read their mailboxes from the database."""
         for participant_id in participant_ids:
-            for event in self._waiters.get(participant_id, ()):
-                event.set()
+            for subscription in self._waiters.get(participant_id, ()):
+                subscription.stale = True
+                subscription.pending = []
+                subscription.set()
+
+    def deliver(self, participant_id: int, envelopes: Sequence[StoredEnvelope]) -> None:
+        """Hand just-committed envelopes (in seq order) to this recipient's connections."""
+        for subscription in self._waiters.get(participant_id, ()):
+            if not subscription.stale:
+                if len(subscription.pending) + len(envelopes) > MAX_PENDING:
+                    subscription.stale = True
+                    subscription.pending = []
+                else:
+                    subscription.pending.extend(envelopes)
+            subscription.set()
 
     def connections_of(self, participant_id: int) -> int:
         return len(self._waiters.get(participant_id, ()))
@@ -50,20 +90,52 @@ class Hub:
         return sum(len(waiters) for waiters in self._waiters.values())
 
 
-Pending = tuple[Sequence[tuple[int, NewEnvelope]], "asyncio.Future[list[Receipt]]"]
+class _Send:
+    __slots__ = ("envelopes", "future")
+
+    def __init__(
+        self, envelopes: Sequence[tuple[int, NewEnvelope]], future: asyncio.Future[list[Receipt]]
+    ) -> None:
+        self.envelopes = envelopes
+        self.future = future
+
+
+class _Ack:
+    __slots__ = ("future", "recipient_id", "seqs")
+
+    def __init__(self, recipient_id: int, seqs: Sequence[int], future: asyncio.Future[int]) -> None:
+        self.recipient_id = recipient_id
+        self.seqs = seqs
+        self.future = future
 
 
 class GroupCommitter:
+    """Sends and acknowledgements from every connection, a group per transaction.
+
+    While one transaction is being written and synced, what arrives waits in the queue; the next
+    transaction takes all of it (up to `MAX_REQUESTS_PER_COMMIT`). Acknowledgements ride along:
+    they would otherwise each cost a transaction and a sync of their own, and take turns with
+    the sends for SQLite's single write lock.
+    """
+
     def __init__(self, store: Store, hub: Hub) -> None:
         self.store = store
         self.hub = hub
-        self._queue: asyncio.Queue[Pending] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Send | _Ack] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
     async def submit(self, envelopes: Sequence[tuple[int, NewEnvelope]]) -> list[Receipt]:
         """Returns only after the transaction holding these envelopes has committed."""
         future: asyncio.Future[list[Receipt]] = asyncio.get_running_loop().create_future()
-        await self._queue.put((envelopes, future))
+        self._queue.put_nowait(_Send(envelopes, future))
+        return await future
+
+    async def acknowledge(self, recipient_id: int, seqs: Sequence[int]) -> int:
+        """Delete from `recipient_id`'s mailbox; -> how many were there (after the commit)."""
+        if not seqs:
+            return 0
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Ack(recipient_id, seqs, future))
         return await future
 
     def start(self) -> None:
@@ -75,7 +147,7 @@ class GroupCommitter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         while not self._queue.empty():
-            _, future = self._queue.get_nowait()
+            future = self._queue.get_nowait().future
             if not future.done():
                 future.set_exception(ConnectionAbortedError("relay is shutting down"))
 
@@ -84,24 +156,35 @@ class GroupCommitter:
             pending = [await self._queue.get()]
             while not self._queue.empty() and len(pending) < MAX_REQUESTS_PER_COMMIT:
                 pending.append(self._queue.get_nowait())
-            pending = [(batch, future) for batch, future in pending if not future.cancelled()]
-            if not pending:
+            sends = [p for p in pending if isinstance(p, _Send) and not p.future.cancelled()]
+            acks = [p for p in pending if isinstance(p, _Ack) and not p.future.cancelled()]
+            if not sends and not acks:
                 continue
             try:
-                results = await self.store.commit_envelopes([batch for batch, _ in pending])
+                results, counts = await self.store.commit_group(
+                    [s.envelopes for s in sends], [(a.recipient_id, a.seqs) for a in acks]
+                )
             except Exception as exc:  # the database failed: every waiting request learns it
                 log.error("group commit failed: %s", type(exc).__name__)
-                for _, future in pending:
+                for future in [s.future for s in sends] + [a.future for a in acks]:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            woken: set[int] = set()
-            for (batch, future), result in zip(pending, results, strict=True):
+            for ack, count in zip(acks, counts, strict=True):
+                if not ack.future.done():
+                    ack.future.set_result(count)
+            arrived: dict[int, list[StoredEnvelope]] = {}
+            for send, result in zip(sends, results, strict=True):
                 if isinstance(result, Exception):
-                    if not future.done():
-                        future.set_exception(result)
+                    if not send.future.done():
+                        send.future.set_exception(result)
                     continue
-                woken.update(rid for rid, _ in batch)
-                if not future.done():
-                    future.set_result(result)
-            self.hub.notify(woken)
+                for (rid, envelope), receipt in zip(send.envelopes, result, strict=True):
+                    if not receipt.duplicate:
+                        arrived.setdefault(rid, []).append(
+                            StoredEnvelope(receipt.seq, receipt.received_at_ms, envelope.body)
+                        )
+                if not send.future.done():
+                    send.future.set_result(result)
+            for rid, envelopes in arrived.items():
+                self.hub.deliver(rid, envelopes)

@@ -40,9 +40,10 @@ from .appkeys import (
     STORE,
     participant,
 )
+from .delivery import GroupCommitter
 from .errors import BadRequest, Forbidden, NotFound, TooManyRequests, Unauthorized
 from .openapi import openapi_document
-from .store import NewEnvelope, ParticipantInfo, Store, digest
+from .store import NewEnvelope, ParticipantInfo, StoredEnvelope, digest
 from .wire import (
     b64,
     bytes_field,
@@ -369,7 +370,7 @@ async def acknowledge(request: web.Request) -> web.Response:
             f"field 'ids' must be a list of at most {MAX_PAGE} positive integers",
             code="invalid_field",
         )
-    count = await request.app[STORE].acknowledge(participant(request).id, ids)
+    count = await request.app[COMMITTER].acknowledge(participant(request).id, ids)
     return web.json_response({"acknowledged": count})
 
 
@@ -389,24 +390,26 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     wake = hub.subscribe(me.id)
     gauge = request.app[METRICS].websockets
     gauge.inc()
-    reader = asyncio.create_task(_read_acks(ws, store, me.id))
+    reader = asyncio.create_task(_read_acks(ws, request.app[COMMITTER], me.id))
     try:
         last = 0
+        delivered = request.app[METRICS].envelopes_delivered
         while not ws.closed and not reader.done():
-            wake.clear()
-            page = await store.mailbox_page(me.id, last, MAX_PAGE)
+            page, from_store = wake.take()
+            if from_store:
+                page = await store.mailbox_page(me.id, last, MAX_PAGE)
+                if len(page) == MAX_PAGE:  # more is waiting in the store: read on
+                    wake.stale, wake.pending = True, []
+                    wake.set()
+            pushed = 0
             for envelope in page:
-                await ws.send_json(
-                    {
-                        "type": "envelope",
-                        "id": envelope.seq,
-                        "received_at": envelope.received_at_ms,
-                        "envelope": b64(envelope.body),
-                    }
-                )
+                if envelope.seq <= last:  # both read from the store and handed over
+                    continue
+                await ws.send_str(_push_frame(envelope))
                 last = envelope.seq
-            request.app[METRICS].envelopes_delivered.inc(len(page))
-            if len(page) < MAX_PAGE:
+                pushed += 1
+            delivered.inc(pushed)
+            if not wake.is_set():
                 waiter = asyncio.create_task(wake.wait())
                 await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
                 waiter.cancel()
@@ -422,7 +425,16 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-async def _read_acks(ws: web.WebSocketResponse, store: Store, me: int) -> None:
+def _push_frame(envelope: StoredEnvelope) -> str:
+    """`{"type": "envelope", "id", "received_at", "envelope"}`, as json.dumps would write it
+    (the values are integers and base64, which need no escaping)."""
+    return (
+        f'{{"type": "envelope", "id": {envelope.seq}, "received_at": {envelope.received_at_ms}, '
+        f'"envelope": "{b64(envelope.body)}"}}'
+    )
+
+
+async def _read_acks(ws: web.WebSocketResponse, committer: GroupCommitter, me: int) -> None:
     """The client's half of the socket: acknowledgements, which delete from its mailbox."""
     async for message in ws:
         if message.type != WSMsgType.TEXT:
@@ -446,4 +458,4 @@ async def _read_acks(ws: web.WebSocketResponse, store: Store, me: int) -> None:
                 }
             )
             continue
-        await store.acknowledge(me, ids[:MAX_PAGE])
+        await committer.acknowledge(me, ids[:MAX_PAGE])

@@ -16,13 +16,16 @@ import hmac
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar, cast
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Table, case, delete, func, insert, select, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from .database import is_sqlite
+from .database import is_sqlite, open_sync_sqlite_engine
 from .errors import BadRequest, Conflict, Forbidden, MailboxFull, NotFound, Unauthorized
 from .models import (
     Challenge,
@@ -38,7 +41,12 @@ from .models import (
 )
 
 Clock = Callable[[], float]
+T = TypeVar("T")
 ROLES = ("party", "mediator", "observer")
+CACHE_ENTRIES = 100_000
+"""At most this many session tokens, and as many names, remembered in memory."""
+IN_CHUNK = 500
+"""Values per `IN (...)` list (well under any database's limit on bound parameters)."""
 
 
 def digest(secret: bytes) -> bytes:
@@ -86,6 +94,12 @@ class StoredEnvelope:
     body: bytes
 
 
+# Core tables for the hot paths (sending, pushing, acknowledging): no ORM unit of work there.
+ENVELOPES = cast(Table, EnvelopeRow.__table__)
+MESSAGE_IDS = cast(Table, MessageIdRow.__table__)
+PARTICIPANTS = cast(Table, Participant.__table__)
+
+
 def _info(row: Participant) -> ParticipantInfo:
     return ParticipantInfo(row.id, row.name, row.role, row.identity)
 
@@ -98,6 +112,12 @@ class Store:
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if is_sqlite(engine) else None
         self._id_key = b""
+        # Tokens and names never change once written (a token only expires; no participant is
+        # renamed or removed), so this process may remember them instead of asking the database
+        # on every request. Only hits are remembered: a miss may be issued by another process.
+        self._token_cache: dict[bytes, tuple[ParticipantInfo, int]] = {}
+        self._ids_by_name: dict[str, int] = {}
+        self._writer: tuple[ThreadPoolExecutor, Engine] | None = None
 
     def now(self) -> int:
         return int(self.clock())
@@ -223,11 +243,18 @@ class Store:
         return _info(row)
 
     async def participant_ids(self, names: Sequence[str]) -> dict[str, int]:
-        async with self.read() as session:
-            rows = await session.execute(
-                select(Participant.name, Participant.id).where(Participant.name.in_(set(names)))
-            )
-            return {name: pid for name, pid in rows.tuples()}
+        known = self._ids_by_name
+        wanted = set(names)
+        missing = wanted - known.keys()
+        if missing:
+            async with self.read() as session:
+                rows = await session.execute(
+                    select(Participant.name, Participant.id).where(Participant.name.in_(missing))
+                )
+                if len(known) + len(missing) > CACHE_ENTRIES:
+                    known.clear()
+                known.update({name: pid for name, pid in rows.tuples()})
+        return {name: known[name] for name in wanted if name in known}
 
     async def directory(self) -> list[ParticipantInfo]:
         async with self.read() as session:
@@ -272,14 +299,31 @@ class Store:
         return token, expires_at
 
     async def participant_for_token(self, token: bytes) -> ParticipantInfo | None:
+        token_hash = digest(token)
+        now = self.now()
+        cached = self._token_cache.get(token_hash)
+        if cached is not None:
+            if cached[1] >= now:
+                return cached[0]
+            del self._token_cache[token_hash]
         async with self.read() as session:
-            row = await session.scalar(
-                select(Participant)
-                .join(SessionToken, SessionToken.participant_id == Participant.id)
-                .where(SessionToken.token_hash == digest(token))
-                .where(SessionToken.expires_at >= self.now())
-            )
-        return _info(row) if row else None
+            found = (
+                await session.execute(
+                    select(Participant, SessionToken.expires_at)
+                    .join(SessionToken, SessionToken.participant_id == Participant.id)
+                    .where(SessionToken.token_hash == token_hash)
+                    .where(SessionToken.expires_at >= now)
+                )
+            ).first()
+        if found is None:
+            return None
+        info = _info(found[0])
+        if len(self._token_cache) >= CACHE_ENTRIES:
+            self._token_cache = {k: v for k, v in self._token_cache.items() if v[1] >= now}
+            if len(self._token_cache) >= CACHE_ENTRIES:
+                self._token_cache.clear()
+        self._token_cache[token_hash] = (info, int(found[1]))
+        return info
 
     # --- prekeys ------------------------------------------------------------------------------
 
@@ -366,107 +410,193 @@ class Store:
         A request whose envelope would overflow a mailbox is refused whole (nothing of it is
         stored); other requests in the same commit are unaffected.
         """
-        now_ms = self.now_ms()
-        results: list[list[Receipt] | Exception] = []
-        async with self.write() as session:
-            recipient_ids = {rid for batch in batches for rid, _ in batch}
-            counters = {
-                row.id: [row.queued_count, row.queued_bytes]
-                for row in await session.scalars(
-                    select(Participant).where(Participant.id.in_(recipient_ids))
-                )
-            }
-            for batch in batches:
-                results.append(await self._store_batch(session, batch, counters, now_ms))
-            for participant_id, (count, size) in counters.items():
-                await session.execute(
-                    update(Participant)
-                    .where(Participant.id == participant_id)
-                    .values(queued_count=count, queued_bytes=size)
-                )
+        results, _ = await self.commit_group(batches, ())
         return results
 
-    async def _store_batch(
+    async def commit_group(
         self,
-        session: AsyncSession,
-        batch: Sequence[tuple[int, NewEnvelope]],
-        counters: dict[int, list[int]],
+        batches: Sequence[Sequence[tuple[int, NewEnvelope]]],
+        acks: Sequence[tuple[int, Sequence[int]]],
+    ) -> tuple[list[list[Receipt] | Exception], list[int]]:
+        """One transaction (one fsync) for many send requests and acknowledgements.
+
+        -> (per send request: its receipts or why it was refused, per acknowledgement: how many
+        envelopes it deleted). Acknowledgements are applied first, so the room they free counts.
+        """
+        now_ms = self.now_ms()
+
+        def work(connection: Connection) -> tuple[list[list[Receipt] | Exception], list[int]]:
+            deltas: dict[int, tuple[int, int]] = {}  # participant -> change of its counters
+            acknowledged = []
+            for rid, seqs in acks:
+                count, size = _delete_acknowledged(connection, rid, seqs)
+                acknowledged.append(count)
+                before = deltas.get(rid, (0, 0))
+                deltas[rid] = (before[0] - count, before[1] - size)
+            results = self._insert_batches(connection, batches, now_ms, deltas) if batches else []
+            _add_to_counters(connection, deltas)
+            return results, acknowledged
+
+        return await self.write_sync(work)
+
+    async def write_sync(self, work: Callable[[Connection], T]) -> T:
+        """One write transaction that runs `work` on a synchronous connection.
+
+        On a SQLite file the whole transaction is one step on a writer thread with a connection
+        of its own (same pragmas, so the same `synchronous=FULL`), under the same write lock as
+        every other write: a commit does not wait for the event loop between its statements,
+        which under load costs more than the statements. Elsewhere the async engine runs it.
+        """
+        writer = self._sqlite_writer()
+        if writer is not None and self._write_lock is not None:
+            executor, engine = writer
+
+            def transaction() -> T:
+                with engine.begin() as connection:
+                    return work(connection)
+
+            async with self._write_lock:
+                return await asyncio.get_running_loop().run_in_executor(executor, transaction)
+        async with self.write() as session:
+            connection = await session.connection()
+            return await connection.run_sync(work)
+
+    def _sqlite_writer(self) -> tuple[ThreadPoolExecutor, Engine] | None:
+        if self._writer is None and is_sqlite(self.engine):
+            sync_engine = open_sync_sqlite_engine(self.engine.url)
+            if sync_engine is not None:
+                self._writer = (
+                    ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer"),
+                    sync_engine,
+                )
+        return self._writer
+
+    def close(self) -> None:
+        """Release the SQLite writer thread and its connection (not the caller's engine)."""
+        if self._writer is not None:
+            executor, engine = self._writer
+            executor.submit(engine.dispose).result()
+            executor.shutdown()
+            self._writer = None
+
+    def _insert_batches(
+        self,
+        connection: Connection,
+        batches: Sequence[Sequence[tuple[int, NewEnvelope]]],
         now_ms: int,
-    ) -> list[Receipt] | Exception:
-        hashes = [self.message_id_hash(rid, env.message_id) for rid, env in batch]
-        seen = {
-            row.id_hash: row
-            for row in await session.scalars(
-                select(MessageIdRow).where(MessageIdRow.id_hash.in_(hashes))
-            )
-        }
-        planned = {rid: list(counts) for rid, counts in counters.items()}
-        fresh: list[int] = []
-        for index, (rid, env) in enumerate(batch):
-            if hashes[index] in seen or hashes[index] in hashes[:index]:
-                continue
-            planned[rid][0] += 1
-            planned[rid][1] += len(env.body)
-            if planned[rid][0] > self.limits.max_queue_envelopes:
-                limit = self.limits.max_queue_envelopes
-                return MailboxFull(f"{env.recipient}'s mailbox is full ({limit} envelopes)")
-            if planned[rid][1] > self.limits.max_queue_bytes:
-                return MailboxFull(
-                    f"{env.recipient}'s mailbox is full ({self.limits.max_queue_bytes} bytes)"
+        deltas: dict[int, tuple[int, int]],
+    ) -> list[list[Receipt] | Exception]:
+        """Plan every request against one read of the seen ids and the mailbox counters, then
+        write all fresh envelopes and their id hashes with a few multi-row INSERTs: the number
+        of statements does not grow with the number of requests. What the envelopes add to the
+        mailbox counters is added to `deltas` (which holds what acknowledgements took away)."""
+        hashes = [[self.message_id_hash(rid, env.message_id) for rid, env in b] for b in batches]
+        seen: dict[bytes, tuple[int, int]] = {}
+        wanted = sorted({h for batch_hashes in hashes for h in batch_hashes})
+        for at in range(0, len(wanted), IN_CHUNK):
+            rows = connection.execute(
+                select(MESSAGE_IDS.c.id_hash, MESSAGE_IDS.c.seq, MESSAGE_IDS.c.received_at).where(
+                    MESSAGE_IDS.c.id_hash.in_(wanted[at : at + IN_CHUNK])
                 )
-            fresh.append(index)
-        receipts: dict[int, Receipt] = {}
-        if fresh:
-            seqs = (
-                await session.scalars(
-                    insert(EnvelopeRow).returning(EnvelopeRow.seq, sort_by_parameter_order=True),
-                    [
-                        {
-                            "recipient_id": batch[i][0],
-                            "received_at": now_ms,
-                            "expires_at": batch[i][1].expires_at,
-                            "body": batch[i][1].body,
-                        }
-                        for i in fresh
-                    ],
-                )
-            ).all()
-            await session.execute(
-                insert(MessageIdRow),
-                [
-                    {
-                        "id_hash": hashes[i],
-                        "seq": seq,
-                        "received_at": now_ms,
-                        "expires_at": batch[i][1].expires_at,
-                    }
-                    for i, seq in zip(fresh, seqs, strict=True)
-                ],
             )
-            for i, seq in zip(fresh, seqs, strict=True):
-                receipts[i] = Receipt(batch[i][1].message_id, seq, now_ms, duplicate=False)
-        counters.update(planned)
-        out: list[Receipt] = []
-        for index, (_, env) in enumerate(batch):
-            if index in receipts:
-                out.append(receipts[index])
-            else:
-                earlier = seen.get(hashes[index])
+            seen.update((bytes(h), (seq, at_ms)) for h, seq, at_ms in rows.tuples())
+        recipient_ids = sorted({rid for batch in batches for rid, _ in batch})
+        counters: dict[int, tuple[int, int]] = {}
+        for at in range(0, len(recipient_ids), IN_CHUNK):
+            rows = connection.execute(
+                select(
+                    PARTICIPANTS.c.id, PARTICIPANTS.c.queued_count, PARTICIPANTS.c.queued_bytes
+                ).where(PARTICIPANTS.c.id.in_(recipient_ids[at : at + IN_CHUNK]))
+            )
+            counters.update((pid, (count, size)) for pid, count, size in rows.tuples())
+        for pid, (count, size) in counters.items():
+            freed = deltas.get(pid, (0, 0))
+            counters[pid] = (count + freed[0], size + freed[1])
+        start = dict(counters)
+
+        limits = self.limits
+        first_in_group: dict[bytes, int] = {}  # id hash -> its row in `fresh`
+        fresh: list[tuple[int, NewEnvelope, bytes]] = []
+        plans: list[list[tuple[bool, int]] | Exception] = []  # per envelope: (new?, row index)
+        changed: set[int] = set()
+        for batch, batch_hashes in zip(batches, hashes, strict=True):
+            planned: dict[int, tuple[int, int]] = {}
+            local: dict[bytes, int] = {}
+            adding: list[tuple[int, NewEnvelope, bytes]] = []
+            plan: list[tuple[bool, int]] = []
+            refused: Exception | None = None
+            for (rid, env), id_hash in zip(batch, batch_hashes, strict=True):
+                if id_hash in seen:
+                    plan.append((False, -1))
+                    continue
+                earlier = first_in_group.get(id_hash, local.get(id_hash))
                 if earlier is not None:
-                    out.append(Receipt(env.message_id, earlier.seq, earlier.received_at, True))
-                else:  # repeated within this very request
-                    first = receipts[hashes.index(hashes[index])]
-                    out.append(Receipt(env.message_id, first.seq, first.received_at_ms, True))
-        return out
+                    plan.append((False, earlier))
+                    continue
+                count, size = planned.get(rid) or counters[rid]
+                count, size = count + 1, size + len(env.body)
+                if count > limits.max_queue_envelopes:
+                    cap = limits.max_queue_envelopes
+                    refused = MailboxFull(f"{env.recipient}'s mailbox is full ({cap} envelopes)")
+                    break
+                if size > limits.max_queue_bytes:
+                    refused = MailboxFull(
+                        f"{env.recipient}'s mailbox is full ({limits.max_queue_bytes} bytes)"
+                    )
+                    break
+                planned[rid] = (count, size)
+                local[id_hash] = len(fresh) + len(adding)
+                adding.append((rid, env, id_hash))
+                plan.append((True, local[id_hash]))
+            if refused is not None:
+                plans.append(refused)
+                continue
+            first_in_group.update(local)
+            fresh.extend(adding)
+            counters.update(planned)
+            changed.update(planned)
+            plans.append(plan)
+
+        seqs = _insert_envelopes(
+            connection, [(rid, now_ms, env.expires_at, env.body) for rid, env, _ in fresh]
+        )
+        _insert_message_ids(
+            connection,
+            [
+                (id_hash, seq, now_ms, env.expires_at)
+                for (_, env, id_hash), seq in zip(fresh, seqs, strict=True)
+            ],
+        )
+        for pid in changed:
+            before = deltas.get(pid, (0, 0))
+            deltas[pid] = (
+                before[0] + counters[pid][0] - start[pid][0],
+                before[1] + counters[pid][1] - start[pid][1],
+            )
+
+        results: list[list[Receipt] | Exception] = []
+        for batch, batch_hashes, outcome in zip(batches, hashes, plans, strict=True):
+            if isinstance(outcome, Exception):
+                results.append(outcome)
+                continue
+            receipts = []
+            for (_, env), id_hash, (new, row) in zip(batch, batch_hashes, outcome, strict=True):
+                if row < 0:
+                    seq, received_at = seen[id_hash]
+                else:
+                    seq, received_at = seqs[row], now_ms
+                receipts.append(Receipt(env.message_id, seq, received_at, duplicate=not new))
+            results.append(receipts)
+        return results
 
     async def mailbox_page(self, recipient_id: int, after: int, limit: int) -> list[StoredEnvelope]:
         """Unacknowledged, unexpired envelopes in arrival order, by keyset (cost ~ page size)."""
         async with self.read() as session:
             rows = await session.execute(
-                select(EnvelopeRow.seq, EnvelopeRow.received_at, EnvelopeRow.body)
-                .where(EnvelopeRow.recipient_id == recipient_id, EnvelopeRow.seq > after)
-                .where(EnvelopeRow.expires_at >= self.now())
-                .order_by(EnvelopeRow.seq)
+                select(ENVELOPES.c.seq, ENVELOPES.c.received_at, ENVELOPES.c.body)
+                .where(ENVELOPES.c.recipient_id == recipient_id, ENVELOPES.c.seq > after)
+                .where(ENVELOPES.c.expires_at >= self.now())
+                .order_by(ENVELOPES.c.seq)
                 .limit(limit)
             )
             return [StoredEnvelope(seq, at, body) for seq, at, body in rows.tuples()]
@@ -475,23 +605,8 @@ class Store:
         """Delete acknowledged envelopes from the caller's own mailbox only."""
         if not seqs:
             return 0
-        async with self.write() as session:
-            gone = await session.execute(
-                delete(EnvelopeRow)
-                .where(EnvelopeRow.recipient_id == recipient_id, EnvelopeRow.seq.in_(set(seqs)))
-                .returning(func.length(EnvelopeRow.body))
-            )
-            sizes = [int(size) for (size,) in gone.tuples()]
-            if sizes:
-                await session.execute(
-                    update(Participant)
-                    .where(Participant.id == recipient_id)
-                    .values(
-                        queued_count=Participant.queued_count - len(sizes),
-                        queued_bytes=Participant.queued_bytes - sum(sizes),
-                    )
-                )
-            return len(sizes)
+        _, (count,) = await self.commit_group((), [(recipient_id, seqs)])
+        return count
 
     async def sweep_expired(self) -> int:
         """Delete expired envelopes, message-id hashes, challenges and tokens."""
@@ -520,6 +635,131 @@ class Store:
             await session.execute(delete(Challenge).where(Challenge.expires_at < now))
             await session.execute(delete(SessionToken).where(SessionToken.expires_at < now))
             return sum(count for count, _ in per_recipient.values())
+
+
+SQLITE_ROWS_PER_INSERT = 150
+"""Rows per multi-row INSERT on SQLite: at most 750 parameters, under old builds' 999."""
+
+
+def _insert_envelopes(
+    connection: Connection, rows: Sequence[tuple[int, int, int, bytes]]
+) -> list[int]:
+    """INSERT (recipient_id, received_at, expires_at, body) rows; -> their seqs, in order.
+
+    On SQLite the transaction is `BEGIN IMMEDIATE` (the writer engine's, see database.py): no
+    one else can insert before it commits, so it numbers the rows itself, after the highest
+    seq ever used (AUTOINCREMENT's `sqlite_sequence`, which explicit seqs move on too), and
+    sends multi-row INSERTs without RETURNING. Each statement and each returned row releases
+    and retakes the GIL; under load, retaking it behind the event loop cost more than SQLite's
+    own work, so the statement count stays small and no row comes back.
+    """
+    if not rows:
+        return []
+    if connection.dialect.name != "sqlite":
+        result = connection.execute(
+            insert(ENVELOPES).returning(ENVELOPES.c.seq, sort_by_parameter_order=True),
+            [
+                {"recipient_id": rid, "received_at": at, "expires_at": exp, "body": body}
+                for rid, at, exp, body in rows
+            ],
+        )
+        return list(result.scalars())
+    last = connection.exec_driver_sql(
+        "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'envelopes'), 0), "
+        "coalesce((SELECT max(seq) FROM envelopes), 0))"
+    ).scalar_one()
+    seqs = list(range(int(last) + 1, int(last) + 1 + len(rows)))
+    for at in range(0, len(rows), SQLITE_ROWS_PER_INSERT):
+        chunk = rows[at : at + SQLITE_ROWS_PER_INSERT]
+        values = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
+        connection.exec_driver_sql(
+            "INSERT INTO envelopes (seq, recipient_id, received_at, expires_at, body) "
+            f"VALUES {values}",
+            tuple(
+                value
+                for seq, row in zip(seqs[at : at + SQLITE_ROWS_PER_INSERT], chunk, strict=True)
+                for value in (seq, *row)
+            ),
+        )
+    return seqs
+
+
+def _insert_message_ids(
+    connection: Connection, rows: Sequence[tuple[bytes, int, int, int]]
+) -> None:
+    """INSERT (id_hash, seq, received_at, expires_at) rows."""
+    if not rows:
+        return
+    if connection.dialect.name != "sqlite":
+        connection.execute(
+            insert(MESSAGE_IDS),
+            [
+                {"id_hash": h, "seq": seq, "received_at": at, "expires_at": exp}
+                for h, seq, at, exp in rows
+            ],
+        )
+        return
+    for at in range(0, len(rows), SQLITE_ROWS_PER_INSERT):
+        chunk = rows[at : at + SQLITE_ROWS_PER_INSERT]
+        values = ", ".join(["(?, ?, ?, ?)"] * len(chunk))
+        connection.exec_driver_sql(
+            f"INSERT INTO message_ids (id_hash, seq, received_at, expires_at) VALUES {values}",
+            tuple(value for row in chunk for value in row),
+        )
+
+
+def _add_to_counters(connection: Connection, deltas: dict[int, tuple[int, int]]) -> None:
+    """Add to participants' queued counts and bytes: one UPDATE, relative (never a stale
+    absolute value written over another transaction's change)."""
+    deltas = {pid: delta for pid, delta in deltas.items() if delta != (0, 0)}
+    if not deltas:
+        return
+    ids = sorted(deltas)
+    for at in range(0, len(ids), IN_CHUNK):
+        chunk = ids[at : at + IN_CHUNK]
+        connection.execute(
+            update(PARTICIPANTS)
+            .where(PARTICIPANTS.c.id.in_(chunk))
+            .values(
+                queued_count=PARTICIPANTS.c.queued_count
+                + case({pid: deltas[pid][0] for pid in chunk}, value=PARTICIPANTS.c.id, else_=0),
+                queued_bytes=PARTICIPANTS.c.queued_bytes
+                + case({pid: deltas[pid][1] for pid in chunk}, value=PARTICIPANTS.c.id, else_=0),
+            )
+        )
+
+
+def _delete_acknowledged(
+    connection: Connection, recipient_id: int, seqs: Sequence[int]
+) -> tuple[int, int]:
+    """Delete these envelopes if they are in this recipient's mailbox; -> (how many, bytes).
+
+    On SQLite (one writer at a time) it counts, then deletes, with no row coming back (see
+    `_insert_envelopes` on why); elsewhere DELETE ... RETURNING, exact under concurrent
+    transactions. The caller updates the counters.
+    """
+    wanted = sorted(set(seqs))
+    count = size = 0
+    for at in range(0, len(wanted), IN_CHUNK):
+        mine = (ENVELOPES.c.recipient_id == recipient_id) & ENVELOPES.c.seq.in_(
+            wanted[at : at + IN_CHUNK]
+        )
+        if connection.dialect.name == "sqlite":
+            found, found_size = connection.execute(
+                select(func.count(), func.coalesce(func.sum(func.length(ENVELOPES.c.body)), 0))
+                .select_from(ENVELOPES)
+                .where(mine)
+            ).one()
+            if found:
+                connection.execute(delete(ENVELOPES).where(mine))
+            count, size = count + int(found), size + int(found_size)
+        else:
+            gone = connection.execute(
+                delete(ENVELOPES).where(mine).returning(func.length(ENVELOPES.c.body))
+            )
+            sizes = [int(n) for (n,) in gone.tuples()]
+            count, size = count + len(sizes), size + sum(sizes)
+    return count, size
 
 
 async def _pop(
