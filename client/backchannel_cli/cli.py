@@ -20,7 +20,7 @@ import click
 from .errors import CliError
 
 if TYPE_CHECKING:
-    from .service import Participant
+    from .service import Participant, Shown
 
 T = TypeVar("T")
 PASSPHRASE_ENV = "BACKCHANNEL_PASSPHRASE"
@@ -58,24 +58,27 @@ def _run(ctx: Context, work: Callable[[Participant], Coroutine[Any, Any, T]]) ->
     from .profile import keystore_needs_passphrase, read_info, unlock
     from .service import Participant
 
-    directory = ctx.directory
-    read_info(directory)  # a missing profile is named as such before any passphrase prompt
-    passphrase = _passphrase(False) if keystore_needs_passphrase(directory) else None
-    participant = Participant(unlock(directory, passphrase))
+    def action() -> T:
+        directory = ctx.directory
+        read_info(directory)  # a missing profile is named as such before any passphrase prompt
+        passphrase = _passphrase(False) if keystore_needs_passphrase(directory) else None
+        participant = Participant(unlock(directory, passphrase))
 
-    async def main() -> T:
-        try:
-            return await work(participant)
-        finally:
-            await participant.close()
+        async def main() -> T:
+            try:
+                return await work(participant)
+            finally:
+                await participant.close()
 
-    return _guard(ctx, lambda: asyncio.run(main()))
+        return asyncio.run(main())
+
+    return _guard(ctx, action)
 
 
 def _guard(ctx: Context, action: Callable[[], T]) -> T:
     try:
         return action()
-    except click.ClickException:
+    except (click.ClickException, click.Abort, click.exceptions.Exit):
         raise
     except KeyboardInterrupt:
         raise click.Abort() from None
@@ -136,13 +139,17 @@ def init(ctx: Context, name: str, relay: str, no_passphrase: bool, as_json: bool
             "the relay URL starts with http:// or https://", param_hint="--relay"
         )
     passphrase = None if no_passphrase else _passphrase(True)
-    unlocked = create(ctx.directory, ProfileInfo(name, relay.rstrip("/")), passphrase)
-    participant = Participant(unlocked)
-    try:
-        participant.create_prekeys()
-        fingerprint = participant.fingerprint()
-    finally:
-        participant.store.close()
+
+    def action() -> str:
+        unlocked = create(ctx.directory, ProfileInfo(name, relay.rstrip("/")), passphrase)
+        participant = Participant(unlocked)
+        try:
+            participant.create_prekeys()
+            return participant.fingerprint()
+        finally:
+            participant.store.close()
+
+    fingerprint = _guard(ctx, action)
     if as_json:
         emit_json(
             {
@@ -214,35 +221,37 @@ def verify(ctx: Context, name: str, yes: bool, as_json: bool) -> None:
 
     from .render import emit_json
 
-    number, contact = _run(ctx, lambda p: p.safety_number(name))
-    changed = contact.changed_identity is not None
-    if as_json and not yes:
-        emit_json(
-            {
-                "name": name,
-                "safety_number": number,
-                "key_changed": changed,
-                "verified": contact.verified and not changed,
-            }
-        )
-        return
-    if not as_json:
-        if changed:
-            click.echo(f"WARNING: {name}'s identity key has CHANGED since you first saw it.")
-        click.echo(f"Safety number with {name}:\n  {format_safety_number(number)}")
-        click.echo("Compare it with theirs, aloud or in person.")
-    if yes or click.confirm("Does it match?", default=False):
-        _run(ctx, lambda p: _mark(p, name))
-        if as_json:
-            emit_json({"name": name, "safety_number": number, "verified": True})
-        else:
-            click.echo(f"{name} is now verified.")
-    elif not as_json:
-        click.echo(f"{name} is NOT verified.")
+    async def work(participant: Participant) -> None:
+        # One unlock for showing and marking (one passphrase prompt), and only the key whose
+        # number was shown can be marked verified.
+        number, contact = await participant.safety_number(name)
+        compared = contact.changed_identity or contact.identity
+        changed = contact.changed_identity is not None
+        if as_json and not yes:
+            emit_json(
+                {
+                    "name": name,
+                    "safety_number": number,
+                    "key_changed": changed,
+                    "verified": contact.verified and not changed,
+                }
+            )
+            return
+        if not as_json:
+            if changed:
+                click.echo(f"WARNING: {name}'s identity key has CHANGED since you first saw it.")
+            click.echo(f"Safety number with {name}:\n  {format_safety_number(number)}")
+            click.echo("Compare it with theirs, aloud or in person.")
+        if yes or click.confirm("Does it match?", default=False):
+            participant.mark_verified(name, compared)
+            if as_json:
+                emit_json({"name": name, "safety_number": number, "verified": True})
+            else:
+                click.echo(f"{name} is now verified.")
+        elif not as_json:
+            click.echo(f"{name} is NOT verified.")
 
-
-async def _mark(participant: Participant, name: str) -> None:
-    participant.mark_verified(name)
+    _run(ctx, work)
 
 
 # --- letters ---------------------------------------------------------------------------------
@@ -266,7 +275,11 @@ def send(
     if text is not None and file is not None:
         raise click.UsageError("give TEXT or --file, not both")
     source = file or sys.stdin
-    body: str = text if text is not None else source.read()
+    try:
+        body: str = text if text is not None else source.read()
+        body.encode("utf-8")
+    except UnicodeError:
+        raise CliError("the letter is not valid UTF-8 text") from None
     if not body.strip():
         raise CliError("the letter is empty")
     if reply_to is not None:
@@ -304,32 +317,68 @@ def inbox(ctx: Context, watch: bool, no_read_receipts: bool, as_json: bool) -> N
             else:
                 click.echo(message_lines(message.as_json()))
 
+    def notice(line: str) -> None:
+        click.echo(line, err=True)
+
     async def work(participant: Participant) -> None:
-        fresh = await participant.fetch()
+        fresh, synced = await participant.fetch()
         show(fresh)
         if not no_read_receipts:
             await participant.send_read_receipts(fresh)
         if not watch:
+            if synced.held:
+                raise CliError(_held(synced.held))
             if not fresh and not as_json:
                 click.echo("No new messages.")
             return
-        await participant.watch(show, read_receipts=not no_read_receipts)
+        if synced.held:
+            notice(f"Warning: {_held(synced.held)}")
+        await participant.watch(show, read_receipts=not no_read_receipts, notice=notice)
 
     _run(ctx, work)
 
 
+def _held(held: dict[str, int]) -> str:
+    return "; ".join(
+        f"{name}'s identity key has changed: {count} message{'s' if count > 1 else ''} from "
+        f"them wait on the relay until you compare safety numbers and run "
+        f"`backchannel verify {name}`"
+        for name, count in sorted(held.items())
+    )
+
+
 @main.command()
 @click.argument("message_id", metavar="ID")
+@click.option("--no-read-receipts", is_flag=True, help="Do not tell the sender you read it.")
 @json_option
 @pass_ctx
-def show(ctx: Context, message_id: str, as_json: bool) -> None:
-    """One message with its status and signature verification."""
+def show(ctx: Context, message_id: str, no_read_receipts: bool, as_json: bool) -> None:
+    """One message with its status and signature verification.
+
+    Receipts waiting on the relay are fetched first, so a letter's status is current (when the
+    relay cannot be reached, the status last known is shown, with a note).
+    """
     from .render import emit_json, message_lines
 
-    async def work(participant: Participant) -> Any:
-        return participant.show(message_id)
+    async def work(participant: Participant) -> tuple[Shown, str | None]:
+        note = None
+        try:
+            await participant.sync()
+        except CliError as exc:
+            note = exc.message
+        shown = participant.show(message_id)
+        unread = shown.direction == "in" and shown.kind == "letter" and shown.status != "read"
+        if unread and not no_read_receipts:
+            try:
+                await participant.send_read_receipts([shown])
+                shown = participant.show(shown.id)
+            except CliError as exc:
+                note = exc.message
+        return shown, note
 
-    shown = _run(ctx, work)
+    shown, note = _run(ctx, work)
+    if note is not None:
+        click.echo(f"Note: the status shown is the last one known here; {note}", err=True)
     if as_json:
         emit_json(shown.as_json())
     else:

@@ -7,3 +7,7 @@ import click
 
 class CliError(click.ClickException):
     exit_code = 1
+
+
+class RelayUnreachableError(CliError):
+    """The relay could not be reached: trying again later may succeed."""

@@ -9,6 +9,7 @@ states, prekeys, message texts, the relay token) are sealed with the profile's d
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,10 +17,23 @@ from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Boolean, Integer, LargeBinary, String, create_engine, event, select
+from sqlalchemy import (
+    Boolean,
+    Integer,
+    LargeBinary,
+    String,
+    create_engine,
+    delete,
+    event,
+    select,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from .errors import CliError
+
+MAX_PREVIOUS_SESSIONS = 10
 
 
 class Base(DeclarativeBase):
@@ -48,6 +62,17 @@ class SessionRow(Base):
     state: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class PreviousSession(Base):
+    """Sessions replaced by a newer one with the same peer, still able to decrypt: when both
+    sides open a session at once, each side's letters travel on a different one for a while."""
+
+    __tablename__ = "previous_sessions"
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    peer: Mapped[str] = mapped_column(String(64), index=True)
+    archived_at: Mapped[int] = mapped_column(Integer)
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class Message(Base):
     __tablename__ = "messages"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -63,6 +88,15 @@ class Message(Base):
     envelope: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     """Outgoing only: the sealed envelope, kept until the relay's receipt so a retry resends it."""
     shown: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Processed(Base):
+    """An envelope that left no message behind (a receipt), remembered until it expires so that
+    a redelivery (after a crash before the acknowledgement) is recognised, not decrypted again."""
+
+    __tablename__ = "processed"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    expires_at: Mapped[int] = mapped_column(Integer)
 
 
 class Vault:
@@ -83,20 +117,35 @@ class Vault:
 
 
 class LocalStore:
+    """Every transaction takes SQLite's write lock when it begins (`BEGIN IMMEDIATE`), so two
+    processes of one profile (`inbox --watch` in one terminal, `send` in another) never both read
+    a ratchet state and write back different successors, nor both show the same message."""
+
     def __init__(self, path: Path, data_key: bytes) -> None:
         new = not path.exists()
         if new:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        self.engine = create_engine(f"sqlite:///{path}")
+        self.engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 15})
         event.listen(self.engine, "connect", _pragmas)
-        Base.metadata.create_all(self.engine)
+        event.listen(self.engine, "begin", _begin_immediate)
+        try:
+            Base.metadata.create_all(self.engine)
+        except OperationalError as exc:
+            self.engine.dispose()
+            raise CliError(f"cannot open the local state {path}: {exc.orig}") from None
+        except DatabaseError as exc:
+            self.engine.dispose()
+            raise CliError(f"the local state {path} is damaged: {exc.orig}") from None
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.vault = Vault(data_key)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        with self.sessions() as session, session.begin():
-            yield session
+        try:
+            with self.sessions() as session, session.begin():
+                yield session
+        except OperationalError as exc:
+            raise CliError(f"the local state could not be updated: {exc.orig}") from None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -125,9 +174,51 @@ class LocalStore:
         session.merge(SessionRow(peer=peer, state=self.vault.seal(f"session:{peer}", state)))
 
     def drop_session(self, session: Session, peer: str) -> None:
+        """Forget every session with `peer` (its identity key was replaced)."""
         row = session.get(SessionRow, peer)
         if row is not None:
             session.delete(row)
+        session.execute(delete(PreviousSession).where(PreviousSession.peer == peer))
+
+    def archive_session(self, session: Session, peer: str) -> None:
+        """Move the current session with `peer` among the previous ones (newest kept)."""
+        current = self.get_session_state(session, peer)
+        if current is None:
+            return
+        key = os.urandom(16).hex()
+        session.delete(session.get(SessionRow, peer))
+        session.add(
+            PreviousSession(
+                key=key,
+                peer=peer,
+                archived_at=time.time_ns(),
+                state=self.vault.seal(f"previous-session:{peer}:{key}", current),
+            )
+        )
+        session.flush()
+        stale = self._previous_rows(session, peer)[MAX_PREVIOUS_SESSIONS:]
+        for row in stale:
+            session.delete(row)
+
+    def previous_sessions(self, session: Session, peer: str) -> list[tuple[str, bytes]]:
+        """(key, state) of the previous sessions with `peer`, newest first."""
+        return [
+            (row.key, self.vault.open(f"previous-session:{peer}:{row.key}", row.state))
+            for row in self._previous_rows(session, peer)
+        ]
+
+    def forget_previous_session(self, session: Session, key: str) -> None:
+        row = session.get(PreviousSession, key)
+        if row is not None:
+            session.delete(row)
+
+    def _previous_rows(self, session: Session, peer: str) -> list[PreviousSession]:
+        query = (
+            select(PreviousSession)
+            .where(PreviousSession.peer == peer)
+            .order_by(PreviousSession.archived_at.desc())
+        )
+        return list(session.scalars(query))
 
     # --- messages -----------------------------------------------------------------------------
 
@@ -139,6 +230,9 @@ class LocalStore:
         session.add(message)
         return message
 
+    def forget_expired(self, session: Session, now: int) -> None:
+        session.execute(delete(Processed).where(Processed.expires_at < now))
+
     def messages(self, session: Session, unshown_only: bool = False) -> list[Message]:
         query = select(Message).order_by(Message.stored_at, Message.id)
         if unshown_only:
@@ -147,7 +241,12 @@ class LocalStore:
 
 
 def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # transactions begin in `_begin_immediate` instead
     cursor = dbapi_connection.cursor()
     for pragma in ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA secure_delete=ON"):
         cursor.execute(pragma)
     cursor.close()
+
+
+def _begin_immediate(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")

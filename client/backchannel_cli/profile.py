@@ -16,7 +16,7 @@ from pathlib import Path
 import platformdirs
 
 from backchannel import keystore
-from backchannel.errors import KeystoreError, WrongPassphraseError
+from backchannel.errors import BackchannelError, KeystoreError, WrongPassphraseError
 from backchannel.identity import IDENTITY_PRIVATE_SIZE, IdentityKeyPair
 
 from .errors import CliError
@@ -35,6 +35,10 @@ def default_home() -> Path:
 class ProfileInfo:
     name: str
     relay: str
+    fingerprint: str | None = None
+    """Hex SHA-256 fingerprint of the identity the keystore must hold (public, so not secret):
+    an unprotected keystore has no integrity check of its own, and a damaged one would otherwise
+    yield a different identity silently."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,16 +80,19 @@ def create(
 ) -> Unlocked:
     if (directory / KEYSTORE_FILE).exists():
         raise CliError(f"a profile already exists in {directory}")
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(directory, 0o700)
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(directory, 0o700)
+    except OSError as exc:
+        raise CliError(f"cannot create {directory}: {exc.strerror}") from None
     identity = IdentityKeyPair.generate()
     data_key = os.urandom(DATA_KEY_SIZE)
     sealed = keystore.seal(
         identity.private_bytes() + data_key, passphrase, params or keystore.ScryptParams()
     )
-    _write_private(
-        directory / PROFILE_FILE, json.dumps({"name": info.name, "relay": info.relay}).encode()
-    )
+    info = ProfileInfo(info.name, info.relay, identity.public.fingerprint().hex())
+    profile = {"name": info.name, "relay": info.relay, "fingerprint": info.fingerprint}
+    _write_private(directory / PROFILE_FILE, json.dumps(profile).encode())
     _write_private(directory / KEYSTORE_FILE, sealed)
     return Unlocked(directory, info, identity, data_key)
 
@@ -93,13 +100,18 @@ def create(
 def read_info(directory: Path) -> ProfileInfo:
     try:
         raw = json.loads((directory / PROFILE_FILE).read_text())
-        return ProfileInfo(str(raw["name"]), str(raw["relay"]))
+        fingerprint = raw.get("fingerprint")
+        return ProfileInfo(
+            str(raw["name"]), str(raw["relay"]), None if fingerprint is None else str(fingerprint)
+        )
     except FileNotFoundError:
         raise CliError(
             f"no profile in {directory}; create one with `backchannel init NAME --relay URL`"
         ) from None
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise CliError(f"{directory / PROFILE_FILE} is damaged") from None
+    except OSError as exc:
+        raise CliError(f"cannot read {directory / PROFILE_FILE}: {exc.strerror}") from None
 
 
 def keystore_needs_passphrase(directory: Path) -> bool:
@@ -107,6 +119,8 @@ def keystore_needs_passphrase(directory: Path) -> bool:
         return keystore.is_protected((directory / KEYSTORE_FILE).read_bytes())
     except FileNotFoundError:
         raise CliError(f"no keystore in {directory}") from None
+    except OSError as exc:
+        raise CliError(f"cannot read {directory / KEYSTORE_FILE}: {exc.strerror}") from None
     except KeystoreError as exc:
         raise CliError(f"the keystore is corrupt: {exc}") from None
 
@@ -117,11 +131,18 @@ def unlock(directory: Path, passphrase: str | None) -> Unlocked:
         secret = keystore.open_sealed((directory / KEYSTORE_FILE).read_bytes(), passphrase)
     except FileNotFoundError:
         raise CliError(f"no keystore in {directory}") from None
+    except OSError as exc:
+        raise CliError(f"cannot read {directory / KEYSTORE_FILE}: {exc.strerror}") from None
     except WrongPassphraseError:
         raise CliError("wrong passphrase (or the keystore was altered)") from None
     except KeystoreError as exc:
         raise CliError(f"the keystore is corrupt: {exc}") from None
     if len(secret) != IDENTITY_PRIVATE_SIZE + DATA_KEY_SIZE:
         raise CliError("the keystore is corrupt: unexpected contents")
-    identity = IdentityKeyPair.from_private_bytes(secret[:IDENTITY_PRIVATE_SIZE])
+    try:
+        identity = IdentityKeyPair.from_private_bytes(secret[:IDENTITY_PRIVATE_SIZE])
+    except BackchannelError as exc:
+        raise CliError(f"the keystore is corrupt: {exc}") from None
+    if info.fingerprint is not None and identity.public.fingerprint().hex() != info.fingerprint:
+        raise CliError("the keystore is corrupt: it holds another identity than this profile's")
     return Unlocked(directory, info, identity, secret[IDENTITY_PRIVATE_SIZE:])

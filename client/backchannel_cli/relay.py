@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,12 +215,17 @@ class RelayClient:
         answer = await self.request("POST", "/v1/messages/ack", {"ids": list(ids)})
         return int(answer["acknowledged"])
 
-    async def live(self) -> AsyncIterator[tuple[PushedEnvelope, aiohttp.ClientWebSocketResponse]]:
-        """Yield each pushed envelope with the socket (to send acks on it)."""
+    async def live(
+        self, on_open: Callable[[], None] | None = None
+    ) -> AsyncIterator[tuple[PushedEnvelope, aiohttp.ClientWebSocketResponse]]:
+        """Yield each pushed envelope with the socket (to send acks on it); `on_open` is called
+        once the relay has accepted the connection."""
         try:
             async with self.session.ws_connect(
                 self.base_url + "/v1/ws", headers=self._headers(), heartbeat=30
             ) as ws:
+                if on_open is not None:
+                    on_open()
                 async for message in ws:
                     if message.type != aiohttp.WSMsgType.TEXT:
                         break

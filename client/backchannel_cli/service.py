@@ -8,6 +8,7 @@ loses nothing and a retry resends the same envelope, which the relay de-duplicat
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from functools import partial
 from typing import Any
 
 from backchannel.content import (
+    MAX_RECEIPT_IDS,
     Letter,
     Receipt,
     ReceiptType,
@@ -37,8 +39,8 @@ from backchannel.session import (
     start_session,
 )
 
-from .errors import CliError
-from .localstore import Contact, LocalStore, Message
+from .errors import CliError, RelayUnreachableError
+from .localstore import Contact, LocalStore, Message, Processed
 from .profile import Unlocked
 from .relay import RelayClient, RelayRequestError, RelayUnreachable, ack_on_socket, b64, unb64
 
@@ -49,10 +51,51 @@ KEM_ONE_TIME_PREKEYS = 20
 TOP_UP_BELOW = 10
 DEFAULT_EXPIRY = 7 * 24 * 3600
 TOKEN_MARGIN = 60
+EXPIRY_MARGIN = 60
+SEND_BATCH = 100
+SEND_BYTES = 4 * 1024 * 1024
+"""Per request: well inside the relay's defaults (256 envelopes, 8 MiB of JSON and base64)."""
+RECONNECT_FIRST = 0.5
+WATCHING = "Watching for new messages; press Ctrl-C to stop."
+RECONNECT_MAX = 15.0
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def refused(exc: RelayRequestError) -> CliError:
+    """The relay's own words, its code, and how long it asked us to wait."""
+    wait = f"; retry in {max(1, round(exc.retry_after))} s" if exc.retry_after else ""
+    return CliError(f"relay refused: {exc.message} ({exc.code}{wait})")
+
+
+class KeyChangedError(CliError):
+    """A participant's identity key differs from the one pinned: refused until re-verified."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"{name}'s identity key has changed; compare safety numbers and run "
+            f"`backchannel verify {name}` before writing to or reading from them"
+        )
+        self.name = name
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What receiving one envelope asks of the caller."""
+
+    receipt_due: tuple[str, bytes] | None = None
+    """(peer, letter id) to send a delivery receipt for."""
+    held_from: str | None = None
+    """Set when the envelope comes from a changed identity: it is not acknowledged, so it stays
+    on the relay until the user re-verifies the sender (or it expires)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Synced:
+    held: dict[str, int]
+    """Envelopes left on the relay per sender whose identity key changed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,9 +192,9 @@ class Participant:
                     f"{self.name} is not registered at {self.relay.base_url}; "
                     "run `backchannel register INVITE`"
                 ) from None
-            raise CliError(f"relay refused: {exc.message} ({exc.code})") from None
+            raise refused(exc) from None
         except RelayUnreachable as exc:
-            raise CliError(str(exc)) from None
+            raise RelayUnreachableError(str(exc)) from None
         expires_at = int(time.time()) + 3600
         with self.store.transaction() as db:
             self.store.put_secret(db, TOKEN_SECRET, expires_at.to_bytes(8, "big") + unb64(token))
@@ -160,9 +203,9 @@ class Participant:
         try:
             return await awaitable
         except RelayUnreachable as exc:
-            raise CliError(str(exc)) from None
+            raise RelayUnreachableError(str(exc)) from None
         except RelayRequestError as exc:
-            raise CliError(f"relay refused: {exc.message} ({exc.code})") from None
+            raise refused(exc) from None
 
     async def authed(self, awaitable_factory: Callable[[], Any]) -> Any:
         """Run a relay call, logging in again once if the token was refused."""
@@ -170,10 +213,10 @@ class Participant:
         try:
             return await awaitable_factory()
         except RelayUnreachable as exc:
-            raise CliError(str(exc)) from None
+            raise RelayUnreachableError(str(exc)) from None
         except RelayRequestError as exc:
             if exc.status != 401:
-                raise CliError(f"relay refused: {exc.message} ({exc.code})") from None
+                raise refused(exc) from None
         with self.store.transaction() as db:
             self.store.delete_secret(db, TOKEN_SECRET)
         await self.login()
@@ -217,13 +260,12 @@ class Participant:
             with self.store.transaction() as db:
                 contact = self._pin(db, entry["name"], entry["role"], unb64(entry["identity"]))
         if contact.changed_identity is not None:
-            raise CliError(
-                f"{name}'s identity key has changed; compare safety numbers and run "
-                f"`backchannel verify {name}` before writing to or reading from them"
-            )
+            raise KeyChangedError(name)
         return contact
 
     async def safety_number(self, name: str) -> tuple[str, Contact]:
+        if name == self.name:
+            raise CliError("a safety number is between you and someone else")
         await self.directory()
         with self.store.transaction() as db:
             contact = db.get(Contact, name)
@@ -235,12 +277,21 @@ class Participant:
         )
         return number, contact
 
-    def mark_verified(self, name: str) -> None:
-        """Accept the key the user compared: a changed key replaces the pinned one."""
+    def mark_verified(self, name: str, compared: bytes) -> None:
+        """Accept the key the user compared (`compared`): a changed key replaces the pinned one.
+
+        If another key turned up since the safety number was shown (the directory or a message
+        in another process), nothing is accepted: the user compared a number for another key.
+        """
         with self.store.transaction() as db:
             contact = db.get(Contact, name)
             if contact is None:
                 raise CliError(f"no participant named {name!r}")
+            if (contact.changed_identity or contact.identity) != compared:
+                raise CliError(
+                    f"{name}'s identity key changed again while you compared; "
+                    f"run `backchannel verify {name}` again"
+                )
             if contact.changed_identity is not None:
                 contact.identity = contact.changed_identity
                 contact.changed_identity = None
@@ -254,19 +305,6 @@ class Participant:
             raise CliError("you cannot write a letter to yourself")
         contact = await self.contact(to)
         peer = IdentityPublic.from_bytes(contact.identity)
-        with self.store.transaction() as db:
-            state = self.store.get_session_state(db, to)
-        if state is None:
-            bundle_raw, _ = await self.authed(lambda: self.relay.fetch_bundle(to))
-            try:
-                bundle = PrekeyBundle.from_bytes(bundle_raw)
-            except BackchannelError as exc:
-                raise CliError(f"{to}'s prekey bundle is invalid: {exc}") from None
-            if bundle.identity.keys != peer.keys:
-                raise CliError(f"the relay's prekey bundle for {to} has another identity key")
-            session = start_session(self.me.identity, self.name, bundle, to)
-        else:
-            session = Session.from_bytes(state)
         message_id = os.urandom(16)
         reply = bytes.fromhex(in_reply_to) if in_reply_to else None
         letter = Letter(
@@ -279,15 +317,27 @@ class Participant:
             text,
             reply,
         )
-        try:
+        try:  # before the bundle is fetched: a letter that cannot be sent costs no prekey
             content = sign_letter(self.me.identity, letter).to_content()
         except ValueError as exc:
             raise CliError(str(exc)) from None
-        session, wire = session_encrypt(session, content)
-        envelope = Envelope(
-            to, self.name, message_id, Route.DIRECT, int(time.time()) + DEFAULT_EXPIRY, wire
-        ).to_bytes()
-        with self.store.transaction() as db:  # stored before it leaves: a crash loses nothing
+        with self.store.transaction() as db:
+            has_session = self.store.get_session_state(db, to) is not None
+        bundle = None if has_session else await self._bundle(to, peer)
+        # One transaction reads the newest ratchet state, encrypts, and stores the successor with
+        # the letter: stored before it leaves, so a crash loses nothing.
+        with self.store.transaction() as db:
+            state = self.store.get_session_state(db, to)
+            if state is not None:
+                session = Session.from_bytes(state)
+            elif bundle is not None:
+                session = start_session(self.me.identity, self.name, bundle, to)
+            else:
+                raise CliError(f"the session with {to} was reset meanwhile; send the letter again")
+            session, wire = session_encrypt(session, content)
+            envelope = Envelope(
+                to, self.name, message_id, Route.DIRECT, int(time.time()) + DEFAULT_EXPIRY, wire
+            ).to_bytes()
             self.store.put_session_state(db, to, session.to_bytes())
             self.store.add_message(
                 db,
@@ -304,8 +354,24 @@ class Participant:
                 envelope=envelope,
                 shown=True,
             )
-        await self.flush_outbox()
+        try:
+            await self.flush_outbox()
+        except CliError as exc:
+            raise CliError(
+                f"{exc.message}; the letter is saved as {message_id.hex()} and goes out with "
+                "your next `backchannel send` or `backchannel inbox`"
+            ) from None
         return self.show(message_id.hex())
+
+    async def _bundle(self, to: str, peer: IdentityPublic) -> PrekeyBundle:
+        bundle_raw, _ = await self.authed(lambda: self.relay.fetch_bundle(to))
+        try:
+            bundle = PrekeyBundle.from_bytes(bundle_raw)
+        except BackchannelError as exc:
+            raise CliError(f"{to}'s prekey bundle is invalid: {exc}") from None
+        if bundle.identity.keys != peer.keys:
+            raise CliError(f"the relay's prekey bundle for {to} has another identity key")
+        return bundle
 
     async def send_receipt(self, to: str, receipt: Receipt) -> None:
         with self.store.transaction() as db:
@@ -319,134 +385,212 @@ class Participant:
         ).to_bytes()
         await self.authed(lambda: self.relay.send([envelope]))
 
+    async def send_receipts(self, kind: ReceiptType, ids_by_peer: dict[str, list[bytes]]) -> None:
+        """One receipt per peer (split when it would name more messages than one may)."""
+        for peer, ids in ids_by_peer.items():
+            for start in range(0, len(ids), MAX_RECEIPT_IDS):
+                chunk = tuple(ids[start : start + MAX_RECEIPT_IDS])
+                await self.send_receipt(peer, Receipt(kind, now_ms(), chunk))
+
     async def flush_outbox(self) -> int:
-        """(Re)send every stored envelope the relay has not yet acknowledged receiving."""
+        """(Re)send every stored envelope the relay has not yet acknowledged receiving.
+
+        Envelopes go in requests of bounded size (the relay caps a request's envelopes and
+        bytes); one whose expiry has passed is marked failed, since the relay would refuse it.
+        """
+        now = int(time.time())
         with self.store.transaction() as db:
-            pending = [
-                (m.id, m.envelope)
-                for m in db.query(Message).filter(
-                    Message.status == "pending", Message.envelope.is_not(None)
-                )
-            ]
-        if not pending:
-            return 0
-        receipts = await self.authed(lambda: self.relay.send([e for _, e in pending if e]))
-        with self.store.transaction() as db:
-            for (message_id, _), _receipt in zip(pending, receipts, strict=True):
-                message = db.get(Message, message_id)
-                if message is not None and message.status == "pending":
-                    message.status = "sent"
-                    message.envelope = None
+            pending: list[tuple[str, bytes]] = []
+            for queued in db.query(Message).filter(
+                Message.status == "pending", Message.envelope.is_not(None)
+            ):
+                assert queued.envelope is not None
+                if Envelope.from_bytes(queued.envelope).expires_at <= now + EXPIRY_MARGIN:
+                    queued.status, queued.envelope = "failed", None
+                else:
+                    pending.append((queued.id, queued.envelope))
+        batches: list[list[tuple[str, bytes]]] = []
+        size = 0
+        for item in pending:
+            if not batches or len(batches[-1]) >= SEND_BATCH or size + len(item[1]) > SEND_BYTES:
+                batches.append([])
+                size = 0
+            batches[-1].append(item)
+            size += len(item[1])
+        for batch in batches:
+            await self.authed(partial(self.relay.send, [envelope for _, envelope in batch]))
+            with self.store.transaction() as db:
+                for message_id, _ in batch:
+                    message = db.get(Message, message_id)
+                    if message is not None and message.status == "pending":
+                        message.status = "sent"
+                        message.envelope = None
         return len(pending)
 
     # --- receiving ----------------------------------------------------------------------------
 
-    async def fetch(self) -> list[Shown]:
-        """Fetch, decrypt, verify, store, then acknowledge; returns messages not yet shown."""
+    async def sync(self) -> Synced:
+        """Send the outbox; fetch, decrypt, verify and store, then acknowledge; send receipts.
+
+        Envelopes from a participant whose identity key changed are left on the relay."""
         await self.flush_outbox()
+        held: dict[str, int] = {}
         after = 0
         while True:
             page, more = await self.authed(partial(self.relay.mailbox, after))
             if not page:
                 break
-            done = [self.receive(item.envelope) for item in page]
-            receipts_due = [d for d in done if d is not None]
-            ids = [item.id for item in page]
-            await self.authed(partial(self.relay.acknowledge, ids))
-            for peer, message_id in receipts_due:
-                await self.send_receipt(
-                    peer, Receipt(ReceiptType.DELIVERED, now_ms(), (message_id,))
-                )
+            outcomes = [self.receive(item.envelope) for item in page]
+            done = [item.id for item, o in zip(page, outcomes, strict=True) if o.held_from is None]
+            if done:
+                await self.authed(partial(self.relay.acknowledge, done))
+            delivered: dict[str, list[bytes]] = {}
+            for outcome in outcomes:
+                if outcome.held_from is not None:
+                    held[outcome.held_from] = held.get(outcome.held_from, 0) + 1
+                if outcome.receipt_due is not None:
+                    peer, message_id = outcome.receipt_due
+                    delivered.setdefault(peer, []).append(message_id)
+            await self.send_receipts(ReceiptType.DELIVERED, delivered)
             after = page[-1].id
             if not more:
                 break
+        with self.store.transaction() as db:
+            self.store.forget_expired(db, int(time.time()))
         await self.top_up_prekeys()
-        return self.take_unshown()
+        return Synced(held)
 
-    def receive(self, raw: bytes) -> tuple[str, bytes] | None:
-        """Decrypt and store one envelope; -> (peer, message id) when a delivery receipt is due."""
+    async def fetch(self) -> tuple[list[Shown], Synced]:
+        """`sync`, then the messages not yet shown (which are marked shown)."""
+        synced = await self.sync()
+        return self.take_unshown(), synced
+
+    def receive(self, raw: bytes) -> Outcome:
+        """Decrypt and store one envelope in one transaction (with the ratchet state)."""
         try:
             envelope = Envelope.from_bytes(raw)
         except BackchannelError:
-            return None  # not ours to read; acknowledged so it does not block the mailbox
-        sender = envelope.sender or "?"
+            return Outcome()  # not ours to read; acknowledged so it does not block the mailbox
         with self.store.transaction() as db:
-            if db.get(Message, envelope.message_id.hex()) is not None:
-                return None  # a redelivery: already stored
-            try:
-                session, plaintext = self._open(db, sender, envelope.ciphertext)
-                content = decode_content(plaintext)
-            except (BackchannelError, CliError) as exc:
-                self.store.add_message(
-                    db,
-                    f"[could not be read: {exc}]",
-                    id=envelope.message_id.hex(),
-                    direction="in",
-                    peer=sender,
-                    kind="unreadable",
-                    sent_at=0,
-                    stored_at=now_ms(),
-                    status="failed",
-                    verified="no",
-                    in_reply_to=None,
-                )
-                return None
-            self.store.put_session_state(db, sender, session.to_bytes())
-            if isinstance(content, Receipt):
-                self._apply_receipt(db, sender, content)
-                return None
-            if not isinstance(content, SignedLetter):
-                return None
-            letter = content.letter
-            try:
-                content.verify(session.peer, self.me.identity.public, self.name)
-                verified = "signed"
-            except BackchannelError:
-                verified = "BAD SIGNATURE"
+            return self._receive(db, envelope)
+
+    def _receive(self, db: Any, envelope: Envelope) -> Outcome:
+        sender = envelope.sender or "?"
+        envelope_id = envelope.message_id.hex()
+        stored = db.get(Message, envelope_id)
+        if stored is not None:  # a redelivery: the last run stored it but was not acknowledged
+            if stored.direction == "in" and stored.kind == "letter":
+                return Outcome(receipt_due=(stored.peer, envelope.message_id))
+            return Outcome()
+        if db.get(Processed, envelope_id) is not None:
+            return Outcome()  # a redelivered receipt: applied already, and its key is spent
+
+        def unreadable(reason: object) -> Outcome:
             self.store.add_message(
                 db,
-                letter.text,
-                id=letter.message_id.hex(),
+                f"[could not be read: {reason}]",
+                id=envelope_id,
                 direction="in",
                 peer=sender,
-                kind="letter",
-                sent_at=letter.sent_at_ms,
+                kind="unreadable",
+                sent_at=0,
                 stored_at=now_ms(),
-                status="delivered",
-                verified=verified,
-                in_reply_to=letter.in_reply_to.hex() if letter.in_reply_to else None,
+                status="failed",
+                verified="no",
+                in_reply_to=None,
             )
-            return sender, letter.message_id
+            return Outcome()
+
+        try:
+            session, plaintext = self._open(db, sender, envelope.ciphertext)
+        except KeyChangedError:
+            return Outcome(held_from=sender)  # the change is recorded; the envelope stays
+        except (BackchannelError, CliError, ValueError) as exc:
+            return unreadable(exc)
+        self.store.put_session_state(db, sender, session.to_bytes())
+        try:
+            content = decode_content(plaintext)
+        except (BackchannelError, ValueError) as exc:
+            return unreadable(exc)
+        if not isinstance(content, SignedLetter):
+            if isinstance(content, Receipt):
+                self._apply_receipt(db, sender, content)
+            db.add(Processed(id=envelope_id, expires_at=envelope.expires_at))
+            return Outcome()
+        letter = content.letter
+        if letter.message_id != envelope.message_id:
+            return unreadable("the letter's id differs from its envelope's")
+        try:
+            content.verify(session.peer, self.me.identity.public, self.name)
+            verified = "signed"
+        except BackchannelError:
+            verified = "BAD SIGNATURE"
+        self.store.add_message(
+            db,
+            letter.text,
+            id=envelope_id,
+            direction="in",
+            peer=sender,
+            kind="letter",
+            sent_at=letter.sent_at_ms,
+            stored_at=now_ms(),
+            status="delivered",
+            verified=verified,
+            in_reply_to=letter.in_reply_to.hex() if letter.in_reply_to else None,
+        )
+        return Outcome(receipt_due=(sender, letter.message_id))
 
     def _open(self, db: Any, sender: str, wire: bytes) -> tuple[Session, bytes]:
-        contact = db.get(Contact, sender)
-        if contact is not None and contact.changed_identity is not None:
-            raise CliError(
-                f"{sender}'s identity key has changed; run `backchannel verify {sender}`"
-            )
+        """Decrypt with a session we hold, or open a new one; a new key from `sender` is refused.
+
+        The current session is tried first, then the previous ones (when both sides open a
+        session at once, each side's first letters travel on its own); one that decrypts becomes
+        current again, as in Signal's session records. A message that opens a new session makes
+        it current and keeps the old one among the previous.
+
+        A different identity key is recorded only once the message authenticates under it (so
+        nobody can raise a false alarm with a forged header), and it is not read: the caller
+        leaves it on the relay until the user compares safety numbers again.
+        """
         state = self.store.get_session_state(db, sender)
-        session = Session.from_bytes(state) if state else None
-        if session is not None and not opens_new_session(session, wire):
-            return session_decrypt(session, wire)
+        candidates: list[tuple[str | None, bytes]] = [(None, state)] if state else []
+        candidates += self.store.previous_sessions(db, sender)
+        failure: BackchannelError | None = None
+        for key, candidate_state in candidates:
+            candidate = Session.from_bytes(candidate_state)
+            if opens_new_session(candidate, wire):
+                continue
+            try:
+                opened = session_decrypt(candidate, wire)
+            except BackchannelError as exc:
+                failure = failure or exc
+                continue
+            if key is not None:  # the caller stores it as the current session
+                self.store.archive_session(db, sender)
+                self.store.forget_previous_session(db, key)
+            return opened
         header = parse_message(wire).header
-        assert header is not None
+        if header is None:
+            if failure is not None:
+                raise failure
+            raise CliError(f"it continues a session with {sender} that this profile does not have")
         if header.initiator_name != sender:
             raise IdentityMismatchError("the message's handshake names another sender")
-        if contact is None:
-            contact = self._pin(db, sender, "?", header.initiator.to_bytes())
-        elif contact.identity != header.initiator.to_bytes():
-            contact.changed_identity = header.initiator.to_bytes()
-            raise CliError(
-                f"{sender}'s identity key has changed; run `backchannel verify {sender}`"
-            )
+        initiator = header.initiator.to_bytes()
+        prekeys = self._prekeys(db)
+        contact: Contact | None = db.get(Contact, sender)
+        if contact is not None and initiator not in (contact.identity, contact.changed_identity):
+            accept_session(self.me.identity, self.name, prekeys, wire, expected_peer=None)
+            contact.changed_identity = initiator
+        if contact is not None and contact.identity != initiator:
+            raise KeyChangedError(sender)
         prekeys, session, plaintext = accept_session(
-            self.me.identity,
-            self.name,
-            self._prekeys(db),
-            wire,
-            expected_peer=IdentityPublic.from_bytes(contact.identity),
+            self.me.identity, self.name, prekeys, wire, expected_peer=header.initiator
         )
+        if contact is None:
+            self._pin(db, sender, "?", initiator)
         self.store.put_secret(db, PREKEYS_SECRET, prekeys.to_bytes())
+        self.store.archive_session(db, sender)
         return session, plaintext
 
     def _apply_receipt(self, db: Any, sender: str, receipt: Receipt) -> None:
@@ -468,34 +612,76 @@ class Participant:
         return shown
 
     async def send_read_receipts(self, shown: list[Shown]) -> None:
+        """Tell the senders of these displayed letters that they were read (once each)."""
         by_peer: dict[str, list[bytes]] = {}
-        for message in shown:
-            if message.kind == "letter" and message.direction == "in":
-                by_peer.setdefault(message.peer, []).append(bytes.fromhex(message.id))
-        for peer, ids in by_peer.items():
-            await self.send_receipt(peer, Receipt(ReceiptType.READ, now_ms(), tuple(ids)))
+        for letter in shown:
+            if letter.kind == "letter" and letter.direction == "in" and letter.status != "read":
+                by_peer.setdefault(letter.peer, []).append(bytes.fromhex(letter.id))
+        await self.send_receipts(ReceiptType.READ, by_peer)
+        with self.store.transaction() as db:
+            for ids in by_peer.values():
+                for message_id in ids:
+                    message = db.get(Message, message_id.hex())
+                    if message is not None:
+                        message.status = "read"
 
-    async def watch(self, show: Callable[[list[Shown]], None], read_receipts: bool) -> None:
-        """Stay on the relay's WebSocket: store, acknowledge, show each arrival."""
-        await self.login()
-        try:
-            async for pushed, socket in self.relay.live():
-                due = self.receive(pushed.envelope)
-                await ack_on_socket(socket, [pushed.id])
-                if due is not None:
-                    peer, message_id = due
-                    await self.send_receipt(
-                        peer, Receipt(ReceiptType.DELIVERED, now_ms(), (message_id,))
-                    )
-                fresh = self.take_unshown()
-                if fresh:
-                    show(fresh)
-                    if read_receipts:
-                        await self.send_read_receipts(fresh)
-        except RelayUnreachable as exc:
-            raise CliError(str(exc)) from None
-        except RelayRequestError as exc:
-            raise CliError(f"relay refused: {exc.message} ({exc.code})") from None
+    async def watch(
+        self,
+        show: Callable[[list[Shown]], None],
+        read_receipts: bool,
+        notice: Callable[[str], None],
+    ) -> None:
+        """Stay on the relay's WebSocket: store, acknowledge, show each arrival.
+
+        A lost connection is retried with growing pauses; the relay then sends again everything
+        not acknowledged, and what was stored already is recognised, so nothing shows twice.
+        """
+        delay = RECONNECT_FIRST
+        refused_token = False
+        opened = 0
+
+        def on_open() -> None:
+            nonlocal opened
+            opened += 1
+            notice(WATCHING if opened == 1 else "Reconnected.")
+
+        while True:
+            connected_at = time.monotonic()
+            try:
+                await self.login()
+                async for pushed, socket in self.relay.live(on_open):
+                    refused_token = False
+                    outcome = self.receive(pushed.envelope)
+                    if outcome.held_from is not None:
+                        notice(
+                            f"Warning: {KeyChangedError(outcome.held_from).message}; "
+                            "their message stays on the relay until then"
+                        )
+                        continue
+                    await ack_on_socket(socket, [pushed.id])
+                    if outcome.receipt_due is not None:
+                        peer, message_id = outcome.receipt_due
+                        await self.send_receipts(ReceiptType.DELIVERED, {peer: [message_id]})
+                    fresh = self.take_unshown()
+                    if fresh:
+                        show(fresh)
+                        if read_receipts:
+                            await self.send_read_receipts(fresh)
+                reason = "the relay closed the connection"
+            except (RelayUnreachable, RelayUnreachableError) as exc:
+                reason = str(exc.message if isinstance(exc, CliError) else exc)
+            except RelayRequestError as exc:
+                if exc.status != 401 or refused_token:
+                    raise refused(exc) from None
+                refused_token = True  # the relay forgot our session token: log in afresh once
+                with self.store.transaction() as db:
+                    self.store.delete_secret(db, TOKEN_SECRET)
+                continue
+            if time.monotonic() - connected_at > RECONNECT_MAX:
+                delay = RECONNECT_FIRST
+            notice(f"{reason}; reconnecting in {delay:g} s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX)
 
     async def top_up_prekeys(self) -> None:
         counts = await self.authed(self.relay.prekey_counts)
@@ -530,6 +716,7 @@ class Participant:
         )
 
     def show(self, message_id: str) -> Shown:
+        """One message by its id or a unique prefix of it; it counts as shown from now on."""
         with self.store.transaction() as db:
             message = db.get(Message, message_id)
             if message is None:
@@ -537,6 +724,7 @@ class Participant:
                 if len(matches) != 1:
                     raise CliError(f"no message with id {message_id!r}")
                 message = matches[0]
+            message.shown = True
             return self._shown(message)
 
     def fingerprint(self) -> str:
