@@ -20,6 +20,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
+from sqlalchemy.exc import SQLAlchemyError
 
 from .appkeys import (
     ADMIN_TOKEN_HASH,
@@ -36,7 +37,7 @@ from .appkeys import (
 from .config import RelayConfig
 from .database import migrate, open_engine
 from .delivery import GroupCommitter, Hub
-from .errors import RelayError, TooManyRequests, Unauthorized
+from .errors import RelayError, StoreUnavailable, TooManyRequests, Unauthorized
 from .limits import ConnectionGate, RateLimiter
 from .metrics import Metrics
 from .routes import PUBLIC, routes
@@ -155,7 +156,11 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     if config.database_url is None:
         config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     engine = open_engine(config.url)
-    await migrate(engine)
+    try:
+        await migrate(engine)
+    except (OSError, SQLAlchemyError) as exc:
+        await engine.dispose()
+        raise StoreUnavailable(f"cannot open the {config.describe_store()}: {exc}") from None
     store = Store(engine, config.limits)
     await store.load_keys()
     app[STORE] = store

@@ -9,7 +9,7 @@ Four phases, each against loopback sockets and a relay in another process:
   delivered rate over the same window and the backlog left at its end tell whether it was sustained.
 - **latency**: one-envelope requests paced at `rate` per second (open loop, round robin over the
   senders); each envelope's time from the start of its POST to its arrival on the recipient's
-  WebSocket, p50 and p99.
+  WebSocket, p50 and p99, after a warm-up at the same pace.
 - **fetch**: `GET /v1/messages?limit=100` for a participant with 100 envelopes queued, timed when
   other mailboxes hold about 1,000 and then about `fill` envelopes.
 - **ceiling**: a bare aiohttp WebSocket forwarder (below, in its own process) that copies each frame
@@ -600,15 +600,21 @@ async def latency_phase(
     settings: BenchSettings,
     phases: Phases,
 ) -> dict[str, float]:
-    """Paced one-envelope sends; -> send-start to WebSocket-arrival latency in milliseconds."""
+    """Paced one-envelope sends; -> send-start to WebSocket-arrival latency in milliseconds.
+
+    The first `warmup` seconds of the same pacing are not counted: the senders' connections
+    are opened and the relay's caches filled then (the first second's p99 is about a second).
+    """
     total = max(1, round(settings.rate * settings.latency_duration))
+    warm = round(settings.rate * settings.warmup)
     task = phases.add("latency", total)
     sent_at: dict[bytes, float] = {}
     latencies: list[float] = []
+    measured_from = math.inf  # sends before this moment warm up connections and caches
 
     def arrived(message_id: bytes, at: float) -> None:
         start = sent_at.pop(message_id, None)
-        if start is not None:
+        if start is not None and start >= measured_from:
             latencies.append(at - start)
 
     async with _session() as session, receivers(session, url, recipients, arrived):
@@ -637,7 +643,8 @@ async def latency_phase(
 
         with ticking(show):
             started = time.perf_counter()
-            for k in range(total):
+            measured_from = started + warm / settings.rate
+            for k in range(warm + total):
                 due = started + k / settings.rate
                 now = time.perf_counter()
                 if due > now:
@@ -649,7 +656,7 @@ async def latency_phase(
                 job = asyncio.create_task(send_one(index, ids[0], body))
                 in_flight.add(job)
                 job.add_done_callback(done)
-            paced_for = time.perf_counter() - started
+            paced_for = time.perf_counter() - measured_from
             deadline = time.perf_counter() + settings.drain_timeout
             while (in_flight or sent_at) and time.perf_counter() < deadline and not failures:
                 await asyncio.sleep(0.01)

@@ -14,11 +14,36 @@ from aiohttp import web
 
 from .config import DEFAULT_HOST, DEFAULT_PORT, RelayConfig, default_data_dir
 from .database import migrate, open_engine
-from .errors import RelayError
+from .errors import RelayError, StoreUnavailable
 from .limits import RateLimit
 from .store import ROLES, Limits, Store
 
 T = TypeVar("T")
+
+
+DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+"""The stores the relay runs on, by URL scheme, and the async driver each one needs."""
+
+
+def _database_url(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """Accept SQLite and PostgreSQL URLs (with or without the async driver named)."""
+    if value is None:
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise click.BadParameter(f"{value!r} is not a database URL") from None
+    backend = url.get_backend_name()
+    wanted = DRIVERS.get(backend)
+    if wanted is None or url.drivername not in (backend, wanted):
+        raise click.BadParameter(
+            f"the relay runs on SQLite or PostgreSQL ({', '.join(DRIVERS.values())}), "
+            f"not {url.drivername}"
+        )
+    return url.set(drivername=wanted).render_as_string(hide_password=False)
 
 
 def _store_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -27,6 +52,7 @@ def _store_options(command: Callable[..., Any]) -> Callable[..., Any]:
         "database_url",
         envvar="BACKCHANNEL_RELAY_DATABASE",
         metavar="URL",
+        callback=_database_url,
         help="SQLAlchemy URL, e.g. postgresql+asyncpg://user@host/db (default: SQLite).",
     )(command)
     return click.option(
@@ -117,18 +143,18 @@ def serve(
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     click.echo(f"backchannel-relay: store is the {config.describe_store()}")
-    click.echo(
-        f"backchannel-relay: listening on http://{host}:{port}",
-    )
     try:
         web.run_app(
             create_app(config),
             host=host,
             port=port,
-            print=None,
+            # Called once the store is open and the socket bound: only then is it true.
+            print=lambda _: click.echo(f"backchannel-relay: listening on http://{host}:{port}"),
             access_log=logging.getLogger("backchannel_relay.access") if config.access_log else None,
             access_log_class=TemplateAccessLogger,
         )
+    except StoreUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 

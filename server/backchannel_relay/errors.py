@@ -52,3 +52,7 @@ class TooManyRequests(RelayError):
 
 class MailboxFull(RelayError):
     status, code = 429, "mailbox_full"
+
+
+class StoreUnavailable(Exception):
+    """The relay cannot start: its store cannot be opened or migrated (one readable line)."""

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
-from sqlalchemy import Table, case, delete, func, insert, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -428,8 +428,9 @@ class Store:
         def work(connection: Connection) -> tuple[list[list[Receipt] | Exception], list[int]]:
             deltas: dict[int, tuple[int, int]] = {}  # participant -> change of its counters
             acknowledged = []
-            for rid, seqs in acks:
-                count, size = _delete_acknowledged(connection, rid, seqs)
+            for (rid, _), (count, size) in zip(
+                acks, _delete_acknowledged(connection, acks), strict=True
+            ):
                 acknowledged.append(count)
                 before = deltas.get(rid, (0, 0))
                 deltas[rid] = (before[0] - count, before[1] - size)
@@ -709,57 +710,81 @@ def _insert_message_ids(
 
 
 def _add_to_counters(connection: Connection, deltas: dict[int, tuple[int, int]]) -> None:
-    """Add to participants' queued counts and bytes: one UPDATE, relative (never a stale
-    absolute value written over another transaction's change)."""
-    deltas = {pid: delta for pid, delta in deltas.items() if delta != (0, 0)}
-    if not deltas:
-        return
-    ids = sorted(deltas)
-    for at in range(0, len(ids), IN_CHUNK):
-        chunk = ids[at : at + IN_CHUNK]
-        connection.execute(
-            update(PARTICIPANTS)
-            .where(PARTICIPANTS.c.id.in_(chunk))
-            .values(
-                queued_count=PARTICIPANTS.c.queued_count
-                + case({pid: deltas[pid][0] for pid in chunk}, value=PARTICIPANTS.c.id, else_=0),
-                queued_bytes=PARTICIPANTS.c.queued_bytes
-                + case({pid: deltas[pid][1] for pid in chunk}, value=PARTICIPANTS.c.id, else_=0),
-            )
-        )
+    """Add to participants' queued counts and bytes: relative (never a stale absolute value
+    written over another transaction's change), one compiled statement run for every row."""
+    rows = [
+        {"pid": pid, "count": count, "size": size}
+        for pid, (count, size) in sorted(deltas.items())
+        if (count, size) != (0, 0)
+    ]
+    if rows:
+        connection.execute(_ADD_TO_COUNTERS, rows)
+
+
+_ADD_TO_COUNTERS = (
+    update(PARTICIPANTS)
+    .where(PARTICIPANTS.c.id == bindparam("pid"))
+    .values(
+        queued_count=PARTICIPANTS.c.queued_count + bindparam("count"),
+        queued_bytes=PARTICIPANTS.c.queued_bytes + bindparam("size"),
+    )
+)
 
 
 def _delete_acknowledged(
-    connection: Connection, recipient_id: int, seqs: Sequence[int]
-) -> tuple[int, int]:
-    """Delete these envelopes if they are in this recipient's mailbox; -> (how many, bytes).
+    connection: Connection, acks: Sequence[tuple[int, Sequence[int]]]
+) -> list[tuple[int, int]]:
+    """Delete what each (recipient, seqs) acknowledges from that recipient's own mailbox;
+    -> per acknowledgement, (how many it deleted, their bytes). The caller updates counters.
 
-    On SQLite (one writer at a time) it counts, then deletes, with no row coming back (see
-    `_insert_envelopes` on why); elsewhere DELETE ... RETURNING, exact under concurrent
-    transactions. The caller updates the counters.
+    On SQLite (one writer at a time, so what is read stays true until the commit) every
+    acknowledgement of the group costs the same two statements: find the envelopes with one
+    SELECT, keep those in the acknowledger's own mailbox, DELETE them by seq. Elsewhere each is a
+    DELETE ... RETURNING, exact under concurrent transactions from other processes.
     """
-    wanted = sorted(set(seqs))
-    count = size = 0
+    if connection.dialect.name != "sqlite":
+        out = []
+        for recipient_id, seqs in acks:
+            count = size = 0
+            wanted = sorted(set(seqs))
+            for at in range(0, len(wanted), IN_CHUNK):
+                mine = (ENVELOPES.c.recipient_id == recipient_id) & ENVELOPES.c.seq.in_(
+                    wanted[at : at + IN_CHUNK]
+                )
+                gone = connection.execute(
+                    delete(ENVELOPES).where(mine).returning(func.length(ENVELOPES.c.body))
+                )
+                sizes = [int(n) for (n,) in gone.tuples()]
+                count, size = count + len(sizes), size + sum(sizes)
+            out.append((count, size))
+        return out
+    wanted = sorted({seq for _, seqs in acks for seq in seqs})
+    found: dict[int, tuple[int, int]] = {}  # seq -> (recipient, bytes)
     for at in range(0, len(wanted), IN_CHUNK):
-        mine = (ENVELOPES.c.recipient_id == recipient_id) & ENVELOPES.c.seq.in_(
-            wanted[at : at + IN_CHUNK]
+        chunk = wanted[at : at + IN_CHUNK]
+        rows = connection.exec_driver_sql(
+            "SELECT seq, recipient_id, length(body) FROM envelopes "
+            f"WHERE seq IN ({', '.join('?' * len(chunk))})",
+            tuple(chunk),
         )
-        if connection.dialect.name == "sqlite":
-            found, found_size = connection.execute(
-                select(func.count(), func.coalesce(func.sum(func.length(ENVELOPES.c.body)), 0))
-                .select_from(ENVELOPES)
-                .where(mine)
-            ).one()
-            if found:
-                connection.execute(delete(ENVELOPES).where(mine))
-            count, size = count + int(found), size + int(found_size)
-        else:
-            gone = connection.execute(
-                delete(ENVELOPES).where(mine).returning(func.length(ENVELOPES.c.body))
-            )
-            sizes = [int(n) for (n,) in gone.tuples()]
-            count, size = count + len(sizes), size + sum(sizes)
-    return count, size
+        found.update((seq, (rid, size)) for seq, rid, size in rows)
+    out = []
+    doomed: list[int] = []
+    for recipient_id, seqs in acks:
+        count = size = 0
+        for seq in set(seqs):
+            hit = found.get(seq)
+            if hit is not None and hit[0] == recipient_id:
+                del found[seq]  # counted once, whoever else acknowledges it in this group
+                doomed.append(seq)
+                count, size = count + 1, size + hit[1]
+        out.append((count, size))
+    for at in range(0, len(doomed), IN_CHUNK):
+        chunk = doomed[at : at + IN_CHUNK]
+        connection.exec_driver_sql(
+            f"DELETE FROM envelopes WHERE seq IN ({', '.join('?' * len(chunk))})", tuple(chunk)
+        )
+    return out
 
 
 async def _pop(
