@@ -16,6 +16,7 @@ from .config import DEFAULT_HOST, DEFAULT_PORT, RelayConfig, default_data_dir
 from .database import migrate, open_engine
 from .errors import RelayError, StoreUnavailable
 from .limits import RateLimit
+from .names import text_problem
 from .store import ROLES, Limits, Store
 
 T = TypeVar("T")
@@ -195,8 +196,9 @@ def invite(
     name: str, role: str, ttl_hours: float, data_dir: Path, database_url: str | None, as_json: bool
 ) -> None:
     """Create a single-use invite for NAME."""
-    if not 0 < len(name.encode("utf-8")) <= 64:
-        raise click.BadParameter("a name is 1 to 64 bytes of UTF-8", param_hint="NAME")
+    problem = text_problem(name) if name else "is empty"
+    if problem is not None:
+        raise click.BadParameter(f"the name {problem}", param_hint="NAME")
     config = RelayConfig(data_dir=data_dir, database_url=database_url)
 
     async def run() -> tuple[str, int]:

@@ -156,35 +156,50 @@ class GroupCommitter:
             pending = [await self._queue.get()]
             while not self._queue.empty() and len(pending) < MAX_REQUESTS_PER_COMMIT:
                 pending.append(self._queue.get_nowait())
-            sends = [p for p in pending if isinstance(p, _Send) and not p.future.cancelled()]
-            acks = [p for p in pending if isinstance(p, _Ack) and not p.future.cancelled()]
-            if not sends and not acks:
+            live = [p for p in pending if not p.future.cancelled()]
+            if not live:
                 continue
             try:
-                results, counts = await self.store.commit_group(
-                    [s.envelopes for s in sends], [(a.recipient_id, a.seqs) for a in acks]
-                )
-            except Exception as exc:  # the database failed: every waiting request learns it
+                await self._commit(live)
+            except Exception as exc:
                 log.error("group commit failed: %s", type(exc).__name__)
-                for future in [s.future for s in sends] + [a.future for a in acks]:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for ack, count in zip(acks, counts, strict=True):
-                if not ack.future.done():
-                    ack.future.set_result(count)
-            arrived: dict[int, list[StoredEnvelope]] = {}
-            for send, result in zip(sends, results, strict=True):
-                if isinstance(result, Exception):
-                    if not send.future.done():
-                        send.future.set_exception(result)
-                    continue
-                for (rid, envelope), receipt in zip(send.envelopes, result, strict=True):
-                    if not receipt.duplicate:
-                        arrived.setdefault(rid, []).append(
-                            StoredEnvelope(receipt.seq, receipt.received_at_ms, envelope.body)
-                        )
+                # One request may be the cause: each one again in a transaction of its own, so
+                # only what fails alone fails (and the others still get their receipts).
+                for item in live if len(live) > 1 else ():
+                    try:
+                        await self._commit([item])
+                    except Exception as alone:
+                        _fail(item, alone)
+                if len(live) == 1:
+                    _fail(live[0], exc)
+
+    async def _commit(self, items: Sequence[_Send | _Ack]) -> None:
+        """One transaction for these requests; settles their futures once it has committed."""
+        sends = [p for p in items if isinstance(p, _Send)]
+        acks = [p for p in items if isinstance(p, _Ack)]
+        results, counts = await self.store.commit_group(
+            [s.envelopes for s in sends], [(a.recipient_id, a.seqs) for a in acks]
+        )
+        for ack, count in zip(acks, counts, strict=True):
+            if not ack.future.done():
+                ack.future.set_result(count)
+        arrived: dict[int, list[StoredEnvelope]] = {}
+        for send, result in zip(sends, results, strict=True):
+            if isinstance(result, Exception):
                 if not send.future.done():
-                    send.future.set_result(result)
-            for rid, envelopes in arrived.items():
-                self.hub.deliver(rid, envelopes)
+                    send.future.set_exception(result)
+                continue
+            for (rid, envelope), receipt in zip(send.envelopes, result, strict=True):
+                if not receipt.duplicate:
+                    arrived.setdefault(rid, []).append(
+                        StoredEnvelope(receipt.seq, receipt.received_at_ms, envelope.body)
+                    )
+            if not send.future.done():
+                send.future.set_result(result)
+        for rid, envelopes in arrived.items():
+            self.hub.deliver(rid, envelopes)
+
+
+def _fail(item: _Send | _Ack, exc: Exception) -> None:
+    if not item.future.done():
+        item.future.set_exception(exc)

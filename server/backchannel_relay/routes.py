@@ -45,9 +45,11 @@ from .errors import BadRequest, Forbidden, NotFound, TooManyRequests, Unauthoriz
 from .openapi import openapi_document
 from .store import NewEnvelope, ParticipantInfo, StoredEnvelope, digest
 from .wire import (
+    MAX_ID,
     b64,
     bytes_field,
     bytes_list,
+    envelope_ids,
     int_field,
     json_body,
     query_int,
@@ -343,7 +345,7 @@ async def send(request: web.Request) -> web.Response:
 
 @routes.get("/v1/messages")
 async def mailbox(request: web.Request) -> web.Response:
-    after = query_int(request, "after", 0, 2**62)
+    after = query_int(request, "after", 0, MAX_ID)
     limit = query_int(request, "limit", 100, MAX_PAGE) or 1
     page = await request.app[STORE].mailbox_page(participant(request).id, after, limit)
     return web.json_response(
@@ -360,12 +362,8 @@ async def mailbox(request: web.Request) -> web.Response:
 @routes.post("/v1/messages/ack")
 async def acknowledge(request: web.Request) -> web.Response:
     body = await json_body(request)
-    ids = body.get("ids")
-    if (
-        not isinstance(ids, list)
-        or len(ids) > MAX_PAGE
-        or not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids)
-    ):
+    ids = envelope_ids(body.get("ids"), MAX_PAGE)
+    if ids is None:
         raise BadRequest(
             f"field 'ids' must be a list of at most {MAX_PAGE} positive integers",
             code="invalid_field",
@@ -439,23 +437,20 @@ async def _read_acks(ws: web.WebSocketResponse, committer: GroupCommitter, me: i
     async for message in ws:
         if message.type != WSMsgType.TEXT:
             continue
-        ids: list[int] = []
+        ids: list[int] | None = None
         try:
             frame = json.loads(message.data)
-            if frame.get("type") == "ack" and isinstance(frame["ids"], list):
-                ids = [i for i in frame["ids"] if isinstance(i, int) and not isinstance(i, bool)]
-                valid = len(ids) == len(frame["ids"])
-            else:
-                valid = False
-        except (ValueError, KeyError, AttributeError, TypeError):
-            valid = False
-        if not valid:
+            if frame.get("type") == "ack":
+                ids = envelope_ids(frame.get("ids"), MAX_PAGE)
+        except (ValueError, AttributeError):
+            pass
+        if ids is None:
             await ws.send_json(
                 {
                     "type": "error",
                     "error": "invalid_frame",
-                    "message": 'expected {"type": "ack", "ids": [...]}',
+                    "message": f'expected {{"type": "ack", "ids": [at most {MAX_PAGE} ids]}}',
                 }
             )
             continue
-        await committer.acknowledge(me, ids[:MAX_PAGE])
+        await committer.acknowledge(me, ids)

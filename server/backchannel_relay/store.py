@@ -39,6 +39,7 @@ from .models import (
     SessionToken,
     SignedPrekeyRow,
 )
+from .names import storable
 
 Clock = Callable[[], float]
 T = TypeVar("T")
@@ -236,15 +237,17 @@ class Store:
     # --- participants and authentication -------------------------------------------------------
 
     async def participant(self, name: str) -> ParticipantInfo:
-        async with self.read() as session:
-            row = await session.scalar(select(Participant).where(Participant.name == name))
+        row = None
+        if storable(name):
+            async with self.read() as session:
+                row = await session.scalar(select(Participant).where(Participant.name == name))
         if row is None:
             raise NotFound(f"no participant named {name!r}", code="unknown_participant")
         return _info(row)
 
     async def participant_ids(self, names: Sequence[str]) -> dict[str, int]:
         known = self._ids_by_name
-        wanted = set(names)
+        wanted = {name for name in names if storable(name)}
         missing = wanted - known.keys()
         if missing:
             async with self.read() as session:
@@ -334,6 +337,8 @@ class Store:
         fetches can never be handed the same one (row locks with SKIP LOCKED on PostgreSQL,
         the single writer on SQLite).
         """
+        if not storable(name):
+            raise NotFound(f"no participant named {name!r}", code="unknown_participant")
         async with self.write() as session:
             owner = await session.scalar(select(Participant).where(Participant.name == name))
             if owner is None:

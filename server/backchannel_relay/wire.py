@@ -11,6 +11,7 @@ from aiohttp import web
 
 from .appkeys import CONFIG
 from .errors import BadRequest, PayloadTooLarge
+from .names import text_problem
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
@@ -33,8 +34,9 @@ def text_field(body: dict[str, Any], key: str, max_bytes: int = 64) -> str:
     value = body.get(key)
     if not isinstance(value, str) or not value:
         raise BadRequest(f"field {key!r} must be a non-empty string", code="invalid_field")
-    if len(value.encode("utf-8")) > max_bytes:
-        raise BadRequest(f"field {key!r} is longer than {max_bytes} bytes", code="invalid_field")
+    problem = text_problem(value, max_bytes)
+    if problem is not None:
+        raise BadRequest(f"field {key!r} {problem}", code="invalid_field")
     return value
 
 
@@ -82,3 +84,16 @@ def query_int(request: web.Request, key: str, default: int, maximum: int) -> int
             f"query parameter {key!r} must be a non-negative integer", code="invalid_query"
         )
     return min(int(raw), maximum)
+
+
+MAX_ID = 2**63 - 1
+"""Envelope ids are 64-bit signed integers in both stores."""
+
+
+def envelope_ids(value: object, max_items: int) -> list[int] | None:
+    """A list of at most `max_items` envelope ids (1..MAX_ID), or None if it is not one."""
+    if not isinstance(value, list) or len(value) > max_items:
+        return None
+    if not all(type(i) is int and 0 < i <= MAX_ID for i in value):
+        return None
+    return value

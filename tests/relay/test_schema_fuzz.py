@@ -1,0 +1,46 @@
+"""Property-based requests from the relay's own OpenAPI document (schemathesis): whatever a
+client sends, valid or not, the relay answers without a 5xx, and every 4xx is a JSON error."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from backchannel_relay.openapi import openapi_document
+
+from .conftest import Relay, join
+
+# The WebSocket upgrade is exercised by the live-delivery tests; every other route is fuzzed.
+schema = schemathesis.openapi.from_dict(openapi_document()).exclude(path="/v1/ws")
+
+
+@pytest.fixture(scope="module")
+def auth(relay: Relay) -> dict[str, str]:
+    """A logged-in participant's header, so authenticated routes are reached, not just refused."""
+
+    async def token() -> str:
+        member = await join(relay, "fuzz")
+        await member.client.close()
+        assert member.client.token is not None
+        return member.client.token
+
+    return {"Authorization": f"Bearer {asyncio.run(token())}"}
+
+
+@schema.parametrize()
+@settings(
+    max_examples=50,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)
+def test_no_request_gets_a_server_error(case: Any, relay: Relay, auth: dict[str, str]) -> None:
+    response = case.call(base_url=relay.url, headers=auth, timeout=30)
+    assert response.status_code < 500, f"{case.method} {case.formatted_path}: {response.text}"
+    if 400 <= response.status_code < 500:
+        body = response.json()
+        assert isinstance(body.get("error"), str) and isinstance(body.get("message"), str)
