@@ -42,6 +42,7 @@ from .limits import ConnectionGate, RateLimiter
 from .metrics import Metrics
 from .routes import PUBLIC, routes
 from .store import Store, digest
+from .wakeups import Listener, origin_token
 
 log = logging.getLogger("backchannel_relay")
 Handler = Callable[[web.Request], Awaitable[StreamResponse]]
@@ -147,6 +148,7 @@ def create_app(config: RelayConfig) -> web.Application:
     app.add_routes(routes)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_group_commit)
+    app.cleanup_ctx.append(_cross_process_wakeups)
     app.cleanup_ctx.append(_sweeper)
     return app
 
@@ -188,6 +190,23 @@ async def _group_commit(app: web.Application) -> AsyncIterator[None]:
     app[COMMITTER] = committer
     yield
     await committer.stop()
+
+
+async def _cross_process_wakeups(app: web.Application) -> AsyncIterator[None]:
+    """On PostgreSQL, wake this process's sockets for sends accepted by other processes."""
+    store = app[STORE]
+    if store.engine.dialect.name != "postgresql":
+        yield
+        return
+    origin = origin_token()
+    listener = Listener(app[CONFIG].url, app[HUB], origin)
+    listener.start()
+    with contextlib.suppress(TimeoutError):  # it keeps trying; the store stays the truth
+        await asyncio.wait_for(listener.connected.wait(), 10)
+    store.wake_origin = origin
+    yield
+    store.wake_origin = None
+    await listener.stop()
 
 
 async def _sweeper(app: web.Application) -> AsyncIterator[None]:

@@ -72,6 +72,10 @@ class Hub:
                 subscription.pending = []
                 subscription.set()
 
+    def notify_all(self) -> None:
+        """Wake every live connection to re-read its mailbox (after wake-ups may have been lost)."""
+        self.notify(list(self._waiters))
+
     def deliver(self, participant_id: int, envelopes: Sequence[StoredEnvelope]) -> None:
         """Hand just-committed envelopes (in seq order) to this recipient's connections."""
         for subscription in self._waiters.get(participant_id, ()):

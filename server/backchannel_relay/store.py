@@ -40,6 +40,7 @@ from .models import (
     SignedPrekeyRow,
 )
 from .names import storable
+from .wakeups import CHANNEL, payloads
 
 Clock = Callable[[], float]
 T = TypeVar("T")
@@ -119,6 +120,8 @@ class Store:
         self._token_cache: dict[bytes, tuple[ParticipantInfo, int]] = {}
         self._ids_by_name: dict[str, int] = {}
         self._writer: tuple[ThreadPoolExecutor, Engine] | None = None
+        self.wake_origin: str | None = None
+        """Set when other relay processes share this database: commits then notify them."""
 
     def now(self) -> int:
         return int(self.clock())
@@ -441,6 +444,16 @@ class Store:
                 deltas[rid] = (before[0] - count, before[1] - size)
             results = self._insert_batches(connection, batches, now_ms, deltas) if batches else []
             _add_to_counters(connection, deltas)
+            if self.wake_origin is not None:
+                arrived = [
+                    rid
+                    for batch, result in zip(batches, results, strict=True)
+                    if not isinstance(result, Exception)
+                    for (rid, _), receipt in zip(batch, result, strict=True)
+                    if not receipt.duplicate
+                ]
+                for payload in payloads(self.wake_origin, arrived):  # sent at commit, if any
+                    connection.execute(select(func.pg_notify(CHANNEL, payload)))
             return results, acknowledged
 
         return await self.write_sync(work)

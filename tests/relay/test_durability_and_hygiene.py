@@ -197,3 +197,45 @@ def test_bad_serve_flags_get_one_line_and_a_nonzero_exit(flag: str, tmp_path: Pa
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     assert done.stderr.strip(), "a reason is given"
+
+
+async def test_a_send_to_one_process_wakes_a_socket_on_another(
+    backend: Backend, tmp_path: Path
+) -> None:
+    if backend.name != "postgresql":
+        pytest.skip("several relay processes share one store only on PostgreSQL")
+    first, second = make_relay(backend), make_relay(backend)
+    try:
+        alice, bob = await join(first), await join(first)
+        on_second = await relogin(second, bob)
+        opened = asyncio.Event()
+        received: list[bytes] = []
+
+        async def listen() -> None:
+            async for pushed, _ in on_second.client.live(on_open=opened.set):
+                received.append(pushed.envelope)
+                return
+
+        listener = asyncio.create_task(listen())
+        await asyncio.wait_for(opened.wait(), 10)
+        await asyncio.sleep(0.3)  # the socket has read its (empty) mailbox and waits
+        sent = envelope(alice.name, bob.name)
+        await alice.client.send([sent])
+        await asyncio.wait_for(listener, 10)
+        assert received == [sent]
+        for member in (alice, bob, on_second):
+            await member.client.close()
+    finally:
+        first.kill()
+        second.kill()
+
+
+def test_wakeup_payloads_cover_every_recipient_within_the_size_limit() -> None:
+    from backchannel_relay.wakeups import MAX_PAYLOAD, parse, payloads
+
+    ids = [*range(1, 5000, 3), 7, 7, 7]
+    chunks = payloads("abc", ids)
+    assert all(len(chunk.encode()) <= MAX_PAYLOAD for chunk in chunks)
+    assert sorted(i for chunk in chunks for i in parse(chunk, "other")) == sorted(set(ids))
+    assert all(parse(chunk, "abc") == [] for chunk in chunks)  # a process skips its own
+    assert parse("xyz:1,nope", "abc") == [] and payloads("abc", []) == []
