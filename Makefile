@@ -27,6 +27,8 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m backchannel.bench
+	$(BIN)/backchannel-relay bench
+	$(BIN)/python -m backchannel_cli.bench
 
 vectors: $(VENV)/.installed
 	$(BIN)/python -m tests.vectors.generate

@@ -6,7 +6,6 @@ calls the service, and renders. Heavy modules are imported inside commands so `-
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import traceback
@@ -55,6 +54,8 @@ def _passphrase(confirm: bool) -> str:
 
 def _run(ctx: Context, work: Callable[[Participant], Coroutine[Any, Any, T]]) -> T:
     """Unlock the profile, run `work` against it, and close everything."""
+    import asyncio
+
     from .profile import keystore_needs_passphrase, read_info, unlock
     from .service import Participant
 
