@@ -143,6 +143,17 @@ def backend(
     if request.param == "sqlite":
         yield Backend("sqlite", ["--data-dir", str(workdir / "data")], workdir)
         return
+    yield from _postgres(workdir)
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    """For what only PostgreSQL does (several relay processes on one store): a database of its
+    own, whichever backend the other tests run on."""
+    yield from _postgres(tmp_path_factory.mktemp("postgres-only"))
+
+
+def _postgres(workdir: Path) -> Iterator[Backend]:
     reason = _pg_available()
     if reason is not None:
         if os.environ.get("CI") == "true":

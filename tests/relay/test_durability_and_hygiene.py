@@ -199,12 +199,8 @@ def test_bad_serve_flags_get_one_line_and_a_nonzero_exit(flag: str, tmp_path: Pa
     assert done.stderr.strip(), "a reason is given"
 
 
-async def test_a_send_to_one_process_wakes_a_socket_on_another(
-    backend: Backend, tmp_path: Path
-) -> None:
-    if backend.name != "postgresql":
-        pytest.skip("several relay processes share one store only on PostgreSQL")
-    first, second = make_relay(backend), make_relay(backend)
+async def test_a_send_to_one_process_wakes_a_socket_on_another(postgres: Backend) -> None:
+    first, second = make_relay(postgres), make_relay(postgres)
     try:
         alice, bob = await join(first), await join(first)
         on_second = await relogin(second, bob)
