@@ -76,7 +76,8 @@ def measure(runs: int) -> dict[str, Any]:
         log = (Path(tmp) / "relay.log").open("wb")
         relay = subprocess.Popen(
             [*relay_cmd, "serve", "--port", str(port), "--data-dir", str(data), "--no-access-log",
-             "--rate-burst", "100000", "--rate-per-second", "100000"],
+             "--rate-burst", "100000", "--rate-per-second", "100000",
+             "--public-rate-burst", "100000"],
             stdout=log,
             stderr=subprocess.STDOUT,
         )  # fmt: skip

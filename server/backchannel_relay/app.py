@@ -31,6 +31,7 @@ from .appkeys import (
     LIMITER,
     METRICS,
     PARTICIPANT,
+    PUBLIC_LIMITER,
     RELAY_ID,
     STORE,
 )
@@ -120,6 +121,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> StreamRes
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> StreamResponse:
     if route_template(request) in PUBLIC or request.match_info.http_exception is not None:
+        if request.method == "POST":  # the address is used here, in memory, and nowhere else
+            request.app[PUBLIC_LIMITER].take(request.remote or "")
         return await handler(request)
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
@@ -144,6 +147,7 @@ def create_app(config: RelayConfig) -> web.Application:
     app[METRICS] = Metrics()
     app[HUB] = Hub()
     app[LIMITER] = RateLimiter(config.rate)
+    app[PUBLIC_LIMITER] = RateLimiter(config.public_rate)
     app[GATE] = ConnectionGate(config.max_connections)
     app.add_routes(routes)
     app.cleanup_ctx.append(_database)

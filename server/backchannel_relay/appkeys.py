@@ -16,6 +16,8 @@ HUB = web.AppKey("hub", Hub)
 COMMITTER = web.AppKey("committer", GroupCommitter)
 METRICS = web.AppKey("metrics", Metrics)
 LIMITER = web.AppKey("limiter", RateLimiter)
+PUBLIC_LIMITER = web.AppKey("public_limiter", RateLimiter)
+"""Unauthenticated POSTs (register, challenge, token, admin), per client address."""
 GATE = web.AppKey("gate", ConnectionGate)
 RELAY_ID = web.AppKey("relay_id", bytes)
 ADMIN_TOKEN_HASH = web.AppKey("admin_token_hash", bytes)

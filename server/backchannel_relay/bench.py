@@ -196,6 +196,8 @@ async def started_relay(
             "1000000000",
             "--rate-per-second",
             "1000000000",
+            "--public-rate-burst",
+            "1000000000",
             "--sweep-interval",
             str(sweep_interval),
         ]

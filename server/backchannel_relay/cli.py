@@ -113,6 +113,22 @@ def main() -> None:
     help="Requests per identity per second, sustained.",
 )
 @click.option(
+    "--public-rate-burst",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    envvar="BACKCHANNEL_RELAY_PUBLIC_RATE_BURST",
+    help="Unauthenticated POSTs (register, login, admin) per client address in a burst.",
+)
+@click.option(
+    "--public-rate-per-second",
+    type=click.FloatRange(min=0.001),
+    default=5.0,
+    show_default=True,
+    envvar="BACKCHANNEL_RELAY_PUBLIC_RATE_PER_SECOND",
+    help="Unauthenticated POSTs per client address per second, sustained.",
+)
+@click.option(
     "--sweep-interval",
     type=click.FloatRange(min=0.1),
     default=60.0,
@@ -128,6 +144,8 @@ def serve(
     no_access_log: bool,
     rate_burst: float,
     rate_per_second: float,
+    public_rate_burst: float,
+    public_rate_per_second: float,
     sweep_interval: float,
 ) -> None:
     """Run the relay on HOST:PORT until interrupted."""
@@ -140,6 +158,7 @@ def serve(
         database_url=database_url,
         access_log=not no_access_log,
         rate=RateLimit(rate_burst, rate_per_second),
+        public_rate=RateLimit(public_rate_burst, public_rate_per_second),
         sweep_interval=sweep_interval,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -29,6 +29,9 @@ class RelayConfig:
     access_log: bool = True
     limits: Limits = field(default_factory=Limits)
     rate: RateLimit = field(default_factory=RateLimit)
+    public_rate: RateLimit = field(default_factory=lambda: RateLimit(300.0, 5.0))
+    """Per client address, for the unauthenticated POSTs: a classroom behind one NAT address
+    registers and logs in forty participants (three requests each) in one burst."""
     max_body_bytes: int = 8 * 1024 * 1024
     max_batch: int = 256
     max_connections_per_participant: int = 8

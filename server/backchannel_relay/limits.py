@@ -6,7 +6,7 @@ Buckets live in this process's memory; with several relay processes each enforce
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 from .errors import TooManyRequests
@@ -22,9 +22,9 @@ class RateLimiter:
     def __init__(self, limit: RateLimit, clock: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
         self.clock = clock
-        self._buckets: dict[int, tuple[float, float]] = {}
+        self._buckets: dict[Hashable, tuple[float, float]] = {}
 
-    def take(self, key: int, cost: float = 1.0) -> None:
+    def take(self, key: Hashable, cost: float = 1.0) -> None:
         """Spend `cost` tokens of `key`'s bucket or raise 429 with how long to wait."""
         now = self.clock()
         tokens, last = self._buckets.get(key, (self.limit.burst, now))

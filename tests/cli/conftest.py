@@ -48,7 +48,7 @@ def _script(name: str) -> str:
 CLI_SCRIPT = _script("backchannel")
 RELAY_SCRIPT = _script("backchannel-relay")
 START_TIMEOUT = 20.0
-GENEROUS = ("--rate-burst", "10000", "--rate-per-second", "1000")
+GENEROUS = ("--rate-burst", "10000", "--rate-per-second", "1000", "--public-rate-burst", "10000")
 _serial = itertools.count(1)
 
 

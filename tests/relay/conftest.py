@@ -178,7 +178,9 @@ def make_relay(backend: Backend, *extra: str) -> Relay:
 def relay(backend: Backend) -> Iterator[Relay]:
     """A shared relay per backend with rate limits out of the way of the tests."""
     running = make_relay(
-        backend, "--rate-burst", "100000", "--rate-per-second", "100000", "--sweep-interval", "0.2"
+        backend,
+        *("--rate-burst", "100000", "--rate-per-second", "100000"),
+        *("--public-rate-burst", "100000", "--sweep-interval", "0.2"),
     )
     yield running
     running.kill(signal.SIGTERM)

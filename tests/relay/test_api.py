@@ -391,3 +391,17 @@ def _enc(prekey: object) -> str:
     writer = Writer()
     prekey.write(writer)  # type: ignore[attr-defined]
     return b64(bytes(writer))
+
+
+async def test_unauthenticated_posts_are_rate_limited_per_address(backend: object) -> None:
+    limited = make_relay(backend, "--public-rate-burst", "3", "--public-rate-per-second", "0.1")  # type: ignore[arg-type]
+    try:
+        for _ in range(3):  # counted whatever the answer (here: no such participant)
+            status, _ = await raw(limited, "POST", "/v1/auth/challenge", json={"name": "nobody"})
+            assert status == 404
+        status, body = await raw(limited, "POST", "/v1/auth/challenge", json={"name": "nobody"})
+        assert status == 429 and body["error"] == "rate_limited"
+        status, _ = await raw(limited, "GET", "/v1/info")  # reading public documents is not
+        assert status == 200
+    finally:
+        limited.kill()
