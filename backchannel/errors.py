@@ -84,6 +84,16 @@ class LetterSignatureError(SignatureError):
     code = "bad_letter_signature"
 
 
+class ProposalSignatureError(SignatureError):
+    code = "bad_proposal_signature"
+
+
+class NotaryError(SignatureError):
+    """A notary receipt whose signature fails, or a notary log whose hash chain is broken."""
+
+    code = "bad_notary_record"
+
+
 # --- handshake --------------------------------------------------------------------------------
 
 
@@ -131,6 +141,13 @@ class TooManySkippedError(RemoteProtocolError):
     """The header asks us to skip past more message keys than MAX_SKIP allows."""
 
     code = "too_many_skipped"
+
+
+class ProposalStateError(RemoteProtocolError):
+    """A statement that the proposal's lifecycle does not allow (accepting a withdrawn or
+    expired proposal, a withdrawal by someone other than the author, ...)."""
+
+    code = "proposal_state"
 
 
 class StateError(LocalProtocolError):

@@ -15,6 +15,9 @@ SIG_KEM_PREKEY = b"kem prekey"
 SIG_LETTER = b"letter"
 SIG_RELAY_REGISTER = b"relay register"
 SIG_RELAY_LOGIN = b"relay login"
+SIG_PROPOSAL = b"proposal"
+SIG_STATEMENT = b"proposal statement"
+SIG_NOTARY = b"notary receipt"
 
 # Hash and KDF info strings.
 FINGERPRINT = PREFIX + b"fingerprint"
@@ -22,6 +25,10 @@ PQXDH_INFO = PREFIX + b"PQXDH X25519 SHA-256 ML-KEM-768"
 RATCHET_ROOT_INFO = PREFIX + b"ratchet root"
 MESSAGE_KEYS_INFO = PREFIX + b"message keys"
 KEYSTORE_AD = PREFIX + b"keystore"
+PROPOSAL_DIGEST = PREFIX + b"proposal digest"
+PROPOSAL_COMMITMENT = PREFIX + b"proposal commitment"
+STATEMENT_DIGEST = PREFIX + b"statement digest"
+NOTARY_CHAIN = PREFIX + b"notary chain"
 
 # Chain-key step constants (Double Ratchet §5.2, as libsignal).
 CHAIN_MESSAGE_KEY = b"\x01"

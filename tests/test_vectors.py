@@ -29,6 +29,7 @@ NAMES = [
     "keystore",
     "relay_auth",
     "receipt",
+    "proposal",
 ]
 
 
@@ -106,3 +107,33 @@ def test_keystore_vector_opens_with_its_passphrase() -> None:
     vector = load("keystore")
     opened = keystore.open_sealed(bytes.fromhex(vector["sealed"]), vector["passphrase"])
     assert opened.hex() == vector["plaintext"]
+
+
+def test_proposal_vector_parses_verifies_and_its_log_chains() -> None:
+    from backchannel.identity import IdentityKeyPair
+    from backchannel.keys import SigningPublicKey
+    from backchannel.proposals import (
+        NotaryReceipt,
+        SealedProposal,
+        SignedStatement,
+        verify_log,
+    )
+
+    vector = load("proposal")
+    author = IdentityKeyPair.from_private_bytes(bytes.fromhex(vector["author_identity_private"]))
+    sealed = SealedProposal.from_bytes(bytes.fromhex(vector["sealed"]))
+    sealed.verify(author.public)
+    assert sealed.commitment.hex() == vector["commitment"]
+    addressee = IdentityKeyPair.from_private_bytes(
+        bytes.fromhex(vector["addressee_identity_private"])
+    )
+    statement = SignedStatement.from_bytes(
+        bytes.fromhex(vector["statement_canonical"] + vector["statement_signature"])
+    )
+    statement.verify(addressee.public)
+    notary = SigningPublicKey.from_bytes(bytes.fromhex(vector["notary_public"]))
+    receipts = [NotaryReceipt.from_bytes(bytes.fromhex(e["receipt"])) for e in vector["log"]]
+    for receipt in receipts:
+        receipt.verify(notary)
+    verify_log([r.entry for r in receipts])
+    assert receipts[1].entry.value == statement.statement.digest()

@@ -27,8 +27,20 @@ from backchannel.identity import (
     numeric_safety_number,
     safety_number,
 )
-from backchannel.keys import KEMPublicKey
+from backchannel.keys import KEMPublicKey, SigningKeyPair
 from backchannel.prekeys import PrekeyBundle, PrekeySecrets
+from backchannel.proposals import (
+    EntryKind,
+    Party,
+    Proposal,
+    Reveal,
+    Statement,
+    StatementKind,
+    next_entry,
+    notarise,
+    seal,
+    sign_statement,
+)
 from backchannel.ratchet import (
     RatchetState,
     init_initiator,
@@ -384,6 +396,76 @@ def build_relay_auth() -> Vector:
     }
 
 
+def build_proposal() -> Vector:
+    """A conditional proposal, its commitment, an acceptance naming its condition, and the
+    notary's receipts and log for both (PROTOCOL.md §14)."""
+    alice, _ = _identity("identity-alice")
+    bob, _ = _identity("identity-bob")
+    rng = RecordingRandom("proposal")
+    kennedy, khrushchev = Party.of(ALICE, alice.public), Party.of(BOB, bob.public)
+    proposal = Proposal(
+        proposal_id=rng(16),
+        author=khrushchev,
+        addressees=(kennedy,),
+        title="Missiles out of Cuba",
+        terms=(
+            "The Soviet missiles in Cuba are removed under United Nations supervision.",
+            "The United States pledges not to invade Cuba.",
+        ),
+        created_at_ms=1_793_059_200_000,
+        expires_at_ms=1_793_066_400_000,
+        conditions=(rng(32),),
+        reveal=Reveal.AT_TIME,
+        reveal_at_ms=1_793_062_800_000,
+    )
+    sealed = seal(bob, proposal, rng(32))
+    sealed.verify(bob.public)
+    acceptance = sign_statement(
+        alice,
+        Statement(
+            StatementKind.ACCEPTED, sealed.digest, sealed.commitment, kennedy,
+            1_793_063_000_000, accepted_with=proposal.conditions,
+        ),
+    )  # fmt: skip
+    notary = SigningKeyPair.from_private_bytes(rng(32))
+    relay_id = rng(16)
+    first = next_entry(
+        None, 1_793_059_200_500, EntryKind.COMMITMENT, sealed.commitment, sealed.commitment
+    )
+    second = next_entry(
+        first, 1_793_063_000_400, EntryKind.ACCEPTANCE, sealed.commitment,
+        acceptance.statement.digest(),
+    )  # fmt: skip
+    receipts = [notarise(notary, relay_id, entry) for entry in (first, second)]
+    return {
+        "description": "A sealed proposal, its commitment, an acceptance, and notary receipts "
+        "for both over a hash-chained log (PROTOCOL.md §14)",
+        "author_identity_private": bob.private_bytes().hex(),
+        "addressee_identity_private": alice.private_bytes().hex(),
+        "canonical": proposal.canonical().hex(),
+        "digest": sealed.digest.hex(),
+        "signing_input": labels.signing_input(labels.SIG_PROPOSAL, proposal.canonical()).hex(),
+        "signature": sealed.signature.hex(),
+        "nonce": sealed.nonce.hex(),
+        "commitment": sealed.commitment.hex(),
+        "sealed": sealed.to_bytes().hex(),
+        "statement_canonical": acceptance.statement.canonical().hex(),
+        "statement_digest": acceptance.statement.digest().hex(),
+        "statement_signature": acceptance.signature.hex(),
+        "notary_private": notary.private_bytes().hex(),
+        "notary_public": notary.public.raw.hex(),
+        "relay_id": relay_id.hex(),
+        "log": [
+            {
+                "entry": r.entry.to_bytes().hex(),
+                "chain_hash": r.entry.chain_hash().hex(),
+                "receipt": r.to_bytes().hex(),
+            }
+            for r in receipts
+        ],
+    }
+
+
 def build_all(kem_ciphertext: bytes | None) -> dict[str, Vector]:
     handshake = build_handshake(kem_ciphertext)
     return {
@@ -395,6 +477,7 @@ def build_all(kem_ciphertext: bytes | None) -> dict[str, Vector]:
         "keystore": build_keystore(),
         "relay_auth": build_relay_auth(),
         "receipt": build_receipt(),
+        "proposal": build_proposal(),
     }
 
 
