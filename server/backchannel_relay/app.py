@@ -22,6 +22,8 @@ from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 from sqlalchemy.exc import SQLAlchemyError
 
+from backchannel.keys import SigningKeyPair
+
 from .appkeys import (
     ADMIN_TOKEN_HASH,
     COMMITTER,
@@ -30,6 +32,7 @@ from .appkeys import (
     HUB,
     LIMITER,
     METRICS,
+    NOTARY,
     PARTICIPANT,
     PUBLIC_LIMITER,
     RELAY_ID,
@@ -41,6 +44,7 @@ from .delivery import GroupCommitter, Hub
 from .errors import RelayError, StoreUnavailable, TooManyRequests, Unauthorized
 from .limits import ConnectionGate, RateLimiter
 from .metrics import Metrics
+from .notary import Notary
 from .routes import PUBLIC, routes
 from .store import Store, digest
 from .wakeups import Listener, origin_token
@@ -73,9 +77,14 @@ class TemplateAccessLogger(AbstractAccessLogger):
 
 
 def _error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, object] | None = None,
 ) -> web.Response:
-    return web.json_response({"error": code, "message": message}, status=status, headers=headers)
+    body = {**(extra or {}), "error": code, "message": message}
+    return web.json_response(body, status=status, headers=headers)
 
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
@@ -100,7 +109,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> StreamRes
         return _error_response(exc.status, exc.code, exc.message, {"Retry-After": retry})
     except RelayError as exc:
         status = exc.status
-        return _error_response(exc.status, exc.code, exc.message)
+        return _error_response(exc.status, exc.code, exc.message, extra=exc.extra)
     except web.HTTPException as exc:
         status = exc.status
         if exc.status < 400:
@@ -171,6 +180,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     await store.load_keys()
     app[STORE] = store
     app[RELAY_ID], _ = await store.meta_secret("relay_id", 16)
+    notary_key, _ = await store.meta_secret("notary_key", 32)
+    app[NOTARY] = Notary(store, SigningKeyPair.from_private_bytes(notary_key), app[RELAY_ID])
     app[ADMIN_TOKEN_HASH] = await ensure_admin_token(store)
     yield
     await asyncio.get_running_loop().run_in_executor(None, store.close)

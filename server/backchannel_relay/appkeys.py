@@ -8,6 +8,7 @@ from .config import RelayConfig
 from .delivery import GroupCommitter, Hub
 from .limits import ConnectionGate, RateLimiter
 from .metrics import Metrics
+from .notary import Notary
 from .store import ParticipantInfo, Store
 
 CONFIG = web.AppKey("config", RelayConfig)
@@ -20,6 +21,7 @@ PUBLIC_LIMITER = web.AppKey("public_limiter", RateLimiter)
 """Unauthenticated POSTs (register, challenge, token, admin), per client address."""
 GATE = web.AppKey("gate", ConnectionGate)
 RELAY_ID = web.AppKey("relay_id", bytes)
+NOTARY = web.AppKey("notary", Notary)
 ADMIN_TOKEN_HASH = web.AppKey("admin_token_hash", bytes)
 
 PARTICIPANT = "backchannel.participant"

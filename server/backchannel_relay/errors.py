@@ -9,9 +9,18 @@ class RelayError(Exception):
     status = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        extra: dict[str, object] | None = None,
+    ):
         super().__init__(message)
         self.message = message
+        self.extra = extra or {}
+        """More JSON fields for the error body (a conflict's winner, say)."""
         if code is not None:
             self.code = code
         if status is not None:

@@ -129,3 +129,29 @@ class MessageIdRow(Base):
     seq: Mapped[int] = mapped_column(BigInteger)
     received_at: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class NotaryEntryRow(Base):
+    """The notary's append-only, hash-chained log (PROTOCOL.md §14.3): commitments and the
+    digests of statements, never an offer. `submitter_id` and `expires_at` are the relay's own
+    bookkeeping (who may withdraw or accept; until when) and are not part of the signed entry."""
+
+    __tablename__ = "notary_log"
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at_ms: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[int] = mapped_column(Integer)
+    subject: Mapped[bytes] = mapped_column(LargeBinary(32), index=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary(32))
+    previous: Mapped[bytes] = mapped_column(LargeBinary(32))
+    signature: Mapped[bytes] = mapped_column(LargeBinary(64))
+    submitter_id: Mapped[int] = mapped_column(ForeignKey("participants.id"))
+    expires_at_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    __table_args__ = (UniqueConstraint("subject", "kind", "value"),)
+
+
+class NotaryAddresseeRow(Base):
+    """Who a notarised commitment is addressed to: only they may accept it."""
+
+    __tablename__ = "notary_addressees"
+    subject: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id"), primary_key=True)

@@ -33,6 +33,13 @@ PREKEY_PROPERTIES: dict[str, Any] = {
     "one_time_prekeys": {"type": "array", "items": B64, "maxItems": 100},
     "kem_prekeys": {"type": "array", "items": B64, "maxItems": 100},
 }
+DIGEST = {**B64, "description": "standard base64 of 32 bytes"}
+NOTARY_RECEIPT = _obj(
+    ["receipt", "seq", "at_ms"],
+    receipt=B64,
+    seq={"type": "integer"},
+    at_ms={"type": "integer"},
+)
 PREKEY_UPLOAD: dict[str, Any] = {"type": "object", "properties": PREKEY_PROPERTIES}
 
 
@@ -121,8 +128,9 @@ def openapi_document() -> dict[str, Any]:
                 "Relay id, protocol version and limits",
                 _ok(
                     _obj(
-                        ["relay_id", "protocol_version", "limits"],
+                        ["relay_id", "notary_key", "protocol_version", "limits"],
                         relay_id=B64,
+                        notary_key=B64,
                         protocol_version={"type": "integer"},
                         limits={"type": "object"},
                     )
@@ -299,6 +307,50 @@ def openapi_document() -> dict[str, Any]:
                 "WebSocket: pushes {type: envelope, id, received_at, envelope}; takes "
                 "{type: ack, ids}",
                 {"101": {"description": "Switching protocols"}, **_errors(*AUTHED)},
+            )
+        },
+        "/v1/notary/commitments": {
+            "post": _op(
+                "Notarise a proposal's commitment (PROTOCOL.md §14.3); idempotent",
+                {**_ok(NOTARY_RECEIPT, "201", "Notarised"), **_errors(*AUTHED, 404, 409)},
+                body=_obj(
+                    ["commitment", "addressees"],
+                    commitment=DIGEST,
+                    addressees={"type": "array", "items": NAME, "minItems": 1, "maxItems": 16},
+                    expires_at_ms={"type": "integer", "minimum": 0},
+                ),
+            )
+        },
+        "/v1/notary/statements": {
+            "post": _op(
+                "Notarise a statement's digest; the first acceptance or withdrawal stands "
+                "(409 already_decided carries the winner's receipt)",
+                {**_ok(NOTARY_RECEIPT, "201", "Notarised"), **_errors(*AUTHED, 403, 404, 409)},
+                body=_obj(
+                    ["commitment", "kind", "digest"],
+                    commitment=DIGEST,
+                    kind={"type": "string", "enum": ["acceptance", "withdrawal", "statement"]},
+                    digest=DIGEST,
+                ),
+            )
+        },
+        "/v1/notary/log": {
+            "get": _op(
+                "The notary log in seq order, each entry as its signed receipt",
+                {
+                    **_ok(
+                        _obj(
+                            ["entries", "more"],
+                            entries={"type": "array", "items": NOTARY_RECEIPT},
+                            more={"type": "boolean"},
+                        )
+                    ),
+                    **_errors(*AUTHED),
+                },
+                parameters=[
+                    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                ],
             )
         },
     }

@@ -28,6 +28,7 @@ from backchannel.prekeys import (
     PrekeyBundle,
     SignedPrekey,
 )
+from backchannel.proposals import EntryKind, NotaryReceipt
 from backchannel.relay_auth import verify_login, verify_registration
 
 from .appkeys import (
@@ -36,6 +37,7 @@ from .appkeys import (
     CONFIG,
     HUB,
     METRICS,
+    NOTARY,
     RELAY_ID,
     STORE,
     participant,
@@ -117,6 +119,7 @@ async def info(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "relay_id": b64(request.app[RELAY_ID]),
+            "notary_key": b64(request.app[NOTARY].key.public.raw),
             "protocol_version": PROTOCOL_VERSION,
             "limits": {
                 "max_envelope_bytes": MAX_CIPHERTEXT_BYTES,
@@ -454,3 +457,73 @@ async def _read_acks(ws: web.WebSocketResponse, committer: GroupCommitter, me: i
             )
             continue
         await committer.acknowledge(me, ids)
+
+
+# --- the notary (PROTOCOL.md §14.3) ---------------------------------------------------------------
+
+MAX_ADDRESSEES = 16
+NOTARY_KINDS = {
+    "acceptance": EntryKind.ACCEPTANCE,
+    "withdrawal": EntryKind.WITHDRAWAL,
+    "statement": EntryKind.STATEMENT,
+}
+
+
+def _receipt(receipt: NotaryReceipt) -> dict[str, object]:
+    entry = receipt.entry
+    return {"receipt": b64(receipt.to_bytes()), "seq": entry.seq, "at_ms": entry.at_ms}
+
+
+@routes.post("/v1/notary/commitments")
+async def notary_commit(request: web.Request) -> web.Response:
+    """Sequence and sign a proposal's commitment; name who may accept it."""
+    body = await json_body(request)
+    commitment = bytes_field(body, "commitment", 32)
+    names = body.get("addressees")
+    if (
+        not isinstance(names, list)
+        or not 0 < len(names) <= MAX_ADDRESSEES
+        or not all(isinstance(name, str) for name in names)
+    ):
+        raise BadRequest(
+            f"field 'addressees' must list 1 to {MAX_ADDRESSEES} names", code="invalid_field"
+        )
+    expires_at_ms = int_field(body, "expires_at_ms", 0)
+    ids = await request.app[STORE].participant_ids(names)
+    missing = sorted(set(names) - ids.keys())
+    if missing:
+        raise NotFound(f"no participant named {missing[0]!r}", code="unknown_participant")
+    receipt = await request.app[NOTARY].commit(
+        participant(request).id, commitment, list(ids.values()), expires_at_ms
+    )
+    return web.json_response(_receipt(receipt), status=201)
+
+
+@routes.post("/v1/notary/statements")
+async def notary_statement(request: web.Request) -> web.Response:
+    """Sequence and sign a statement's digest about a notarised proposal."""
+    body = await json_body(request)
+    name = body.get("kind")
+    kind = NOTARY_KINDS.get(name) if isinstance(name, str) else None
+    if kind is None:
+        raise BadRequest(
+            f"field 'kind' must be one of {', '.join(NOTARY_KINDS)}", code="invalid_field"
+        )
+    receipt = await request.app[NOTARY].record(
+        participant(request).id,
+        kind,
+        bytes_field(body, "commitment", 32),
+        bytes_field(body, "digest", 32),
+    )
+    return web.json_response(_receipt(receipt), status=201)
+
+
+@routes.get("/v1/notary/log")
+async def notary_log(request: web.Request) -> web.Response:
+    """The log in seq order, each entry as its signed receipt, for anyone to check the chain."""
+    after = query_int(request, "after", 0, MAX_ID)
+    limit = query_int(request, "limit", 100, MAX_PAGE) or 1
+    receipts = await request.app[NOTARY].log(after, limit)
+    return web.json_response(
+        {"entries": [_receipt(r) for r in receipts], "more": len(receipts) == limit}
+    )

@@ -56,8 +56,12 @@ def decode_b64(value: Any, key: str) -> bytes:
         raise BadRequest(f"field {key!r} is not valid base64", code="invalid_field") from None
 
 
-def bytes_field(body: dict[str, Any], key: str) -> bytes:
-    return decode_b64(body.get(key), key)
+def bytes_field(body: dict[str, Any], key: str, size: int | None = None) -> bytes:
+    """A base64 field; with `size`, exactly that many bytes."""
+    value = decode_b64(body.get(key), key)
+    if size is not None and len(value) != size:
+        raise BadRequest(f"field {key!r} must be {size} bytes", code="invalid_field")
+    return value
 
 
 def bytes_list(body: dict[str, Any], key: str, max_items: int) -> list[bytes]:
