@@ -8,14 +8,23 @@ The other kinds are numbered here so later protocol revisions slot in without re
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
 from . import labels
 from .encoding import Reader, Writer
-from .errors import IdentityMismatchError, InvalidFieldError, LetterSignatureError
+from .errors import IdentityMismatchError, InvalidFieldError, LetterSignatureError, NotaryError
 from .identity import IdentityKeyPair, IdentityPublic
 from .keys import SIGNATURE_SIZE
+from .primitives import AEAD_NONCE_SIZE, aead_decrypt, aead_encrypt
+from .proposals import (
+    DIGEST_SIZE,
+    NotaryReceipt,
+    SealedProposal,
+    SignedStatement,
+    commitment,
+)
 
 LETTER_VERSION = 1
 MESSAGE_ID_SIZE = 16
@@ -160,7 +169,109 @@ class Receipt:
         return cls(receipt_type, at_ms, ids)
 
 
-Content = SignedLetter | Receipt
+PROPOSAL_CONTENT_VERSION = 1
+STATEMENT_CONTENT_VERSION = 1
+CONTENT_KEY_SIZE = 32
+MAX_SEALED_BYTES = 80 * 1024
+MAX_RECORD_PART_BYTES = 8 * 1024
+TIMED_LOCK_AD = labels.PREFIX + b"timed proposal"
+
+
+class ProposalForm(IntEnum):
+    OPEN = 0
+    TIMED = 1
+    """Encrypted under a content key the relay's notary releases at `reveal_at_ms`."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalContent:
+    """A sealed proposal on its way to an addressee, with the notary's receipt for its
+    commitment (PROTOCOL.md §7.3). A timed one is locked under a content key until its reveal
+    time; its digest travels beside it so the addressee can acknowledge what it cannot yet read."""
+
+    receipt: NotaryReceipt
+    digest: bytes
+    sealed: SealedProposal | None = None
+    reveal_at_ms: int = 0
+    locked: bytes = b""
+    """TIMED: AEAD nonce ‖ ciphertext of the `Sealed` bytes."""
+
+    @property
+    def commitment(self) -> bytes:
+        return self.receipt.entry.subject
+
+    def to_content(self) -> bytes:
+        writer = Writer().u8(ContentKind.PROPOSAL).u8(PROPOSAL_CONTENT_VERSION)
+        writer.var16(self.receipt.to_bytes()).fixed(self.digest, DIGEST_SIZE)
+        if self.sealed is not None:
+            return bytes(writer.u8(ProposalForm.OPEN).var32(self.sealed.to_bytes()))
+        return bytes(writer.u8(ProposalForm.TIMED).u64(self.reveal_at_ms).var32(self.locked))
+
+    @classmethod
+    def read(cls, reader: Reader) -> ProposalContent:
+        version = reader.u8()
+        if version != PROPOSAL_CONTENT_VERSION:
+            raise InvalidFieldError(f"proposal content version {version} is not supported")
+        receipt = NotaryReceipt.from_bytes(reader.var16(MAX_RECORD_PART_BYTES, "receipt"))
+        digest = reader.fixed(DIGEST_SIZE)
+        form = reader.u8()
+        if form == ProposalForm.OPEN:
+            sealed = SealedProposal.from_bytes(reader.var32(MAX_SEALED_BYTES, "sealed proposal"))
+            content = cls(receipt, digest, sealed)
+            content.check_opening(sealed)
+            return content
+        if form == ProposalForm.TIMED:
+            reveal_at = reader.u64()
+            return cls(receipt, digest, None, reveal_at, reader.var32(MAX_SEALED_BYTES, "locked"))
+        raise InvalidFieldError(f"unknown proposal form {form}")
+
+    def check_opening(self, sealed: SealedProposal) -> None:
+        """The opened offer is the one committed to and notarised (AES-GCM alone does not bind a
+        ciphertext to one key, so every opening is checked against the commitment)."""
+        if sealed.digest != self.digest or sealed.commitment != self.commitment:
+            raise NotaryError("the proposal does not open the commitment it was notarised under")
+
+    def unlock(self, key: bytes) -> SealedProposal:
+        """Open a timed proposal with the content key the notary released."""
+        nonce, ciphertext = self.locked[:AEAD_NONCE_SIZE], self.locked[AEAD_NONCE_SIZE:]
+        plaintext = aead_decrypt(key, nonce, ciphertext, TIMED_LOCK_AD + self.commitment)
+        if len(key) != CONTENT_KEY_SIZE or plaintext is None:
+            raise NotaryError("the released content key does not open this proposal")
+        sealed = SealedProposal.from_bytes(plaintext)
+        self.check_opening(sealed)
+        return sealed
+
+
+def lock_proposal(sealed: SealedProposal, key: bytes, nonce: bytes) -> bytes:
+    """AES-256-GCM of the `Sealed` bytes under a fresh content key, bound to the commitment."""
+    if len(key) != CONTENT_KEY_SIZE or len(nonce) != AEAD_NONCE_SIZE:
+        raise ValueError("a content key is 32 bytes and its nonce 12")
+    ad = TIMED_LOCK_AD + commitment(sealed.digest, sealed.nonce)
+    return nonce + aead_encrypt(key, nonce, sealed.to_bytes(), ad)
+
+
+@dataclass(frozen=True, slots=True)
+class StatementContent:
+    """A signed statement about a proposal with the notary's receipt for it (PROTOCOL.md §7.3)."""
+
+    signed: SignedStatement
+    receipt: NotaryReceipt
+
+    def to_content(self) -> bytes:
+        writer = Writer().u8(ContentKind.ACKNOWLEDGEMENT).u8(STATEMENT_CONTENT_VERSION)
+        return bytes(writer.var16(self.signed.to_bytes()).var16(self.receipt.to_bytes()))
+
+    @classmethod
+    def read(cls, reader: Reader) -> StatementContent:
+        version = reader.u8()
+        if version != STATEMENT_CONTENT_VERSION:
+            raise InvalidFieldError(f"statement content version {version} is not supported")
+        signed = SignedStatement.from_bytes(reader.var16(MAX_RECORD_PART_BYTES, "statement"))
+        receipt = NotaryReceipt.from_bytes(reader.var16(MAX_RECORD_PART_BYTES, "receipt"))
+        return cls(signed, receipt)
+
+
+Content = SignedLetter | Receipt | ProposalContent | StatementContent
 
 
 def decode_content(data: bytes) -> Content:
@@ -172,10 +283,15 @@ def decode_content(data: bytes) -> Content:
         signature = reader.fixed(SIGNATURE_SIZE)
         reader.finish()
         return SignedLetter(letter, signature)
-    if kind == ContentKind.RECEIPT:
-        receipt = Receipt.read(reader)
+    readers: dict[int, Callable[[Reader], Content]] = {
+        ContentKind.RECEIPT: Receipt.read,
+        ContentKind.PROPOSAL: ProposalContent.read,
+        ContentKind.ACKNOWLEDGEMENT: StatementContent.read,
+    }
+    if kind in readers:
+        content = readers[kind](reader)
         reader.finish()
-        return receipt
+        return content
     if kind in ContentKind.__members__.values():
         raise InvalidFieldError(f"content kind {ContentKind(kind).name} is not supported yet")
     raise InvalidFieldError(f"unknown content kind {kind}")

@@ -361,13 +361,16 @@ def show(ctx: Context, message_id: str, no_read_receipts: bool, as_json: bool) -
     """
     from .render import emit_json, message_lines
 
-    async def work(participant: Participant) -> tuple[Shown, str | None]:
+    async def work(participant: Participant) -> tuple[Shown | dict[str, Any], str | None]:
         note = None
         try:
             await participant.sync()
         except CliError as exc:
             note = exc.message
-        shown = participant.show(message_id)
+        try:
+            shown = participant.show(message_id)
+        except CliError:
+            return await _opened(participant, message_id, no_read_receipts), note
         unread = shown.direction == "in" and shown.kind == "letter" and shown.status != "read"
         if unread and not no_read_receipts:
             try:
@@ -380,7 +383,384 @@ def show(ctx: Context, message_id: str, no_read_receipts: bool, as_json: bool) -
     shown, note = _run(ctx, work)
     if note is not None:
         click.echo(f"Note: the status shown is the last one known here; {note}", err=True)
-    if as_json:
+    if isinstance(shown, dict):
+        _show_proposal(shown, as_json)
+    elif as_json:
         emit_json(shown.as_json())
     else:
         click.echo(message_lines(shown.as_json()))
+
+
+# --- proposals ---------------------------------------------------------------------------------
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration_ms(text: str, param: str) -> int:
+    """`90s`, `30m`, `2h`, `7d` as milliseconds."""
+    unit = DURATION_UNITS.get(text[-1:].lower())
+    try:
+        amount = float(text[:-1])
+    except ValueError:
+        amount = -1
+    if unit is None or not 0 < amount <= 366 * 86400 / unit:
+        raise click.BadParameter(
+            f"{text!r} is not a duration like 90s, 30m, 2h or 7d (at most a year)",
+            param_hint=param,
+        )
+    return int(amount * unit * 1000)
+
+
+def _time_ms(text: str, param: str) -> int:
+    """An ISO 8601 time (local time unless it names a zone), or a duration from now."""
+    import time
+    from datetime import datetime
+
+    if text[:1].isdigit() and text[-1:].lower() in DURATION_UNITS and "-" not in text:
+        return int(time.time() * 1000) + _duration_ms(text, param)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is neither a time like 2026-10-27T16:00 nor a duration like 2h",
+            param_hint=param,
+        ) from None
+    at = int(moment.timestamp() * 1000)
+    if at <= time.time() * 1000:
+        raise click.BadParameter(f"{text} is in the past", param_hint=param)
+    return at
+
+
+def _terms(terms: tuple[str, ...], file: Any) -> list[str]:
+    collected = [t.strip() for t in terms]
+    if file is not None:
+        try:
+            collected += [line.strip() for line in file.read().splitlines() if line.strip()]
+        except UnicodeError:
+            raise CliError("the terms file is not valid UTF-8 text") from None
+    if not collected or not all(collected):
+        raise click.UsageError("a proposal needs at least one non-empty --term (or --file)")
+    return collected
+
+
+def _show_proposal(view: dict[str, Any], as_json: bool, verb: str = "") -> None:
+    from .render import emit_json, proposal_lines
+
+    if as_json:
+        emit_json(view)
+    elif verb:
+        click.echo(f"{verb} proposal {view['id'][:12]} ({view['status']}).")
+    else:
+        click.echo(proposal_lines(view, full=True))
+
+
+async def _opened(participant: Participant, ident: str, no_read_receipts: bool) -> dict[str, Any]:
+    """A proposal by id; the first time one made to us is shown, we state that it was opened
+    (the proposal's read receipt, signed and notarised), unless read receipts are off."""
+    from backchannel.proposals import StatementKind
+
+    negotiation = participant.negotiation
+    try:
+        view = negotiation.view(ident)
+    except CliError as exc:
+        if exc.message.startswith("no proposal"):
+            raise CliError(f"no message or proposal with id {ident!r}") from None
+        raise
+    first = view["direction"] == "in" and view["status"] in ("sealed", "delivered")
+    if first and view["title"] is not None and not no_read_receipts:
+        try:
+            view = await negotiation.state(view["id"], StatementKind.OPENED, sync=False)
+        except CliError as exc:
+            negotiation.notes.append(exc.message)
+    _notes(participant)
+    return view
+
+
+def _notes(participant: Participant) -> None:
+    for note in participant.negotiation.take_notes():
+        click.echo(f"Note: {note}", err=True)
+
+
+proposal_options = [
+    click.option("--title", required=True, help="What the offer is, in a line."),
+    click.option("--term", "terms", multiple=True, metavar="TEXT", help="One term (repeat)."),
+    click.option(
+        "--file",
+        "file",
+        type=click.File("r", encoding="utf-8"),
+        help="More terms, one per line.",
+    ),
+    click.option("--expires", metavar="DURATION", help="Unanswerable after this long (2h, 3d)."),
+]
+
+
+def _with_options(options: list[Any]) -> Callable[[Any], Any]:
+    def apply(function: Any) -> Any:
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return apply
+
+
+@main.command()
+@click.argument("name")
+@_with_options(proposal_options)
+@click.option("--if", "conditions", multiple=True, metavar="ID", help="Valid only with ID.")
+@click.option("--reveal-at", metavar="TIME", help="Sealed until TIME (ISO time or 2h).")
+@json_option
+@pass_ctx
+def propose(
+    ctx: Context,
+    name: str,
+    title: str,
+    terms: tuple[str, ...],
+    file: Any,
+    expires: str | None,
+    conditions: tuple[str, ...],
+    reveal_at: str | None,
+    as_json: bool,
+) -> None:
+    """Make a signed, notarised proposal to NAME."""
+    collected = _terms(terms, file)
+    expires_ms = _time_ms(expires, "--expires") if expires else 0
+    reveal_ms = _time_ms(reveal_at, "--reveal-at") if reveal_at else 0
+    if expires_ms and reveal_ms and reveal_ms >= expires_ms:
+        raise click.BadParameter("the reveal time is after the expiry", param_hint="--reveal-at")
+
+    async def work(participant: Participant) -> dict[str, Any]:
+        return await participant.negotiation.propose(
+            name, title, collected, conditions, expires_ms, reveal_ms
+        )
+
+    _show_proposal(_run(ctx, work), as_json, verb="Sent")
+
+
+@main.command()
+@json_option
+@pass_ctx
+def proposals(ctx: Context, as_json: bool) -> None:
+    """Every proposal made or received, with its status."""
+    from .render import emit_json, proposal_lines
+
+    async def work(participant: Participant) -> list[dict[str, Any]]:
+        try:
+            await participant.sync()
+        except CliError as exc:
+            click.echo(
+                f"Note: the status shown is the last one known here; {exc.message}", err=True
+            )
+        _notes(participant)
+        return participant.negotiation.views()
+
+    views = _run(ctx, work)
+    if as_json:
+        emit_json(views)
+    elif not views:
+        click.echo("No proposals.")
+    for view in [] if as_json else views:
+        click.echo(proposal_lines(view))
+
+
+def _statement_command(name: str, kind_name: str, help_text: str, reason: bool = False) -> None:
+    from backchannel.proposals import StatementKind
+
+    kind = StatementKind[kind_name]
+
+    @click.argument("proposal_id", metavar="ID")
+    @json_option
+    @pass_ctx
+    def command(ctx: Context, /, proposal_id: str, as_json: bool, **options: Any) -> None:
+        async def work(participant: Participant) -> dict[str, Any]:
+            view = await participant.negotiation.state(
+                proposal_id, kind, reason=options.get("reason") or ""
+            )
+            _notes(participant)
+            return view
+
+        _show_proposal(_run(ctx, work), as_json, verb=kind.name.capitalize())
+
+    command.__doc__ = help_text
+    if reason:
+        command = click.option("--reason", metavar="TEXT", help="Why, for the record.")(command)
+    main.command(name=name)(command)
+
+
+_statement_command("ack", "ACKNOWLEDGED", "Formally acknowledge receipt of proposal ID (signed).")
+_statement_command("reject", "REJECTED", "Reject proposal ID.", reason=True)
+_statement_command("withdraw", "WITHDRAWN", "Withdraw your proposal ID (before acceptance).", True)
+
+
+@main.command()
+@click.argument("proposal_id", metavar="ID")
+@click.option("--with", "together", multiple=True, metavar="ID", help="Accept ID together.")
+@json_option
+@pass_ctx
+def accept(ctx: Context, proposal_id: str, together: tuple[str, ...], as_json: bool) -> None:
+    """Accept proposal ID (and the proposals it depends on, with --with)."""
+    from backchannel.proposals import StatementKind
+
+    async def work(participant: Participant) -> dict[str, Any]:
+        negotiation = participant.negotiation
+        await participant.sync()
+        for condition in together:
+            if negotiation.view(condition)["status"] != "accepted":
+                await negotiation.state(condition, StatementKind.ACCEPTED, sync=False)
+        view = await negotiation.state(
+            proposal_id, StatementKind.ACCEPTED, accepted_with=together, sync=False
+        )
+        _notes(participant)
+        return view
+
+    _show_proposal(_run(ctx, work), as_json, verb="Accepted")
+
+
+@main.command()
+@click.argument("proposal_id", metavar="ID")
+@_with_options(proposal_options)
+@click.option("--reason", metavar="TEXT", help="Why, for the record.")
+@json_option
+@pass_ctx
+def counter(
+    ctx: Context,
+    proposal_id: str,
+    title: str,
+    terms: tuple[str, ...],
+    file: Any,
+    expires: str | None,
+    reason: str | None,
+    as_json: bool,
+) -> None:
+    """Answer proposal ID with a counter-proposal to its author."""
+    from backchannel.proposals import StatementKind
+
+    collected = _terms(terms, file)
+    expires_ms = _time_ms(expires, "--expires") if expires else 0
+
+    async def work(participant: Participant) -> dict[str, Any]:
+        negotiation = participant.negotiation
+        await participant.sync()
+        original = negotiation.view(proposal_id)
+        if original["direction"] != "in":
+            raise CliError("you counter a proposal made to you; withdraw your own instead")
+        negotiation.check_may(original["id"], StatementKind.COUNTERED)
+        made = await negotiation.propose(
+            original["from"], title, collected, (), expires_ms, 0, answers=original["id"]
+        )
+        await negotiation.state(
+            original["id"],
+            StatementKind.COUNTERED,
+            reason=reason or "",
+            counter=made["id"],
+            sync=False,
+        )
+        _notes(participant)
+        return made
+
+    _show_proposal(_run(ctx, work), as_json, verb="Countered with")
+
+
+@main.command()
+@click.argument("proposal_id", metavar="ID")
+@click.option("--out", type=click.Path(dir_okay=False, writable=True), help="Write to this file.")
+@pass_ctx
+def export(ctx: Context, proposal_id: str, out: str | None) -> None:
+    """Export proposal ID's record (with those it depends on) for `verify-record`."""
+    import json
+
+    async def work(participant: Participant) -> dict[str, Any]:
+        return participant.negotiation.export(proposal_id)
+
+    text = json.dumps(_run(ctx, work), indent=2) + "\n"
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        Path(out).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise CliError(f"cannot write {out}: {exc.strerror}") from None
+    click.echo(f"Wrote {out}.", err=True)
+
+
+@main.command(name="verify-record")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.option("--notary-key", metavar="BASE64", help="The relay's notary key, as you trust it.")
+@json_option
+@pass_ctx
+def verify_record(ctx: Context, file: Any, notary_key: str | None, as_json: bool) -> None:
+    """Check an exported proposal record offline: signatures, commitment, notary receipts."""
+    import base64
+    import binascii
+    import json
+    import time
+
+    from backchannel.errors import BackchannelError
+    from backchannel.records import Export, verify_export
+
+    from .render import emit_json, when
+
+    try:
+        key = base64.b64decode(notary_key, validate=True) if notary_key else None
+    except (ValueError, binascii.Error):
+        raise click.BadParameter("not base64", param_hint="--notary-key") from None
+    try:
+        export = Export.from_json(json.loads(file.read()))
+    except (ValueError, UnicodeError, BackchannelError) as exc:
+        raise CliError(f"{file.name} is not a proposal record: {exc}") from None
+    try:
+        verdicts = verify_export(export, int(time.time() * 1000), key)
+    except BackchannelError as exc:
+        raise CliError(f"{file.name}: {exc}") from None
+    results: list[dict[str, Any]] = []
+    for verdict in verdicts:
+        proposal = verdict.record.sealed.proposal
+        results.append(
+            {
+                "digest": verdict.record.digest.hex(),
+                "title": proposal.title,
+                "from": proposal.author.name,
+                "to": [a.name for a in proposal.addressees],
+                "valid": verdict.replayed is not None,
+                "error": verdict.error or None,
+                "status": verdict.replayed.status.name.lower() if verdict.replayed else None,
+                "notarised_at": verdict.record.receipt.entry.at_ms,
+                "statements": len(verdict.record.statements),
+            }
+        )
+    if as_json:
+        emit_json({"notary_key": base64.b64encode(key or export.notary_key).decode(),
+                   "trusted_key_given": key is not None, "records": results})  # fmt: skip
+    else:
+        for r in results:
+            verdict_text = f"VALID, {r['status']}" if r["valid"] else f"INVALID: {r['error']}"
+            click.echo(
+                f"{r['digest'][:12]} {r['title']!r} from {r['from']} to {', '.join(r['to'])}: "
+                f"{verdict_text} (notarised {when(r['notarised_at'])}, "
+                f"{r['statements']} statements)"
+            )
+        if key is None:
+            click.echo(
+                "Note: checked against the notary key in the file; compare it with the relay's "
+                "(`notary_key` at /v1/info) or pass --notary-key.",
+                err=True,
+            )
+    if not all(r["valid"] for r in results):
+        ctx_exit = click.get_current_context()
+        ctx_exit.exit(1)
+
+
+@main.command(name="notary-log")
+@json_option
+@pass_ctx
+def notary_log(ctx: Context, as_json: bool) -> None:
+    """Check the relay's whole notary log: chain, signatures, and our receipts in it."""
+    from .render import emit_json
+
+    result = _run(ctx, lambda p: p.negotiation.check_log())
+    if as_json:
+        emit_json(result)
+    else:
+        click.echo(
+            f"Notary log intact: {result['entries']} entries chained and signed; "
+            f"{result['ours_checked']} receipts held here are in it unchanged."
+        )

@@ -11,3 +11,11 @@ class CliError(click.ClickException):
 
 class RelayUnreachableError(CliError):
     """The relay could not be reached: trying again later may succeed."""
+
+
+class RelayRefusedError(CliError):
+    """The relay answered with a refusal; `error` holds its code and whole body."""
+
+    def __init__(self, message: str, error: object) -> None:
+        super().__init__(message)
+        self.error = error

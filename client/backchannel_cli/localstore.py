@@ -99,6 +99,41 @@ class Processed(Base):
     expires_at: Mapped[int] = mapped_column(Integer)
 
 
+class ProposalRow(Base):
+    """A proposal this profile made or received. The offer itself is sealed with the data key
+    (`sealed`, or `locked` while a timed one waits for its content key); the rest is what the
+    relay saw anyway (who, when, the commitment and its receipt)."""
+
+    __tablename__ = "proposals"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    commitment: Mapped[str] = mapped_column(String(64), unique=True)
+    direction: Mapped[str] = mapped_column(String(3))
+    peer: Mapped[str] = mapped_column(String(64), index=True)
+    """The author of one received; the (first) addressee of one sent."""
+    receipt: Mapped[bytes] = mapped_column(LargeBinary)
+    sealed: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    locked: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    reveal_at: Mapped[int] = mapped_column(Integer, default=0)
+    stored_at: Mapped[int] = mapped_column(Integer)
+    message_id: Mapped[str] = mapped_column(String(32))
+    """The message that carried it (its relay and delivery status)."""
+
+
+class StatementRow(Base):
+    """A signed statement about a proposal, with the notary's receipt once it has one (a
+    statement of ours is stored before it is notarised, so a retry notarises the same bytes)."""
+
+    __tablename__ = "statements"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    proposal: Mapped[str] = mapped_column(String(64), index=True)
+    direction: Mapped[str] = mapped_column(String(3))
+    signed: Mapped[bytes] = mapped_column(LargeBinary)
+    receipt: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    recipients: Mapped[str] = mapped_column(String(1100), default="")
+    """Who it goes to once notarised (names, comma-separated)."""
+
+
 class Vault:
     """Seals and opens secret columns with the profile's data key."""
 

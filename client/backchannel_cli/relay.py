@@ -20,12 +20,21 @@ from backchannel.relay_auth import sign_login, sign_registration
 
 
 class RelayRequestError(Exception):
-    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        retry_after: float | None = None,
+        body: dict[str, Any] | None = None,
+    ):
         super().__init__(f"{message} ({code})")
         self.status = status
         self.code = code
         self.message = message
         self.retry_after = retry_after
+        self.body = body or {}
+        """The whole error body: some refusals carry more (the notary's `winner`)."""
 
 
 class RelayUnreachable(Exception):
@@ -95,6 +104,7 @@ class RelayClient:
             ) as response:
                 text = await response.text()
                 if response.status >= 400:
+                    error: dict[str, Any] = {}
                     try:
                         error = json.loads(text)
                         code, message = error["error"], error["message"]
@@ -102,7 +112,11 @@ class RelayClient:
                         code, message = "http_error", text[:200] or response.reason or ""
                     retry = response.headers.get("Retry-After")
                     raise RelayRequestError(
-                        response.status, code, message, float(retry) if retry else None
+                        response.status,
+                        code,
+                        message,
+                        float(retry) if retry else None,
+                        error if isinstance(error, dict) else None,
                     )
                 return json.loads(text) if text else None
         except aiohttp.ClientConnectionError as exc:

@@ -19,9 +19,11 @@ from typing import Any
 from backchannel.content import (
     MAX_RECEIPT_IDS,
     Letter,
+    ProposalContent,
     Receipt,
     ReceiptType,
     SignedLetter,
+    StatementContent,
     decode_content,
     sign_letter,
 )
@@ -39,8 +41,9 @@ from backchannel.session import (
     start_session,
 )
 
-from .errors import CliError, RelayUnreachableError
+from .errors import CliError, RelayRefusedError, RelayUnreachableError
 from .localstore import Contact, LocalStore, Message, Processed
+from .negotiation import Negotiation
 from .profile import Unlocked
 from .relay import RelayClient, RelayRequestError, RelayUnreachable, ack_on_socket, b64, unb64
 
@@ -64,10 +67,10 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def refused(exc: RelayRequestError) -> CliError:
+def refused(exc: RelayRequestError) -> RelayRefusedError:
     """The relay's own words, its code, and how long it asked us to wait."""
     wait = f"; retry in {max(1, round(exc.retry_after))} s" if exc.retry_after else ""
-    return CliError(f"relay refused: {exc.message} ({exc.code}{wait})")
+    return RelayRefusedError(f"relay refused: {exc.message} ({exc.code}{wait})", exc)
 
 
 class KeyChangedError(CliError):
@@ -87,6 +90,8 @@ class Outcome:
 
     receipt_due: tuple[str, bytes] | None = None
     """(peer, letter id) to send a delivery receipt for."""
+    negotiation: bool = False
+    """A proposal or a statement about one arrived: there may be work to catch up on."""
     held_from: str | None = None
     """Set when the envelope comes from a changed identity: it is not acknowledged, so it stays
     on the relay until the user re-verifies the sender (or it expires)."""
@@ -136,6 +141,7 @@ class Participant:
         self.name = unlocked.info.name
         self.store = LocalStore(unlocked.state_path, unlocked.data_key)
         self.relay = RelayClient(unlocked.info.relay)
+        self.negotiation = Negotiation(self)
 
     async def close(self) -> None:
         await self.relay.close()
@@ -321,11 +327,45 @@ class Participant:
             content = sign_letter(self.me.identity, letter).to_content()
         except ValueError as exc:
             raise CliError(str(exc)) from None
+        await self.queue(
+            to,
+            peer,
+            content,
+            message_id,
+            text,
+            kind="letter",
+            sent_at=letter.sent_at_ms,
+            in_reply_to=in_reply_to,
+        )
+        try:
+            await self.flush_outbox()
+        except CliError as exc:
+            raise CliError(
+                f"{exc.message}; the letter is saved as {message_id.hex()} and goes out with "
+                "your next `backchannel send` or `backchannel inbox`"
+            ) from None
+        return self.show(message_id.hex())
+
+    async def queue(
+        self,
+        to: str,
+        peer: IdentityPublic,
+        content: bytes,
+        message_id: bytes,
+        text: str,
+        *,
+        kind: str,
+        sent_at: int,
+        in_reply_to: str | None = None,
+        also: Callable[[Any], None] | None = None,
+    ) -> None:
+        """Encrypt `content` to `to` and store it in the outbox (with `also(db)`, atomically).
+
+        One transaction reads the newest ratchet state, encrypts, and stores the successor with
+        the message: stored before it leaves, so a crash loses nothing. The caller flushes."""
         with self.store.transaction() as db:
             has_session = self.store.get_session_state(db, to) is not None
         bundle = None if has_session else await self._bundle(to, peer)
-        # One transaction reads the newest ratchet state, encrypts, and stores the successor with
-        # the letter: stored before it leaves, so a crash loses nothing.
         with self.store.transaction() as db:
             state = self.store.get_session_state(db, to)
             if state is not None:
@@ -333,7 +373,7 @@ class Participant:
             elif bundle is not None:
                 session = start_session(self.me.identity, self.name, bundle, to)
             else:
-                raise CliError(f"the session with {to} was reset meanwhile; send the letter again")
+                raise CliError(f"the session with {to} was reset meanwhile; try again")
             session, wire = session_encrypt(session, content)
             envelope = Envelope(
                 to, self.name, message_id, Route.DIRECT, int(time.time()) + DEFAULT_EXPIRY, wire
@@ -345,8 +385,8 @@ class Participant:
                 id=message_id.hex(),
                 direction="out",
                 peer=to,
-                kind="letter",
-                sent_at=letter.sent_at_ms,
+                kind=kind,
+                sent_at=sent_at,
                 stored_at=now_ms(),
                 status="pending",
                 verified="signed",
@@ -354,14 +394,8 @@ class Participant:
                 envelope=envelope,
                 shown=True,
             )
-        try:
-            await self.flush_outbox()
-        except CliError as exc:
-            raise CliError(
-                f"{exc.message}; the letter is saved as {message_id.hex()} and goes out with "
-                "your next `backchannel send` or `backchannel inbox`"
-            ) from None
-        return self.show(message_id.hex())
+            if also is not None:
+                also(db)
 
     async def _bundle(self, to: str, peer: IdentityPublic) -> PrekeyBundle:
         bundle_raw, _ = await self.authed(lambda: self.relay.fetch_bundle(to))
@@ -434,6 +468,7 @@ class Participant:
 
         Envelopes from a participant whose identity key changed are left on the relay."""
         await self.flush_outbox()
+        await self.negotiation.notary()  # pinned before any receipt needs checking
         held: dict[str, int] = {}
         after = 0
         while True:
@@ -457,6 +492,7 @@ class Participant:
                 break
         with self.store.transaction() as db:
             self.store.forget_expired(db, int(time.time()))
+        await self.negotiation.catch_up()
         await self.top_up_prekeys()
         return Synced(held)
 
@@ -512,6 +548,12 @@ class Participant:
             content = decode_content(plaintext)
         except (BackchannelError, ValueError) as exc:
             return unreadable(exc)
+        if isinstance(content, (ProposalContent, StatementContent)):
+            try:
+                self.negotiation.receive(db, envelope_id, sender, session.peer, content)
+            except BackchannelError as exc:
+                return unreadable(exc)
+            return Outcome(negotiation=True)
         if not isinstance(content, SignedLetter):
             if isinstance(content, Receipt):
                 self._apply_receipt(db, sender, content)
@@ -662,6 +704,10 @@ class Participant:
                     if outcome.receipt_due is not None:
                         peer, message_id = outcome.receipt_due
                         await self.send_receipts(ReceiptType.DELIVERED, {peer: [message_id]})
+                    if outcome.negotiation:
+                        await self.negotiation.catch_up()
+                        for note in self.negotiation.take_notes():
+                            notice(f"Note: {note}")
                     fresh = self.take_unshown()
                     if fresh:
                         show(fresh)

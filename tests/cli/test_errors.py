@@ -35,7 +35,8 @@ def test_unknown_recipient(pair: tuple[User, User]) -> None:
     assert line == "Error: relay refused: no participant named 'castro' (unknown_participant)"
     assert kennedy.fails("verify", "castro") == "Error: no participant named 'castro'"
     assert (
-        kennedy.fails("show", "0123456789abcdef") == "Error: no message with id '0123456789abcdef'"
+        kennedy.fails("show", "0123456789abcdef")
+        == "Error: no message or proposal with id '0123456789abcdef'"
     )
 
 
@@ -85,7 +86,7 @@ def test_unregistered_or_missing_profile(relay: Relay, home: Path) -> None:
     )
     for command in (["directory"], ["inbox"], ["send", "khrushchev", "Hello?"]):
         assert kennedy.fails(*command) == not_registered, command
-    assert kennedy.fails("show", "00") == "Error: no message with id '00'"
+    assert kennedy.fails("show", "00") == "Error: no message or proposal with id '00'"
 
     ghost = User(home, "ghost")
     missing = (
