@@ -137,3 +137,29 @@ def test_proposal_vector_parses_verifies_and_its_log_chains() -> None:
         receipt.verify(notary)
     verify_log([r.entry for r in receipts])
     assert receipts[1].entry.value == statement.statement.digest()
+
+
+def test_proposal_content_and_record_vectors_decode_open_and_verify() -> None:
+    """The session encodings of §7.3 and the exported record of §14.6, read back independently
+    of the generator: the timed form opens with the content key, the record verifies."""
+    from backchannel.content import ProposalContent, StatementContent, decode_content
+    from backchannel.proposals import SealedProposal, Status
+    from backchannel.records import Export, verify_export
+
+    vector = load("proposal")
+    sealed = SealedProposal.from_bytes(bytes.fromhex(vector["sealed"]))
+    timed = decode_content(bytes.fromhex(vector["timed_content"]))
+    assert isinstance(timed, ProposalContent) and timed.sealed is None
+    assert timed.locked[:12].hex() == vector["lock_nonce"]
+    assert timed.unlock(bytes.fromhex(vector["content_key"])) == sealed
+    opened = decode_content(bytes.fromhex(vector["open_content"]))
+    assert isinstance(opened, ProposalContent) and opened.sealed == sealed
+    assert opened.commitment.hex() == vector["commitment"]
+    statement = decode_content(bytes.fromhex(vector["statement_content"]))
+    assert isinstance(statement, StatementContent)
+    assert statement.receipt.to_bytes().hex() == vector["log"][1]["receipt"]
+    export = Export.from_json(vector["export"])
+    assert export.to_json() == vector["export"]
+    (verdict,) = verify_export(export, 1_800_000_000_000, bytes.fromhex(vector["notary_public"]))
+    assert verdict.error == "" and verdict.replayed is not None
+    assert verdict.replayed.status == Status.ACCEPTED

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from backchannel import keystore, labels, padding, relay_auth
-from backchannel.content import Letter, Receipt, ReceiptType, sign_letter
+from backchannel.content import (
+    Letter,
+    ProposalContent,
+    Receipt,
+    ReceiptType,
+    StatementContent,
+    lock_proposal,
+    sign_letter,
+)
 from backchannel.envelope import Envelope, Route
 from backchannel.handshake import (
     DISCONTINUITY_BYTES,
@@ -49,6 +57,7 @@ from backchannel.ratchet import (
     ratchet_decrypt,
     ratchet_encrypt,
 )
+from backchannel.records import Export, Notarised, ProposalRecord
 from backchannel.session import accept_session, session_encrypt, start_session
 
 from .randomness import RecordingRandom
@@ -437,6 +446,11 @@ def build_proposal() -> Vector:
         acceptance.statement.digest(),
     )  # fmt: skip
     receipts = [notarise(notary, relay_id, entry) for entry in (first, second)]
+    content_key, lock_nonce = rng(32), rng(12)
+    locked = lock_proposal(sealed, content_key, lock_nonce)
+    timed = ProposalContent(receipts[0], sealed.digest, None, proposal.reveal_at_ms, locked)
+    assert timed.unlock(content_key) == sealed
+    record = ProposalRecord(sealed, receipts[0], (Notarised(acceptance, receipts[1]),))
     return {
         "description": "A sealed proposal, its commitment, an acceptance, and notary receipts "
         "for both over a hash-chained log (PROTOCOL.md §14)",
@@ -463,6 +477,12 @@ def build_proposal() -> Vector:
             }
             for r in receipts
         ],
+        "content_key": content_key.hex(),
+        "lock_nonce": lock_nonce.hex(),
+        "timed_content": timed.to_content().hex(),
+        "open_content": ProposalContent(receipts[0], sealed.digest, sealed).to_content().hex(),
+        "statement_content": StatementContent(acceptance, receipts[1]).to_content().hex(),
+        "export": Export(notary.public.raw, (record,)).to_json(),
     }
 
 
