@@ -89,10 +89,22 @@ def _guard(ctx: Context, action: Callable[[], T]) -> T:
         raise CliError(f"internal error: {type(exc).__name__}: {exc}") from None
 
 
+class OneLineGroup(click.Group):
+    """Usage mistakes are one line too (`Error: No such option '--x'.`), like every other error;
+    `--help` still shows the usage."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            exc.ctx = None
+            raise
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--home",
     type=click.Path(file_okay=False, path_type=Path),
@@ -404,9 +416,8 @@ def _duration_ms(text: str, param: str) -> int:
     except ValueError:
         amount = -1
     if unit is None or not 0 < amount <= 366 * 86400 / unit:
-        raise click.BadParameter(
-            f"{text!r} is not a duration like 90s, 30m, 2h or 7d (at most a year)",
-            param_hint=param,
+        raise CliError(
+            f"{param}: {text!r} is not a duration like 90s, 30m, 2h or 7d (up to a year)"
         )
     return int(amount * unit * 1000)
 
@@ -421,13 +432,12 @@ def _time_ms(text: str, param: str) -> int:
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise click.BadParameter(
-            f"{text!r} is neither a time like 2026-10-27T16:00 nor a duration like 2h",
-            param_hint=param,
+        raise CliError(
+            f"{param}: {text!r} is neither a time like 2026-10-27T16:00 nor a duration like 2h"
         ) from None
     at = int(moment.timestamp() * 1000)
     if at <= time.time() * 1000:
-        raise click.BadParameter(f"{text} is in the past", param_hint=param)
+        raise CliError(f"{param}: {text} is in the past")
     return at
 
 
@@ -439,7 +449,7 @@ def _terms(terms: tuple[str, ...], file: Any) -> list[str]:
         except UnicodeError:
             raise CliError("the terms file is not valid UTF-8 text") from None
     if not collected or not all(collected):
-        raise click.UsageError("a proposal needs at least one non-empty --term (or --file)")
+        raise CliError("a proposal needs at least one non-empty --term (or --file)")
     return collected
 
 
@@ -526,7 +536,7 @@ def propose(
     expires_ms = _time_ms(expires, "--expires") if expires else 0
     reveal_ms = _time_ms(reveal_at, "--reveal-at") if reveal_at else 0
     if expires_ms and reveal_ms and reveal_ms >= expires_ms:
-        raise click.BadParameter("the reveal time is after the expiry", param_hint="--reveal-at")
+        raise CliError("--reveal-at: the reveal time is after the expiry")
 
     async def work(participant: Participant) -> dict[str, Any]:
         return await participant.negotiation.propose(
@@ -702,7 +712,7 @@ def verify_record(ctx: Context, file: Any, notary_key: str | None, as_json: bool
     try:
         key = base64.b64decode(notary_key, validate=True) if notary_key else None
     except (ValueError, binascii.Error):
-        raise click.BadParameter("not base64", param_hint="--notary-key") from None
+        raise CliError("--notary-key: not base64") from None
     try:
         export = Export.from_json(json.loads(file.read()))
     except (ValueError, UnicodeError, BackchannelError) as exc:
