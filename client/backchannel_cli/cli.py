@@ -467,8 +467,6 @@ def _show_proposal(view: dict[str, Any], as_json: bool, verb: str = "") -> None:
 async def _opened(participant: Participant, ident: str, no_read_receipts: bool) -> dict[str, Any]:
     """A proposal by id; the first time one made to us is shown, we state that it was opened
     (the proposal's read receipt, signed and notarised), unless read receipts are off."""
-    from backchannel.proposals import StatementKind
-
     negotiation = participant.negotiation
     try:
         view = negotiation.view(ident)
@@ -476,12 +474,9 @@ async def _opened(participant: Participant, ident: str, no_read_receipts: bool) 
         if exc.message.startswith("no proposal"):
             raise CliError(f"no message or proposal with id {ident!r}") from None
         raise
-    first = view["direction"] == "in" and view["status"] in ("sealed", "delivered")
-    if first and view["title"] is not None and not no_read_receipts:
-        try:
-            view = await negotiation.state(view["id"], StatementKind.OPENED, sync=False)
-        except CliError as exc:
-            negotiation.notes.append(exc.message)
+    if view["direction"] == "in" and not no_read_receipts:
+        await negotiation.opened([view["message"]])
+        view = negotiation.view(view["id"])
     _notes(participant)
     return view
 

@@ -506,6 +506,23 @@ class Negotiation:
             await self._auto(digest, StatementKind.DELIVERED)
         self.notes += await self.advance()
 
+    async def opened(self, message_ids: Sequence[str]) -> None:
+        """State that the proposals these displayed messages carried were opened (once each)."""
+        if not message_ids:
+            return
+        with self.p.store.transaction() as db:
+            due = [
+                row.digest
+                for row in db.query(ProposalRow).filter(
+                    ProposalRow.message_id.in_(message_ids),
+                    ProposalRow.direction == "in",
+                    ProposalRow.sealed.is_not(None),
+                )
+                if not self._made(db, row.digest, StatementKind.OPENED)
+            ]
+        for digest in due:
+            await self._auto(digest, StatementKind.OPENED)
+
     async def _auto(self, digest: str, kind: StatementKind) -> None:
         try:
             await self.state(digest, kind, sync=False)
@@ -642,6 +659,7 @@ class Negotiation:
             "from": self.p.name if row.direction == "out" else row.peer,
             "to": [self.p.name] if row.direction == "in" else [row.peer],
             "direction": row.direction,
+            "message": row.message_id,
             "relay": message.status if message is not None and row.direction == "out" else None,
             "notary": {"seq": receipt.entry.seq, "at": receipt.entry.at_ms},
             "reveal_at": row.reveal_at or None,

@@ -654,7 +654,8 @@ class Participant:
         return shown
 
     async def send_read_receipts(self, shown: list[Shown]) -> None:
-        """Tell the senders of these displayed letters that they were read (once each)."""
+        """Tell the senders of these displayed letters that they were read (once each), and the
+        authors of displayed proposals that they were opened (a signed, notarised statement)."""
         by_peer: dict[str, list[bytes]] = {}
         for letter in shown:
             if letter.kind == "letter" and letter.direction == "in" and letter.status != "read":
@@ -666,6 +667,7 @@ class Participant:
                     message = db.get(Message, message_id.hex())
                     if message is not None:
                         message.status = "read"
+        await self.negotiation.opened([m.id for m in shown if m.kind == "proposal"])
 
     async def watch(
         self,
