@@ -145,10 +145,10 @@ class Relay:
 
     def invite(self, name: str, role: str = "party") -> str:
         """`backchannel-relay invite NAME --role ROLE --data-dir DIR --json`, as control runs it."""
-        result = CliRunner().invoke(
-            relay_main,
-            ["invite", name, "--role", role, "--data-dir", str(self.data_dir), "--json"],
-        )
+        store = ["--data-dir", str(self.data_dir)]
+        if "--database" in self.extra:  # the same store the relay serves
+            store += ["--database", self.extra[self.extra.index("--database") + 1]]
+        result = CliRunner().invoke(relay_main, ["invite", name, "--role", role, *store, "--json"])
         assert result.exit_code == 0, result.output
         answer = json.loads(result.stdout)
         assert answer["name"] == name and answer["role"] == role

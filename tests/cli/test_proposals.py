@@ -12,10 +12,15 @@ import json
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .conftest import CLI_SCRIPT, Relay, User, participants, script_env
+import pytest
+
+from tests.relay.conftest import _postgres
+
+from .conftest import CLI_SCRIPT, GENEROUS, Relay, User, participants, script_env
 
 Pair = tuple[User, User]
 
@@ -139,7 +144,20 @@ def test_reject_with_reason_and_counter_chain(relay: Relay, home: Path) -> None:
     assert "already countered" in kennedy.fails("accept", second)
 
 
-def test_withdraw_and_accept_crossing_exactly_one_wins(relay: Relay, home: Path) -> None:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, ...]]:
+    """The relay's store: its embedded SQLite, or a throwaway PostgreSQL database."""
+    if request.param == "sqlite":
+        yield ()
+        return
+    for backend in _postgres(tmp_path / "postgres"):
+        yield tuple(backend.store_args)
+
+
+def test_withdraw_and_accept_crossing_exactly_one_wins(
+    make_relay: Any, store: tuple[str, ...], home: Path
+) -> None:
+    relay = make_relay("race", *GENEROUS, *store)
     for attempt in range(3):
         khrushchev, kennedy = pair(relay, home / str(attempt))
         ident = propose(khrushchev, kennedy, "Offer", "Something binding.")
