@@ -41,7 +41,7 @@ from .appkeys import (
 from .config import RelayConfig
 from .database import migrate, open_engine
 from .delivery import GroupCommitter, Hub
-from .errors import RelayError, StoreUnavailable, TooManyRequests, Unauthorized
+from .errors import RelayError, StoreUnavailable, Unauthorized
 from .limits import ConnectionGate, RateLimiter
 from .metrics import Metrics
 from .notary import Notary
@@ -103,13 +103,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> StreamRes
         response = await handler(request)
         status = response.status
         return response
-    except TooManyRequests as exc:
-        status = exc.status
-        retry = str(max(1, round(exc.retry_after)))
-        return _error_response(exc.status, exc.code, exc.message, {"Retry-After": retry})
     except RelayError as exc:
         status = exc.status
-        return _error_response(exc.status, exc.code, exc.message, extra=exc.extra)
+        retry = str(max(1, round(exc.retry_after)))
+        headers = {"Retry-After": retry} if exc.retry_after else None
+        return _error_response(exc.status, exc.code, exc.message, headers, extra=exc.extra)
     except web.HTTPException as exc:
         status = exc.status
         if exc.status < 400:

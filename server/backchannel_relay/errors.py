@@ -16,11 +16,14 @@ class RelayError(Exception):
         code: str | None = None,
         status: int | None = None,
         extra: dict[str, object] | None = None,
+        retry_after: float = 0,
     ):
         super().__init__(message)
         self.message = message
         self.extra = extra or {}
         """More JSON fields for the error body (a conflict's winner, say)."""
+        self.retry_after = retry_after
+        """Seconds for a `Retry-After` header (0: none)."""
         if code is not None:
             self.code = code
         if status is not None:
@@ -47,6 +50,10 @@ class Conflict(RelayError):
     status, code = 409, "conflict"
 
 
+class Gone(RelayError):
+    status, code = 410, "gone"
+
+
 class PayloadTooLarge(RelayError):
     status, code = 413, "payload_too_large"
 
@@ -55,8 +62,7 @@ class TooManyRequests(RelayError):
     status, code = 429, "rate_limited"
 
     def __init__(self, message: str, retry_after: float, *, code: str | None = None):
-        super().__init__(message, code=code)
-        self.retry_after = retry_after
+        super().__init__(message, code=code, retry_after=retry_after)
 
 
 class MailboxFull(RelayError):

@@ -155,3 +155,14 @@ class NotaryAddresseeRow(Base):
     __tablename__ = "notary_addressees"
     subject: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
     participant_id: Mapped[int] = mapped_column(ForeignKey("participants.id"), primary_key=True)
+
+
+class NotaryKeyRow(Base):
+    """A timed proposal's content key, held until its release time (PROTOCOL.md §14.5). The
+    relay never holds the matching ciphertext, which travels end to end to the addressees."""
+
+    __tablename__ = "notary_keys"
+    subject: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    release_at_ms: Mapped[int] = mapped_column(BigInteger)
+    submitter_id: Mapped[int] = mapped_column(ForeignKey("participants.id"))

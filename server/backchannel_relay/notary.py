@@ -19,8 +19,8 @@ from backchannel.keys import SigningKeyPair
 from backchannel.proposals import EntryKind, NotaryEntry, NotaryReceipt, next_entry, notarise
 
 from .database import is_sqlite
-from .errors import Conflict, Forbidden, NotFound
-from .models import NotaryAddresseeRow, NotaryEntryRow
+from .errors import Conflict, Forbidden, Gone, NotFound
+from .models import NotaryAddresseeRow, NotaryEntryRow, NotaryKeyRow
 from .store import Store
 
 ADVISORY_LOCK = 0x6263_6E6F_7461_7279  # "bcnotary": one log writer across relay processes
@@ -48,12 +48,7 @@ class Notary:
         """Notarise a proposal's commitment; the same commitment again returns its receipt."""
         async with self.store.write() as session:
             await self._lock(session)
-            existing = await session.scalar(
-                select(NotaryEntryRow).where(
-                    NotaryEntryRow.subject == commitment,
-                    NotaryEntryRow.kind == EntryKind.COMMITMENT,
-                )
-            )
+            existing = await self._commitment(session, commitment)
             if existing is not None:
                 if existing.submitter_id != submitter:
                     raise Conflict("this commitment was notarised by someone else",
@@ -90,12 +85,7 @@ class Notary:
             )
             if same is not None:  # a retry
                 return self._receipt(same)
-            committed = await session.scalar(
-                select(NotaryEntryRow).where(
-                    NotaryEntryRow.subject == commitment,
-                    NotaryEntryRow.kind == EntryKind.COMMITMENT,
-                )
-            )
+            committed = await self._commitment(session, commitment)
             if committed is None:
                 raise NotFound("no proposal with this commitment is notarised",
                                code="unknown_commitment")  # fmt: skip
@@ -136,6 +126,76 @@ class Notary:
                                    code="expired")  # fmt: skip
             row = await self._append(session, submitter, kind, commitment, digest, 0)
             return self._receipt(row)
+
+    async def deposit(
+        self, submitter: int, commitment: bytes, key: bytes, release_at_ms: int
+    ) -> None:
+        """Hold a timed proposal's content key until `release_at_ms` (only its author may)."""
+        async with self.store.write() as session:
+            committed = await self._commitment(session, commitment)
+            if committed is None:
+                raise NotFound("no proposal with this commitment is notarised",
+                               code="unknown_commitment")  # fmt: skip
+            if committed.submitter_id != submitter:
+                raise Forbidden("only the author deposits a proposal's key", code="not_the_author")
+            held = await session.get(NotaryKeyRow, commitment)
+            if held is None:
+                session.add(
+                    NotaryKeyRow(
+                        subject=commitment,
+                        key=key,
+                        release_at_ms=release_at_ms,
+                        submitter_id=submitter,
+                    )
+                )
+            elif (held.key, held.release_at_ms) != (key, release_at_ms):
+                raise Conflict("another key or release time is already deposited for this "
+                               "proposal", code="key_already_deposited")  # fmt: skip
+
+    async def release(self, reader: int, commitment: bytes) -> tuple[bytes, int]:
+        """The content key, to the author or an addressee, once its time has come; never for a
+        proposal withdrawn before then."""
+        async with self.store.read() as session:
+            held = await session.get(NotaryKeyRow, commitment)
+            addressees = set(
+                await session.scalars(
+                    select(NotaryAddresseeRow.participant_id).where(
+                        NotaryAddresseeRow.subject == commitment
+                    )
+                )
+            )
+            if held is not None and reader != held.submitter_id and reader not in addressees:
+                raise Forbidden("only the author and the addressees read a proposal's key",
+                                code="not_a_party")  # fmt: skip
+            if held is None:
+                raise NotFound("no key is deposited for this proposal", code="unknown_key")
+            withdrawn = await session.scalar(
+                select(NotaryEntryRow.at_ms).where(
+                    NotaryEntryRow.subject == commitment,
+                    NotaryEntryRow.kind == EntryKind.WITHDRAWAL,
+                )
+            )
+        if withdrawn is not None and withdrawn < held.release_at_ms:
+            raise Gone("the proposal was withdrawn before its reveal time; it is never revealed",
+                       code="withdrawn")  # fmt: skip
+        wait_ms = held.release_at_ms - self.store.now_ms()
+        if wait_ms > 0:
+            raise Conflict(
+                "the proposal's reveal time has not come",
+                code="not_yet_released",
+                extra={"release_at_ms": held.release_at_ms},
+                retry_after=max(1, -(-wait_ms // 1000)),
+            )
+        return held.key, held.release_at_ms
+
+    async def _commitment(self, session: AsyncSession, commitment: bytes) -> NotaryEntryRow | None:
+        row: NotaryEntryRow | None = await session.scalar(
+            select(NotaryEntryRow).where(
+                NotaryEntryRow.subject == commitment,
+                NotaryEntryRow.kind == EntryKind.COMMITMENT,
+            )
+        )
+        return row
 
     async def log(self, after: int, limit: int) -> list[NotaryReceipt]:
         async with self.store.read() as session:

@@ -34,6 +34,7 @@ PREKEY_PROPERTIES: dict[str, Any] = {
     "kem_prekeys": {"type": "array", "items": B64, "maxItems": 100},
 }
 DIGEST = {**B64, "description": "standard base64 of 32 bytes"}
+INT = {"type": "integer"}
 NOTARY_RECEIPT = _obj(
     ["receipt", "seq", "at_ms"],
     receipt=B64,
@@ -60,6 +61,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         403: "Forbidden",
         404: "Unknown name",
         409: "Conflict",
+        410: "Gone",
         413: "Too large",
         429: "Rate limited or mailbox full (see Retry-After)",
     }
@@ -332,6 +334,39 @@ def openapi_document() -> dict[str, Any]:
                     kind={"type": "string", "enum": ["acceptance", "withdrawal", "statement"]},
                     digest=DIGEST,
                 ),
+            )
+        },
+        "/v1/notary/keys": {
+            "post": _op(
+                "Deposit a timed proposal's content key until its release time (author only)",
+                {
+                    **_ok(_obj(["release_at_ms"], release_at_ms=INT), "201", "Held"),
+                    **_errors(*AUTHED, 403, 404, 409),
+                },
+                body=_obj(
+                    ["commitment", "key", "release_at_ms"],
+                    commitment=DIGEST,
+                    key=DIGEST,
+                    release_at_ms={"type": "integer", "minimum": 0},
+                ),
+            )
+        },
+        "/v1/notary/keys/{commitment}": {
+            "get": _op(
+                "A timed proposal's content key, once released (409 not_yet_released carries "
+                "release_at_ms and Retry-After; 410 withdrawn)",
+                {
+                    **_ok(_obj(["key", "release_at_ms"], key=DIGEST, release_at_ms=INT)),
+                    **_errors(*AUTHED, 403, 404, 409, 410),
+                },
+                parameters=[
+                    {
+                        "name": "commitment",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                    }
+                ],
             )
         },
         "/v1/notary/log": {

@@ -518,6 +518,36 @@ async def notary_statement(request: web.Request) -> web.Response:
     return web.json_response(_receipt(receipt), status=201)
 
 
+MAX_RELEASE_AHEAD_MS = 366 * 24 * 3600 * 1000
+
+
+@routes.post("/v1/notary/keys")
+async def notary_deposit(request: web.Request) -> web.Response:
+    """Hold a timed proposal's content key until its reveal time (PROTOCOL.md §14.5)."""
+    body = await json_body(request)
+    commitment = bytes_field(body, "commitment", 32)
+    key = bytes_field(body, "key", 32)
+    release_at_ms = int_field(body, "release_at_ms")
+    notary = request.app[NOTARY]
+    if not 0 <= release_at_ms <= notary.store.now_ms() + MAX_RELEASE_AHEAD_MS:
+        raise BadRequest("field 'release_at_ms' must be a time within a year",
+                         code="invalid_field")  # fmt: skip
+    await notary.deposit(participant(request).id, commitment, key, release_at_ms)
+    return web.json_response({"release_at_ms": release_at_ms}, status=201)
+
+
+@routes.get("/v1/notary/keys/{commitment}")
+async def notary_release(request: web.Request) -> web.Response:
+    """A timed proposal's content key, to its author and addressees, once its time has come."""
+    text = request.match_info["commitment"]
+    if len(text) != 64 or text.strip("0123456789abcdef"):
+        raise BadRequest("the commitment is 64 lower-case hex digits", code="invalid_field")
+    key, release_at_ms = await request.app[NOTARY].release(
+        participant(request).id, bytes.fromhex(text)
+    )
+    return web.json_response({"key": b64(key), "release_at_ms": release_at_ms})
+
+
 @routes.get("/v1/notary/log")
 async def notary_log(request: web.Request) -> web.Response:
     """The log in seq order, each entry as its signed receipt, for anyone to check the chain."""

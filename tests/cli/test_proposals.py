@@ -339,3 +339,26 @@ def test_bad_input_gets_one_clear_line(relay: Relay, home: Path, tmp_path: Path)
     # Nothing was lost or half-made: the one proposal is intact on both sides.
     assert [p["id"] for p in khrushchev.json("proposals")] == [ident]
     assert view(kennedy, ident)["status"] == "opened"  # `inbox` displayed it
+
+
+def test_a_timed_proposal_opens_only_at_its_reveal_time(relay: Relay, home: Path) -> None:
+    khrushchev, kennedy = pair(relay, home)
+    ident = propose(
+        khrushchev, kennedy, "Sealed until noon", "The real offer.", extra=("--reveal-at", "3s")
+    )
+    assert view(khrushchev, ident)["reveal_at"] is not None
+    (arrived,) = kennedy.inbox()
+    assert arrived["kind"] == "proposal" and "sealed until" in arrived["text"]
+    assert "The real offer." not in arrived["text"]
+    sealed = view(kennedy, ident)
+    assert sealed["title"] is None and sealed["terms"] == [] and sealed["status"] == "sealed"
+    assert view(khrushchev, ident)["status"] == "delivered"  # acknowledged before it can be read
+    assert "sealed until its reveal time" in kennedy.fails("accept", ident)
+
+    time.sleep(3.2)
+    (opened,) = kennedy.inbox()  # shown again, now readable
+    assert "The real offer." in opened["text"]
+    revealed = view(kennedy, ident)
+    assert revealed["title"] == "Sealed until noon" and revealed["signature"] == "verified"
+    assert kennedy.json("accept", ident)["status"] == "accepted"
+    assert view(khrushchev, ident)["status"] == "accepted"
