@@ -67,9 +67,12 @@ def _run(ctx: Context, work: Callable[[Participant], Coroutine[Any, Any, T]]) ->
 
         async def main() -> T:
             try:
-                return await work(participant)
+                result = await work(participant)
             finally:
                 await participant.close()
+            for note in participant.negotiation.take_notes():  # what catching up met
+                click.echo(f"Note: {note}", err=True)
+            return result
 
         return asyncio.run(main())
 
@@ -477,13 +480,7 @@ async def _opened(participant: Participant, ident: str, no_read_receipts: bool) 
     if view["direction"] == "in" and not no_read_receipts:
         await negotiation.opened([view["message"]])
         view = negotiation.view(view["id"])
-    _notes(participant)
     return view
-
-
-def _notes(participant: Participant) -> None:
-    for note in participant.negotiation.take_notes():
-        click.echo(f"Note: {note}", err=True)
 
 
 proposal_options = [
@@ -555,7 +552,6 @@ def proposals(ctx: Context, as_json: bool) -> None:
             click.echo(
                 f"Note: the status shown is the last one known here; {exc.message}", err=True
             )
-        _notes(participant)
         return participant.negotiation.views()
 
     views = _run(ctx, work)
@@ -580,7 +576,6 @@ def _statement_command(name: str, kind_name: str, help_text: str, reason: bool =
             view = await participant.negotiation.state(
                 proposal_id, kind, reason=options.get("reason") or ""
             )
-            _notes(participant)
             return view
 
         _show_proposal(_run(ctx, work), as_json, verb=kind.name.capitalize())
@@ -614,7 +609,6 @@ def accept(ctx: Context, proposal_id: str, together: tuple[str, ...], as_json: b
         view = await negotiation.state(
             proposal_id, StatementKind.ACCEPTED, accepted_with=together, sync=False
         )
-        _notes(participant)
         return view
 
     _show_proposal(_run(ctx, work), as_json, verb="Accepted")
@@ -659,7 +653,6 @@ def counter(
             counter=made["id"],
             sync=False,
         )
-        _notes(participant)
         return made
 
     _show_proposal(_run(ctx, work), as_json, verb="Countered with")

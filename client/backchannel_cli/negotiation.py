@@ -537,6 +537,13 @@ class Negotiation:
                 return True
         return False
 
+    def next_reveal(self) -> int | None:
+        """When the next timed proposal held here opens (ms), if any."""
+        with self.p.store.transaction() as db:
+            times = [row.reveal_at for row in db.query(ProposalRow).filter(
+                ProposalRow.locked.is_not(None))]  # fmt: skip
+        return min(times, default=None)
+
     async def _open_due(self) -> None:
         now = now_ms()
         with self.p.store.transaction() as db:
@@ -556,8 +563,16 @@ class Negotiation:
                 answer = await self.p.authed(
                     partial(self.p.relay.request, "GET", f"/v1/notary/keys/{row.commitment}")
                 )
-            except CliError as exc:
-                self.notes.append(f"proposal {short(digest)} stays sealed: {exc.message}")
+            except RelayRefusedError as exc:
+                if isinstance(exc.error, RelayRequestError) and exc.error.code == "withdrawn":
+                    with self.p.store.transaction() as db:
+                        _get(db, ProposalRow, digest).locked = None  # never to be opened
+                    self.notes.append(
+                        f"proposal {short(digest)} was withdrawn before its reveal time; "
+                        "it will never open"
+                    )
+                else:
+                    self.notes.append(f"proposal {short(digest)} stays sealed: {exc.message}")
                 continue
             try:
                 sealed = content.unlock(unb64(answer["key"]))
@@ -678,10 +693,11 @@ class Negotiation:
                     StatementRow.proposal == row.digest, StatementRow.receipt.is_not(None)
                 )
             ]
+            withdrawn = any(item["kind"] == "withdrawn" for item in pending)
             view.update(
                 title=None,
                 terms=[],
-                status="sealed",
+                status="withdrawn" if withdrawn else "sealed",
                 sealed_until=row.reveal_at,
                 history=pending,
                 signature="not yet opened",

@@ -61,6 +61,8 @@ SEND_BYTES = 4 * 1024 * 1024
 RECONNECT_FIRST = 0.5
 WATCHING = "Watching for new messages; press Ctrl-C to stop."
 RECONNECT_MAX = 15.0
+REVEAL_POLL = 5.0
+"""While watching: how often to look for timed proposals newly arrived (seconds)."""
 
 
 def now_ms() -> int:
@@ -680,6 +682,48 @@ class Participant:
         A lost connection is retried with growing pauses; the relay then sends again everything
         not acknowledged, and what was stored already is recognised, so nothing shows twice.
         """
+        timer = asyncio.create_task(self._reveal_when_due(show, read_receipts, notice))
+        try:
+            await self._watch(show, read_receipts, notice)
+        finally:
+            timer.cancel()
+
+    async def _reveal_when_due(
+        self,
+        show: Callable[[list[Shown]], None],
+        read_receipts: bool,
+        notice: Callable[[str], None],
+    ) -> None:
+        """While watching, open each timed proposal when its reveal time comes."""
+        tried: int | None = None
+        while True:
+            due = self.negotiation.next_reveal()
+            # Nothing timed, or the due one did not open (retried at the next poll).
+            stale = due is None or due == tried
+            wait = REVEAL_POLL if stale or due is None else (due - now_ms()) / 1000 + 0.05
+            await asyncio.sleep(min(max(wait, 0.05), REVEAL_POLL))
+            if due is None or due > now_ms():
+                continue
+            tried = due
+            try:
+                await self.negotiation.catch_up()
+            except CliError as exc:
+                notice(f"Note: {exc.message}")
+                await asyncio.sleep(RECONNECT_FIRST)
+            for note in self.negotiation.take_notes():
+                notice(f"Note: {note}")
+            fresh = self.take_unshown()
+            if fresh:
+                show(fresh)
+                if read_receipts:
+                    await self.send_read_receipts(fresh)
+
+    async def _watch(
+        self,
+        show: Callable[[list[Shown]], None],
+        read_receipts: bool,
+        notice: Callable[[str], None],
+    ) -> None:
         delay = RECONNECT_FIRST
         refused_token = False
         opened = 0

@@ -12,7 +12,7 @@ import json
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,16 @@ import pytest
 
 from tests.relay.conftest import _postgres
 
-from .conftest import CLI_SCRIPT, GENEROUS, Relay, User, participants, script_env
+from .conftest import (
+    CLI_SCRIPT,
+    GENEROUS,
+    Relay,
+    User,
+    Watcher,
+    eventually,
+    participants,
+    script_env,
+)
 
 Pair = tuple[User, User]
 
@@ -362,3 +371,31 @@ def test_a_timed_proposal_opens_only_at_its_reveal_time(relay: Relay, home: Path
     assert revealed["title"] == "Sealed until noon" and revealed["signature"] == "verified"
     assert kennedy.json("accept", ident)["status"] == "accepted"
     assert view(khrushchev, ident)["status"] == "accepted"
+
+
+def test_a_watching_addressee_sees_a_timed_proposal_open_by_itself(
+    relay: Relay, home: Path, watch: Callable[..., Watcher]
+) -> None:
+    khrushchev, kennedy = pair(relay, home)
+    watcher = watch(kennedy, "--json").connected()
+    ident = propose(
+        khrushchev, kennedy, "At the deadline", "Revealed.", extra=("--reveal-at", "2s")
+    )
+    arrived = watcher.message()
+    assert arrived["kind"] == "proposal" and "sealed until" in arrived["text"]
+    revealed = watcher.message(timeout=10)  # no other event: the watch's own timer opens it
+    assert revealed["kind"] == "proposal" and "Revealed." in revealed["text"]
+    eventually(lambda: view(khrushchev, ident)["status"] == "opened", what="the opened statement")
+    watcher.stop()
+
+
+def test_a_timed_proposal_withdrawn_before_its_time_never_opens(relay: Relay, home: Path) -> None:
+    khrushchev, kennedy = pair(relay, home)
+    ident = propose(khrushchev, kennedy, "Never mind", "Hidden.", extra=("--reveal-at", "2s"))
+    kennedy.inbox()
+    assert khrushchev.json("withdraw", ident)["status"] == "withdrawn"
+    time.sleep(2.2)
+    result = kennedy.run("inbox", "--json")
+    assert result.exit_code == 0 and "will never open" in result.stderr
+    assert "Hidden." not in result.stdout
+    assert view(kennedy, ident)["status"] == "withdrawn" and view(kennedy, ident)["title"] is None
