@@ -11,8 +11,8 @@ statements, in the notary's order, so both sides compute the same one.
 
 from __future__ import annotations
 
-import base64
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -43,7 +43,7 @@ from backchannel.proposals import (
     seal,
     sign_statement,
 )
-from backchannel.records import Export, Notarised, ProposalRecord, Replayed
+from backchannel.records import Export, Notarised, ProposalRecord
 
 from .errors import CliError, RelayRefusedError
 from .localstore import Message, ProposalRow, StatementRow
@@ -68,9 +68,7 @@ class Notary:
 
 
 def now_ms() -> int:
-    from .service import now_ms as service_now
-
-    return service_now()
+    return int(time.time() * 1000)
 
 
 def short(digest: str) -> str:
@@ -707,7 +705,7 @@ class Negotiation:
             )
             return view
         proposal = record.sealed.proposal
-        replayed: Replayed = record.replay(now, accepted)
+        replayed = record.replay(now, accepted)
         view.update(
             {
                 "from": proposal.author.name,
@@ -850,7 +848,3 @@ def _summary(proposal: Proposal, digest: str) -> str:
         lines.append(f"expires {_when(proposal.expires_at_ms)}")
     lines.append(f"(proposal {short(digest)}: `backchannel show {short(digest)}`)")
     return "\n".join(lines)
-
-
-def receipt_b64(receipt: bytes) -> str:
-    return base64.b64encode(receipt).decode("ascii")
