@@ -17,7 +17,7 @@ from .encoding import Reader, Writer
 from .errors import IdentityMismatchError, InvalidFieldError, LetterSignatureError, NotaryError
 from .identity import IdentityKeyPair, IdentityPublic
 from .keys import SIGNATURE_SIZE
-from .primitives import AEAD_NONCE_SIZE, aead_decrypt, aead_encrypt
+from .primitives import AEAD_NONCE_SIZE, aead_decrypt, aead_encrypt, sha256
 from .proposals import (
     DIGEST_SIZE,
     NotaryReceipt,
@@ -170,7 +170,16 @@ class Receipt:
 
 
 PROPOSAL_CONTENT_VERSION = 1
-STATEMENT_CONTENT_VERSION = 1
+LETTER_ACK_VERSION = 1
+
+
+class AckForm(IntEnum):
+    """Kind 3 carries one of two signed acknowledgements, told apart by the byte after the kind."""
+
+    PROPOSAL_STATEMENT = 1
+    LETTER = 2
+
+
 CONTENT_KEY_SIZE = 32
 MAX_SEALED_BYTES = 80 * 1024
 MAX_RECORD_PART_BYTES = 8 * 1024
@@ -258,20 +267,100 @@ class StatementContent:
     receipt: NotaryReceipt
 
     def to_content(self) -> bytes:
-        writer = Writer().u8(ContentKind.ACKNOWLEDGEMENT).u8(STATEMENT_CONTENT_VERSION)
+        writer = Writer().u8(ContentKind.ACKNOWLEDGEMENT).u8(AckForm.PROPOSAL_STATEMENT)
         return bytes(writer.var16(self.signed.to_bytes()).var16(self.receipt.to_bytes()))
 
     @classmethod
     def read(cls, reader: Reader) -> StatementContent:
-        version = reader.u8()
-        if version != STATEMENT_CONTENT_VERSION:
-            raise InvalidFieldError(f"statement content version {version} is not supported")
+        """After the form byte."""
         signed = SignedStatement.from_bytes(reader.var16(MAX_RECORD_PART_BYTES, "statement"))
         receipt = NotaryReceipt.from_bytes(reader.var16(MAX_RECORD_PART_BYTES, "receipt"))
         return cls(signed, receipt)
 
 
-Content = SignedLetter | Receipt | ProposalContent | StatementContent
+def letter_digest(letter: Letter) -> bytes:
+    """What a formal acknowledgement names: the hash of the letter's signed encoding."""
+    return sha256(labels.LETTER_DIGEST + b"\x00" + letter.canonical())
+
+
+@dataclass(frozen=True, slots=True)
+class LetterAcknowledgement:
+    """A signed "we have received your letter with digest D" (PRODUCT.md §5): unlike a receipt
+    it proves to a third party that the recipient had the letter, and which one."""
+
+    letter_id: bytes
+    letter_digest: bytes
+    acknowledger: str
+    acknowledger_keys: bytes
+    author: str
+    author_keys: bytes
+    at_ms: int
+
+    def canonical(self) -> bytes:
+        writer = Writer().u8(LETTER_ACK_VERSION).fixed(self.letter_id, MESSAGE_ID_SIZE)
+        writer.fixed(self.letter_digest, DIGEST_SIZE)
+        writer.var8(_name(self.acknowledger)).fixed(self.acknowledger_keys, 64)
+        writer.var8(_name(self.author)).fixed(self.author_keys, 64)
+        return bytes(writer.u64(self.at_ms))
+
+    @classmethod
+    def read(cls, reader: Reader) -> LetterAcknowledgement:
+        version = reader.u8()
+        if version != LETTER_ACK_VERSION:
+            raise InvalidFieldError(f"letter acknowledgement version {version} is not supported")
+        letter_id, digest = reader.fixed(MESSAGE_ID_SIZE), reader.fixed(DIGEST_SIZE)
+        acknowledger = _decode_name(reader.var8(MAX_NAME_BYTES, "acknowledger"))
+        acknowledger_keys = reader.fixed(64)
+        author = _decode_name(reader.var8(MAX_NAME_BYTES, "author"))
+        author_keys = reader.fixed(64)
+        return cls(letter_id, digest, acknowledger, acknowledger_keys, author, author_keys,
+                   reader.u64())  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class SignedAcknowledgement:
+    acknowledgement: LetterAcknowledgement
+    signature: bytes
+
+    def to_content(self) -> bytes:
+        writer = Writer().u8(ContentKind.ACKNOWLEDGEMENT).u8(AckForm.LETTER)
+        return bytes(writer) + self.acknowledgement.canonical() + self.signature
+
+    def verify(
+        self, acknowledger: IdentityPublic, author: IdentityPublic, author_name: str
+    ) -> None:
+        """Signed by the session's peer, about a letter of ours (as `SignedLetter.verify`)."""
+        ack = self.acknowledgement
+        if ack.acknowledger_keys != acknowledger.keys:
+            raise IdentityMismatchError("the acknowledgement names another signer than the peer")
+        if ack.author_keys != author.keys or ack.author != author_name:
+            raise IdentityMismatchError("the acknowledgement is about someone else's letter")
+        acknowledger.signing.verify(
+            self.signature,
+            labels.signing_input(labels.SIG_LETTER_ACK, ack.canonical()),
+            LetterSignatureError,
+        )
+
+
+def sign_acknowledgement(
+    identity: IdentityKeyPair, ack: LetterAcknowledgement
+) -> SignedAcknowledgement:
+    if ack.acknowledger_keys != identity.public.keys:
+        raise ValueError("an acknowledgement is signed by the identity it names")
+    return SignedAcknowledgement(ack, identity.sign(labels.SIG_LETTER_ACK, ack.canonical()))
+
+
+def _read_acknowledgement(reader: Reader) -> StatementContent | SignedAcknowledgement:
+    form = reader.u8()
+    if form == AckForm.PROPOSAL_STATEMENT:
+        return StatementContent.read(reader)
+    if form == AckForm.LETTER:
+        ack = LetterAcknowledgement.read(reader)
+        return SignedAcknowledgement(ack, reader.fixed(SIGNATURE_SIZE))
+    raise InvalidFieldError(f"unknown acknowledgement form {form}")
+
+
+Content = SignedLetter | Receipt | ProposalContent | StatementContent | SignedAcknowledgement
 
 
 def decode_content(data: bytes) -> Content:
@@ -286,7 +375,7 @@ def decode_content(data: bytes) -> Content:
     readers: dict[int, Callable[[Reader], Content]] = {
         ContentKind.RECEIPT: Receipt.read,
         ContentKind.PROPOSAL: ProposalContent.read,
-        ContentKind.ACKNOWLEDGEMENT: StatementContent.read,
+        ContentKind.ACKNOWLEDGEMENT: _read_acknowledgement,
     }
     if kind in readers:
         content = readers[kind](reader)

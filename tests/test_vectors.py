@@ -163,3 +163,22 @@ def test_proposal_content_and_record_vectors_decode_open_and_verify() -> None:
     (verdict,) = verify_export(export, 1_800_000_000_000, bytes.fromhex(vector["notary_public"]))
     assert verdict.error == "" and verdict.replayed is not None
     assert verdict.replayed.status == Status.ACCEPTED
+
+
+def test_letter_acknowledgement_vector_decodes_and_verifies() -> None:
+    """§7.4: the acknowledgement names the letter's digest and is signed by its recipient."""
+    from backchannel.content import SignedAcknowledgement, SignedLetter, decode_content
+    from backchannel.identity import IdentityKeyPair
+
+    vector = load("letter")
+    letter = decode_content(bytes.fromhex(vector["content"]))
+    assert isinstance(letter, SignedLetter)
+    ack = decode_content(bytes.fromhex(vector["acknowledgement_content"]))
+    assert isinstance(ack, SignedAcknowledgement)
+    assert ack.acknowledgement.letter_digest.hex() == vector["letter_digest"]
+    assert ack.acknowledgement.letter_id == letter.letter.message_id
+    sender = IdentityKeyPair.from_private_bytes(bytes.fromhex(vector["sender_identity_private"]))
+    recipient = IdentityKeyPair.from_private_bytes(
+        bytes.fromhex(vector["recipient_identity_private"])
+    )
+    ack.verify(recipient.public, sender.public, vector["sender"])

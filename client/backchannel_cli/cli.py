@@ -386,7 +386,7 @@ def show(ctx: Context, message_id: str, no_read_receipts: bool, as_json: bool) -
             shown = participant.show(message_id)
         except CliError:
             return await _opened(participant, message_id, no_read_receipts), note
-        unread = shown.direction == "in" and shown.kind == "letter" and shown.status != "read"
+        unread = shown.direction == "in" and shown.kind == "letter" and shown.status == "delivered"
         if unread and not no_read_receipts:
             try:
                 await participant.send_read_receipts([shown])
@@ -572,13 +572,30 @@ def _statement_command(name: str, kind_name: str, help_text: str, reason: bool =
     @json_option
     @pass_ctx
     def command(ctx: Context, /, proposal_id: str, as_json: bool, **options: Any) -> None:
-        async def work(participant: Participant) -> dict[str, Any]:
-            view = await participant.negotiation.state(
-                proposal_id, kind, reason=options.get("reason") or ""
-            )
-            return view
+        async def work(participant: Participant) -> dict[str, Any] | Shown:
+            try:
+                return await participant.negotiation.state(
+                    proposal_id, kind, reason=options.get("reason") or ""
+                )
+            except CliError as exc:
+                if kind_name != "ACKNOWLEDGED" or not exc.message.startswith("no proposal"):
+                    raise
+            try:  # `ack` of a letter: a signed acknowledgement naming its digest
+                return await participant.acknowledge_letter(proposal_id)
+            except CliError as exc:
+                if exc.message.startswith("no message"):
+                    raise CliError(f"no message or proposal with id {proposal_id!r}") from None
+                raise
 
-        _show_proposal(_run(ctx, work), as_json, verb=kind.name.capitalize())
+        done = _run(ctx, work)
+        if isinstance(done, dict):
+            _show_proposal(done, as_json, verb=kind.name.capitalize())
+        elif as_json:
+            from .render import emit_json
+
+            emit_json(done.as_json())
+        else:
+            click.echo(f"Acknowledged letter {done.id} from {done.peer} (signed).")
 
     command.__doc__ = help_text
     if reason:
@@ -586,7 +603,7 @@ def _statement_command(name: str, kind_name: str, help_text: str, reason: bool =
     main.command(name=name)(command)
 
 
-_statement_command("ack", "ACKNOWLEDGED", "Formally acknowledge receipt of proposal ID (signed).")
+_statement_command("ack", "ACKNOWLEDGED", "Formally acknowledge a proposal or letter ID (signed).")
 _statement_command("reject", "REJECTED", "Reject proposal ID.", reason=True)
 _statement_command("withdraw", "WITHDRAWN", "Withdraw your proposal ID (before acceptance).", True)
 

@@ -19,12 +19,16 @@ from typing import Any
 from backchannel.content import (
     MAX_RECEIPT_IDS,
     Letter,
+    LetterAcknowledgement,
     ProposalContent,
     Receipt,
     ReceiptType,
+    SignedAcknowledgement,
     SignedLetter,
     StatementContent,
     decode_content,
+    letter_digest,
+    sign_acknowledgement,
     sign_letter,
 )
 from backchannel.envelope import Envelope, Route
@@ -550,6 +554,25 @@ class Participant:
             content = decode_content(plaintext)
         except (BackchannelError, ValueError) as exc:
             return unreadable(exc)
+        if isinstance(content, SignedAcknowledgement):
+            try:
+                text = self._apply_acknowledgement(db, sender, session.peer, content)
+            except BackchannelError as exc:
+                return unreadable(exc)
+            self.store.add_message(
+                db,
+                text,
+                id=envelope_id,
+                direction="in",
+                peer=sender,
+                kind="acknowledgement",
+                sent_at=content.acknowledgement.at_ms,
+                stored_at=now_ms(),
+                status="delivered",
+                verified="signed",
+                in_reply_to=content.acknowledgement.letter_id.hex(),
+            )
+            return Outcome()
         if isinstance(content, (ProposalContent, StatementContent)):
             try:
                 self.negotiation.receive(db, envelope_id, sender, session.peer, content)
@@ -637,8 +660,64 @@ class Participant:
         self.store.archive_session(db, sender)
         return session, plaintext
 
+    def _letter(self, message: Message, peer: str, peer_keys: bytes) -> Letter:
+        """A stored letter's signed encoding, rebuilt (both sides can, byte for byte)."""
+        mine = (self.name, self.me.identity.public.keys)
+        theirs = (peer, peer_keys)
+        sender, recipient = (mine, theirs) if message.direction == "out" else (theirs, mine)
+        reply = bytes.fromhex(message.in_reply_to) if message.in_reply_to else None
+        return Letter(
+            bytes.fromhex(message.id), *sender, *recipient, message.sent_at,
+            self.store.text_of(message), reply,
+        )  # fmt: skip
+
+    def _apply_acknowledgement(
+        self, db: Any, sender: str, peer: IdentityPublic, signed: SignedAcknowledgement
+    ) -> str:
+        """Check a formal acknowledgement of one of our letters; mark the letter acknowledged."""
+        signed.verify(peer, self.me.identity.public, self.name)
+        ack = signed.acknowledgement
+        letter_id = ack.letter_id.hex()
+        message: Message | None = db.get(Message, letter_id)
+        if (
+            message is None
+            or (message.direction, message.kind, message.peer) != ("out", "letter", sender)
+            or letter_digest(self._letter(message, sender, peer.keys)) != ack.letter_digest
+        ):
+            raise IdentityMismatchError("it acknowledges a letter this profile did not send them")
+        message.status = "acknowledged"
+        return f"acknowledged your letter {letter_id[:12]} (signed)"
+
+    async def acknowledge_letter(self, ident: str) -> Shown:
+        """Send a signed acknowledgement naming a received letter's digest (PROTOCOL.md §7.4)."""
+        shown = self.show(ident)
+        if shown.kind != "letter" or shown.direction != "in":
+            raise CliError("only a letter you received can be acknowledged")
+        contact = await self.contact(shown.peer)
+        peer = IdentityPublic.from_bytes(contact.identity)
+        with self.store.transaction() as db:
+            message = db.get(Message, shown.id)
+            if message is None:
+                raise CliError(f"the letter {shown.id} was deleted meanwhile")
+            digest = letter_digest(self._letter(message, shown.peer, peer.keys))
+        ack = LetterAcknowledgement(
+            bytes.fromhex(shown.id), digest, self.name, self.me.identity.public.keys,
+            shown.peer, peer.keys, now_ms(),
+        )  # fmt: skip
+        content = sign_acknowledgement(self.me.identity, ack).to_content()
+
+        def mark(db: Any) -> None:
+            db.get(Message, shown.id).status = "acknowledged"
+
+        await self.queue(
+            shown.peer, peer, content, os.urandom(16), f"acknowledged letter {shown.id[:12]}",
+            kind="acknowledgement", sent_at=ack.at_ms, in_reply_to=shown.id, also=mark,
+        )  # fmt: skip
+        await self.flush_outbox()
+        return self.show(shown.id)
+
     def _apply_receipt(self, db: Any, sender: str, receipt: Receipt) -> None:
-        rank = {"pending": 0, "sent": 1, "delivered": 2, "read": 3}
+        rank = {"pending": 0, "sent": 1, "delivered": 2, "read": 3, "acknowledged": 4}
         new_status = "read" if receipt.type == ReceiptType.READ else "delivered"
         for message_id in receipt.message_ids:
             message = db.get(Message, message_id.hex())
@@ -660,14 +739,18 @@ class Participant:
         authors of displayed proposals that they were opened (a signed, notarised statement)."""
         by_peer: dict[str, list[bytes]] = {}
         for letter in shown:
-            if letter.kind == "letter" and letter.direction == "in" and letter.status != "read":
+            if (
+                letter.kind == "letter"
+                and letter.direction == "in"
+                and letter.status == "delivered"
+            ):
                 by_peer.setdefault(letter.peer, []).append(bytes.fromhex(letter.id))
         await self.send_receipts(ReceiptType.READ, by_peer)
         with self.store.transaction() as db:
             for ids in by_peer.values():
                 for message_id in ids:
                     message = db.get(Message, message_id.hex())
-                    if message is not None:
+                    if message is not None and message.status == "delivered":
                         message.status = "read"
         await self.negotiation.opened([m.id for m in shown if m.kind == "proposal"])
 

@@ -237,3 +237,21 @@ def test_one_profile_used_from_two_terminals_at_once(
     watcher.stop()
     kennedy.send(khrushchev, "Closing.")
     assert [m["text"] for m in khrushchev.inbox()] == ["Closing."]
+
+
+def test_a_formal_acknowledgement_names_the_letter_and_the_sender_sees_it(trio: Trio) -> None:
+    kennedy, khrushchev, _ = trio
+    first = kennedy.send(khrushchev, "Letter of October 26.")
+    second = kennedy.send(khrushchev, "Letter of October 27.")
+    khrushchev.inbox()
+    acked = khrushchev.json("ack", first[:10])
+    assert acked["id"] == first and acked["status"] == "acknowledged"
+    (notice,) = [m for m in kennedy.inbox() if m["kind"] == "acknowledgement"]
+    assert notice["from"] == khrushchev.name and notice["in_reply_to"] == first
+    assert notice["verified"] == "signed"
+    assert kennedy.status(first) == "acknowledged"
+    assert kennedy.status(second) == "read"  # which letter was answered is unambiguous
+    khrushchev.ok("show", first)  # showing it again does not lower the status
+    assert kennedy.status(first) == "acknowledged"
+    assert "only a letter you received" in kennedy.fails("ack", first)
+    assert "no message or proposal" in khrushchev.fails("ack", "abcdef0123")

@@ -16,11 +16,14 @@ from typing import Any
 from backchannel import keystore, labels, padding, relay_auth
 from backchannel.content import (
     Letter,
+    LetterAcknowledgement,
     ProposalContent,
     Receipt,
     ReceiptType,
     StatementContent,
+    letter_digest,
     lock_proposal,
+    sign_acknowledgement,
     sign_letter,
 )
 from backchannel.envelope import Envelope, Route
@@ -308,8 +311,17 @@ def build_letter() -> Vector:
     )
     signed = sign_letter(alice, letter)
     signed.verify(alice.public, bob.public, BOB)
+    ack = sign_acknowledgement(
+        bob,
+        LetterAcknowledgement(
+            letter.message_id, letter_digest(letter), BOB, bob.public.keys, ALICE,
+            alice.public.keys, 1_793_059_260_000,
+        ),
+    )  # fmt: skip
+    ack.verify(bob.public, alice.public, ALICE)
     return {
-        "description": "A letter's canonical encoding and Ed25519 signature (PROTOCOL.md §7)",
+        "description": "A letter's canonical encoding and Ed25519 signature, and the "
+        "recipient's formal acknowledgement of it (PROTOCOL.md §7.1, §7.4)",
         "sender": ALICE,
         "recipient": BOB,
         "sender_identity_private": alice.private_bytes().hex(),
@@ -322,6 +334,11 @@ def build_letter() -> Vector:
         "signature": signed.signature.hex(),
         "content": signed.to_content().hex(),
         "padded_content": padding.pad(signed.to_content()).hex(),
+        "recipient_identity_private": bob.private_bytes().hex(),
+        "letter_digest": letter_digest(letter).hex(),
+        "acknowledgement_canonical": ack.acknowledgement.canonical().hex(),
+        "acknowledgement_signature": ack.signature.hex(),
+        "acknowledgement_content": ack.to_content().hex(),
     }
 
 
