@@ -31,6 +31,8 @@ PROPOSAL_DIGEST = PREFIX + b"proposal digest"
 PROPOSAL_COMMITMENT = PREFIX + b"proposal commitment"
 STATEMENT_DIGEST = PREFIX + b"statement digest"
 NOTARY_CHAIN = PREFIX + b"notary chain"
+OTR_ROOT_INFO = PREFIX + b"otr root"
+OTR_MESSAGE_INFO = PREFIX + b"otr message keys"
 
 # Chain-key step constants (Double Ratchet §5.2, as libsignal).
 CHAIN_MESSAGE_KEY = b"\x01"

@@ -74,3 +74,12 @@ def aead_decrypt(
         return AESGCM(key).decrypt(nonce, ciphertext, associated_data)
     except InvalidTag:
         return None
+
+
+def aes256_ctr(key: bytes, counter_block: bytes, data: bytes) -> bytes:
+    """AES-256 in counter mode: a malleable stream cipher, on purpose (off-the-record channels
+    authenticate separately with HMAC, as OTR does, so a transcript can be forged)."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    encryptor = Cipher(algorithms.AES(key), modes.CTR(counter_block)).encryptor()
+    return encryptor.update(data) + encryptor.finalize()

@@ -30,6 +30,7 @@ NAMES = [
     "relay_auth",
     "receipt",
     "proposal",
+    "otr",
 ]
 
 
@@ -182,3 +183,18 @@ def test_letter_acknowledgement_vector_decodes_and_verifies() -> None:
         bytes.fromhex(vector["recipient_identity_private"])
     )
     ack.verify(recipient.public, sender.public, vector["sender"])
+
+
+def test_otr_vector_forgery_verifies_under_the_revealed_key() -> None:
+    """§15: the answer reveals the first message's MAC key, and with it the forged message in the
+    vector verifies exactly as the real one, while only the real one decrypts as sent."""
+    from backchannel import otr
+
+    vector = load("otr")
+    mac_key = bytes.fromhex(vector["first_mac_key"])
+    first, forged = bytes.fromhex(vector["first_message"]), bytes.fromhex(vector["forged_message"])
+    second = otr.DataMessage.from_bytes(bytes.fromhex(vector["second_message"]))
+    assert second.revealed == (mac_key,)
+    assert otr.tag_verifies(mac_key, first) and otr.tag_verifies(mac_key, forged)
+    enc_key, derived_mac = otr.message_keys(bytes.fromhex(vector["first_message_key"]))
+    assert (enc_key.hex(), derived_mac) == (vector["first_enc_key"], mac_key)

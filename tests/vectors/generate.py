@@ -10,10 +10,11 @@ ciphertext (its shared secret is re-derived by decapsulation on every run).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from backchannel import keystore, labels, padding, relay_auth
+from backchannel import keystore, labels, otr, padding, relay_auth
 from backchannel.content import (
     Letter,
     LetterAcknowledgement,
@@ -38,8 +39,10 @@ from backchannel.identity import (
     numeric_safety_number,
     safety_number,
 )
-from backchannel.keys import KEMPublicKey, SigningKeyPair
+from backchannel.keys import DHPublicKey, KEMPublicKey, SigningKeyPair
+from backchannel.padding import pad
 from backchannel.prekeys import PrekeyBundle, PrekeySecrets
+from backchannel.primitives import hmac_sha256
 from backchannel.proposals import (
     EntryKind,
     Party,
@@ -503,6 +506,53 @@ def build_proposal() -> Vector:
     }
 
 
+def build_otr() -> Vector:
+    """An off-the-record channel: offer, answer, chains, a message each way (the answer revealing
+    the first one's MAC key), and a forgery of the first that verifies (PROTOCOL.md §15)."""
+    rng = RecordingRandom("otr")
+    sent, ephemeral = otr.offer(1_793_059_200_000 + 3_600_000, rng)
+    answer, responder = otr.accept(sent, 1_793_059_200_000, rng)
+    opener = otr.complete(sent, ephemeral, answer)
+    shared = ephemeral.dh(DHPublicKey.from_bytes(answer.public))
+    first_text = b"The Jupiter missiles will be gone within four to five months."
+    start_chain, responder_chain = otr.chain_keys(shared, sent, answer.public)
+    assert start_chain == opener.send_chain == responder.recv_chain
+    opener, first = otr.encrypt(opener, first_text)
+    _, first_key = otr.step(start_chain)
+    enc_key, mac_key = otr.message_keys(first_key)
+    responder, _, _ = otr.decrypt(responder, first)
+    responder, second = otr.encrypt(responder, b"Understood. Not a word in public.")
+    opener, _, revealed = otr.decrypt(opener, second)
+    assert revealed == (mac_key,)
+    message = otr.DataMessage.from_bytes(first)
+    forged_text = b"The Jupiter missiles will stay in Turkey for as long as we see fit."
+    difference = bytes(a ^ b for a, b in zip(pad(first_text), pad(forged_text), strict=True))
+    unsigned = replace(
+        message, ciphertext=bytes(c ^ d for c, d in zip(message.ciphertext, difference,
+                                                       strict=True)), tag=b""
+    )  # fmt: skip
+    forged = replace(unsigned, tag=hmac_sha256(mac_key, unsigned.body())).to_bytes()
+    assert otr.tag_verifies(mac_key, forged)
+    return {
+        "description": "An off-the-record channel: agreement, a message each way, the MAC key "
+        "revealed by the answer, and a forgery of the first message that verifies (§15)",
+        "random_draws": rng.take_new(),
+        "offer_content": sent.to_content().hex(),
+        "answer_content": answer.to_content().hex(),
+        "shared_secret": shared.hex(),
+        "opener_chain": start_chain.hex(),
+        "responder_chain": responder_chain.hex(),
+        "first_text": first_text.decode(),
+        "first_message_key": first_key.hex(),
+        "first_enc_key": enc_key.hex(),
+        "first_mac_key": mac_key.hex(),
+        "first_message": first.hex(),
+        "second_message": second.hex(),
+        "forged_text": forged_text.decode(),
+        "forged_message": forged.hex(),
+    }
+
+
 def build_all(kem_ciphertext: bytes | None) -> dict[str, Vector]:
     handshake = build_handshake(kem_ciphertext)
     return {
@@ -515,6 +565,7 @@ def build_all(kem_ciphertext: bytes | None) -> dict[str, Vector]:
         "relay_auth": build_relay_auth(),
         "receipt": build_receipt(),
         "proposal": build_proposal(),
+        "otr": build_otr(),
     }
 
 
