@@ -275,7 +275,7 @@ def openapi_document() -> dict[str, Any]:
                             more={"type": "boolean"},
                         )
                     ),
-                    **_errors(*AUTHED),
+                    **_errors(400),
                 },
                 parameters=[
                     {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
@@ -380,12 +380,13 @@ def openapi_document() -> dict[str, Any]:
                             more={"type": "boolean"},
                         )
                     ),
-                    **_errors(*AUTHED),
+                    **_errors(400),
                 },
                 parameters=[
                     {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
                 ],
+                auth=False,
             )
         },
     }

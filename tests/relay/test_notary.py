@@ -173,6 +173,9 @@ async def test_the_log_chains_across_a_kill_9_and_concurrent_appends(
         await commit(author, [addressee], os.urandom(32))
         after = await whole_log(author)
         key = await notary_key(restarted)
+        async with RelayClient(restarted.url) as anyone:  # the log is public: no token
+            page = await anyone.request("GET", "/v1/notary/log", params={"limit": "500"})
+        assert [receipt_of(item) for item in page["entries"]] == after
         await author.client.close()
     finally:
         restarted.kill()
