@@ -760,8 +760,7 @@ def verify_record(ctx: Context, file: Any, notary_key: str | None, as_json: bool
                 err=True,
             )
     if not all(r["valid"] for r in results):
-        ctx_exit = click.get_current_context()
-        ctx_exit.exit(1)
+        raise click.exceptions.Exit(1)  # the reasons are printed above, one per record
 
 
 @main.command(name="notary-log")
