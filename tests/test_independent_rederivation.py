@@ -210,3 +210,58 @@ def test_an_off_the_record_channel_and_its_forgeable_transcript() -> None:
     second.take(1 + 16)
     assert (second.uint(1), second.uint(4), second.uint(1)) == (1, 0, 1)
     assert second.take(32).hex() == v["first_mac_key"]  # the answer reveals it
+
+
+def test_the_pqxdh_handshake_secrets() -> None:
+    """§3 and §4.1 to 4.3: prekey signatures, DH1 to DH4, ML-KEM-768 decapsulation with the KEM
+    prekey's seed, the HKDF input with Signal's 0xFF prefix, SK, HKA, NHKB, and AD."""
+    from cryptography.hazmat.primitives.asymmetric.mlkem import MLKEM768PrivateKey
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+    v = vector("handshake")
+    bob = v["bob"]
+    alice_private, bob_private = h(v["alice_identity_private"]), h(v["bob_identity_private"])
+
+    def x25519(private: bytes, public: bytes) -> bytes:
+        key = X25519PrivateKey.from_private_bytes(private)
+        return key.exchange(X25519PublicKey.from_public_bytes(public))
+
+    def x25519_public(private: bytes) -> bytes:
+        return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
+
+    bob_signing = ed25519_public(bob_private[:32])
+    signed, one_time, kem = bob["signed_prekey"], bob["one_time_prekey"], bob["kem_prekey"]
+    body = struct.pack(">I", signed["id"]) + h(signed["public"])
+    assert signing_input(b"signed prekey", body).hex() == signed["signing_input"]
+    verify(bob_signing, h(signed["signature"]), signing_input(b"signed prekey", body))
+    body = struct.pack(">IB", kem["id"], int(kem["last_resort"])) + h(kem["public"])
+    verify(bob_signing, h(kem["signature"]), signing_input(b"kem prekey", body))
+
+    ephemeral = h(v["alice_ephemeral_private"])
+    assert x25519_public(ephemeral).hex() == v["alice_ephemeral_public"]
+    dh = [
+        x25519(alice_private[32:], h(signed["public"])),
+        x25519(ephemeral, x25519_public(bob_private[32:])),
+        x25519(ephemeral, h(signed["public"])),
+        x25519(ephemeral, h(one_time["public"])),
+    ]
+    assert [d.hex() for d in dh] == [v["dh1"], v["dh2"], v["dh3"], v["dh4"]]
+    # The responder's side agrees: Bob computes the same values from his private keys.
+    assert x25519(h(signed["private"]), x25519_public(alice_private[32:])) == dh[0]
+    assert x25519(h(one_time["private"]), x25519_public(ephemeral)) == dh[3]
+
+    kem_key = MLKEM768PrivateKey.from_seed_bytes(h(kem["seed"]))
+    assert kem_key.public_key().public_bytes_raw().hex() == kem["public"]
+    secret = kem_key.decapsulate(h(v["kem_ciphertext"]))
+    assert secret.hex() == v["kem_shared_secret"]
+
+    ikm = b"\xff" * 32 + b"".join(dh) + secret
+    assert ikm.hex() == v["kdf_input"]
+    okm = hkdf(ikm, None, PREFIX + b"PQXDH X25519 SHA-256 ML-KEM-768", 96)
+    assert [okm[:32].hex(), okm[32:64].hex(), okm[64:].hex()] == [v["sk"], v["hka"], v["nhkb"]]
+
+    keys_a = ed25519_public(alice_private[:32]) + x25519_public(alice_private[32:])
+    keys_b = bob_signing + x25519_public(bob_private[32:])
+    names = [name.encode() for name in (v["alice_name"], v["bob_name"])]
+    ad = keys_a + keys_b + b"".join(bytes([len(n)]) + n for n in names)
+    assert ad.hex() == v["associated_data"]
