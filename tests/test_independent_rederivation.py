@@ -265,3 +265,33 @@ def test_the_pqxdh_handshake_secrets() -> None:
     names = [name.encode() for name in (v["alice_name"], v["bob_name"])]
     ad = keys_a + keys_b + b"".join(bytes([len(n)]) + n for n in names)
     assert ad.hex() == v["associated_data"]
+
+
+def test_the_first_ratchet_messages() -> None:
+    """§5.1 to 5.3: Alice's initialisation, KDF_RK_HE, KDF_CK, MessageKeys, HENCRYPT and ENCRYPT
+    reproduce her first two messages byte for byte."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+    v = vector("ratchet")
+    bob_public = X25519PrivateKey.from_private_bytes(h(v["bob_ratchet_private"])).public_key()
+    dhs = X25519PrivateKey.from_private_bytes(h(v["alice_initial_random"][0]))
+    dh_out = dhs.exchange(X25519PublicKey.from_public_bytes(bob_public.public_bytes_raw()))
+    okm = hkdf(dh_out, h(v["sk"]), PREFIX + b"ratchet root", 96)
+    chain = okm[32:64]
+    header_key = h(v["hka"])
+    ad = h(v["associated_data"])
+    sends = [e for e in v["events"] if e["action"] == "send" and e["party"] == "alice"][:2]
+    for n, event in enumerate(sends):
+        assert chain.hex() == event["chain_key"]  # the CKs the message key comes from
+        message_key = hmac.new(chain, b"\x01", hashlib.sha256).digest()
+        chain = hmac.new(chain, b"\x02", hashlib.sha256).digest()
+        assert message_key.hex() == event["message_key"]
+        assert header_key.hex() == event["header_key"]
+        header = dhs.public_key().public_bytes_raw() + struct.pack(">II", 0, n)
+        assert header.hex() == event["header"]["dh"] + f"{0:08x}{n:08x}"
+        (nonce_hex,) = event["random"]
+        nonce = h(nonce_hex)
+        enc_header = nonce + AESGCM(header_key).encrypt(nonce, header, ad)
+        keys = hkdf(message_key, None, PREFIX + b"message keys", 44)
+        body = AESGCM(keys[:32]).encrypt(keys[32:], h(event["plaintext"]), ad + enc_header)
+        assert (enc_header + body).hex() == event["ciphertext"]
