@@ -17,6 +17,7 @@ from .encoding import Reader, Writer
 from .errors import IdentityMismatchError, InvalidFieldError, LetterSignatureError, NotaryError
 from .identity import IdentityKeyPair, IdentityPublic
 from .keys import SIGNATURE_SIZE
+from .otr import OtrControl
 from .primitives import AEAD_NONCE_SIZE, aead_decrypt, aead_encrypt, sha256
 from .proposals import (
     DIGEST_SIZE,
@@ -360,7 +361,9 @@ def _read_acknowledgement(reader: Reader) -> StatementContent | SignedAcknowledg
     raise InvalidFieldError(f"unknown acknowledgement form {form}")
 
 
-Content = SignedLetter | Receipt | ProposalContent | StatementContent | SignedAcknowledgement
+Content = (
+    SignedLetter | Receipt | ProposalContent | StatementContent | SignedAcknowledgement | OtrControl
+)
 
 
 def decode_content(data: bytes) -> Content:
@@ -376,6 +379,7 @@ def decode_content(data: bytes) -> Content:
         ContentKind.RECEIPT: Receipt.read,
         ContentKind.PROPOSAL: ProposalContent.read,
         ContentKind.ACKNOWLEDGEMENT: _read_acknowledgement,
+        ContentKind.OFF_THE_RECORD: OtrControl.read,
     }
     if kind in readers:
         content = readers[kind](reader)

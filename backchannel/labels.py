@@ -33,6 +33,8 @@ STATEMENT_DIGEST = PREFIX + b"statement digest"
 NOTARY_CHAIN = PREFIX + b"notary chain"
 OTR_ROOT_INFO = PREFIX + b"otr root"
 OTR_MESSAGE_INFO = PREFIX + b"otr message keys"
+DROP_ADDRESS = PREFIX + b"drop address"
+DROP_READ_KEY = PREFIX + b"drop read key"
 
 # Chain-key step constants (Double Ratchet §5.2, as libsignal).
 CHAIN_MESSAGE_KEY = b"\x01"

@@ -44,9 +44,15 @@ KEY_SIZE = 32
 TAG_SIZE = 32
 MAX_SKIP = 100
 """Messages one may skip in a chain (lost or reordered on the way)."""
+MAX_SKIPPED_KEPT = 1000
+"""Keys of skipped messages held at once; the oldest go first."""
 MAX_REVEALED = 64
 """MAC keys revealed in one message; more wait for the next."""
 MAX_TEXT_BYTES = 64 * 1024
+TOKEN_SIZE = 32
+MAX_PENDING_REVEALS = 4096
+"""MAC keys kept for revealing; beyond this the oldest are dropped (a side that only listens)."""
+STATE_VERSION = 1
 ZERO_COUNTER = bytes(16)
 """AES-CTR's initial counter block: every message key encrypts exactly one message."""
 
@@ -67,17 +73,21 @@ class OtrForm(IntEnum):
 @dataclass(frozen=True, slots=True)
 class OtrControl:
     """`Content = u8 5 ‖ u8 form ‖ fixed[16] channel id ‖ (OFFER, ACCEPT) fixed[32] X25519 key
-    ‖ (OFFER) u64 expires_at (ms)`."""
+    ‖ fixed[32] delivery token ‖ (OFFER) u64 expires_at (ms)`.
+
+    The delivery token is the sender's own: what its correspondent presents to the relay to
+    leave a sealed-sender message in the sender's drop (§15.3)."""
 
     form: OtrForm
     channel_id: bytes
     public: bytes = b""
+    token: bytes = b""
     expires_at_ms: int = 0
 
     def to_content(self) -> bytes:
         writer = Writer().u8(5).u8(self.form).fixed(self.channel_id, CHANNEL_ID_SIZE)
         if self.form != OtrForm.CLOSE:
-            writer.fixed(self.public, KEY_SIZE)
+            writer.fixed(self.public, KEY_SIZE).fixed(self.token, TOKEN_SIZE)
         if self.form == OtrForm.OFFER:
             writer.u64(self.expires_at_ms)
         return bytes(writer)
@@ -91,9 +101,11 @@ class OtrControl:
         except ValueError:
             raise InvalidFieldError(f"unknown off-the-record form {raw}") from None
         channel_id = reader.fixed(CHANNEL_ID_SIZE)
-        public = reader.fixed(KEY_SIZE) if form != OtrForm.CLOSE else b""
+        public, token = b"", b""
+        if form != OtrForm.CLOSE:
+            public, token = reader.fixed(KEY_SIZE), reader.fixed(TOKEN_SIZE)
         expires = reader.u64() if form == OtrForm.OFFER else 0
-        return cls(form, channel_id, public, expires)
+        return cls(form, channel_id, public, token, expires)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,12 +127,47 @@ class OtrChannel:
     def expired(self, now_ms: int) -> bool:
         return now_ms >= self.expires_at_ms
 
+    def to_bytes(self) -> bytes:
+        """Local storage only (§15.5); never sent."""
+        writer = Writer().u8(STATE_VERSION).fixed(self.channel_id, CHANNEL_ID_SIZE).u8(self.role)
+        writer.fixed(self.send_chain, KEY_SIZE).u32(self.send_n)
+        writer.fixed(self.recv_chain, KEY_SIZE).u32(self.recv_n).u64(self.expires_at_ms)
+        writer.u16(len(self.skipped))
+        for n, key in sorted(self.skipped.items()):
+            writer.u32(n).fixed(key, KEY_SIZE)
+        writer.u16(len(self.to_reveal))
+        for key in self.to_reveal:
+            writer.fixed(key, KEY_SIZE)
+        return bytes(writer)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> OtrChannel:
+        reader = Reader(data, "off-the-record state")
+        version = reader.u8()
+        if version != STATE_VERSION:
+            raise InvalidFieldError(f"off-the-record state version {version} is not supported")
+        channel_id, raw_role = reader.fixed(CHANNEL_ID_SIZE), reader.u8()
+        if raw_role not in (Role.OPENER, Role.RESPONDER):
+            raise InvalidFieldError(f"unknown role {raw_role}")
+        send_chain, send_n = reader.fixed(KEY_SIZE), reader.u32()
+        recv_chain, recv_n, expires = reader.fixed(KEY_SIZE), reader.u32(), reader.u64()
+        skipped = {reader.u32(): reader.fixed(KEY_SIZE) for _ in range(reader.u16())}
+        to_reveal = tuple(reader.fixed(KEY_SIZE) for _ in range(reader.u16()))
+        reader.finish()
+        return cls(
+            channel_id, Role(raw_role), send_chain, send_n, recv_chain, recv_n, expires,
+            skipped, to_reveal,
+        )  # fmt: skip
+
 
 def offer(expires_at_ms: int, random: RandomSource = system_random) -> tuple[OtrControl, DHKeyPair]:
-    """The opener's first step: a channel id and an ephemeral key, kept until the answer."""
+    """The opener's first step: a channel id, an ephemeral key (kept until the answer) and the
+    opener's delivery token."""
     channel_id = random(CHANNEL_ID_SIZE)
     ephemeral = DHKeyPair.from_private_bytes(random(KEY_SIZE))
-    return OtrControl(OtrForm.OFFER, channel_id, ephemeral.public.raw, expires_at_ms), ephemeral
+    token = random(TOKEN_SIZE)
+    control = OtrControl(OtrForm.OFFER, channel_id, ephemeral.public.raw, token, expires_at_ms)
+    return control, ephemeral
 
 
 def accept(
@@ -132,7 +179,8 @@ def accept(
     if received.expires_at_ms <= now_ms:
         raise InvalidFieldError("the off-the-record offer has expired")
     ephemeral = DHKeyPair.from_private_bytes(random(KEY_SIZE))
-    answer = OtrControl(OtrForm.ACCEPT, received.channel_id, ephemeral.public.raw)
+    token = random(TOKEN_SIZE)
+    answer = OtrControl(OtrForm.ACCEPT, received.channel_id, ephemeral.public.raw, token)
     channel = _channel(
         Role.RESPONDER, received, ephemeral.dh(DHPublicKey.from_bytes(received.public)),
         ephemeral.public.raw,
@@ -258,6 +306,8 @@ def decrypt(channel: OtrChannel, data: bytes) -> tuple[OtrChannel, bytes, tuple[
         while recv_n < message.n:
             chain, skipped[recv_n] = step(chain)
             recv_n += 1
+        for stale in sorted(skipped)[: max(0, len(skipped) - MAX_SKIPPED_KEPT)]:
+            del skipped[stale]
         chain, message_key = step(chain)
         recv_n += 1
     enc_key, mac_key = message_keys(message_key)
@@ -266,7 +316,7 @@ def decrypt(channel: OtrChannel, data: bytes) -> tuple[OtrChannel, bytes, tuple[
     plaintext = unpad(aes256_ctr(enc_key, ZERO_COUNTER, message.ciphertext))
     successor = replace(
         channel, recv_chain=chain, recv_n=recv_n, skipped=skipped,
-        to_reveal=(*channel.to_reveal, mac_key),
+        to_reveal=(*channel.to_reveal, mac_key)[-MAX_PENDING_REVEALS:],
     )  # fmt: skip
     return successor, plaintext, message.revealed
 

@@ -918,14 +918,14 @@ def test_off_the_record_channel() -> None:
     """PROTOCOL.md §15.1 (offer, answer, chains) and §15.2 (message keys, Body, tag, revealed MAC
     keys, the forgery the revealed key allows): otr.json."""
     v = load("otr")
-    channel_id, ea, eb = (h(x) for x in v["random_draws"])
+    channel_id, ea, token_o, eb, token_r, read_key, message_id = (h(x) for x in v["random_draws"])
     ea_public, eb_public = x25519_public(ea), x25519_public(eb)
 
-    # §15.1: the vector has no separate field for the offer's expiry; take the u64 from the offer.
+    # §15.1: the offer and the answer, each carrying its sender's delivery token.
+    expires_at = v["expires_at_ms"]
     offer = h(v["offer_content"])
-    expires_at = int.from_bytes(offer[-8:], "big")
-    assert offer == u8(5) + u8(1) + channel_id + ea_public + u64(expires_at)
-    assert h(v["answer_content"]) == u8(5) + u8(2) + channel_id + eb_public
+    assert offer == u8(5) + u8(1) + channel_id + ea_public + token_o + u64(expires_at)
+    assert h(v["answer_content"]) == u8(5) + u8(2) + channel_id + eb_public + token_r
     secret = x25519(ea, eb_public)
     assert secret == x25519(eb, ea_public) == h(v["shared_secret"])
     chains = hkdf(secret, channel_id, PREFIX + b"otr root" + ea_public + eb_public, 64)
@@ -940,8 +940,7 @@ def test_off_the_record_channel() -> None:
     body = otr_body(channel_id, 0, 0, [], aes_ctr(ek, padded_first))
     assert body + hmac_sha256(mack, body) == h(v["first_message"])
 
-    # The responder's answer (its n = 0) reveals the first message's MAC key. Its text is not in
-    # the vector, so decrypt, check the padding, and re-encrypt to the exact bytes.
+    # The responder's answer (its n = 0) reveals the first message's MAC key.
     _, _, ek2, mack2 = otr_message_keys(responder_chain)
     second = h(v["second_message"])
     r = Reader(second[:-32])
@@ -949,8 +948,8 @@ def test_off_the_record_channel() -> None:
     assert r.fixed(32) == mack
     ciphertext = r.fixed(r.u32())
     r.done()
-    text = unpad(aes_ctr(ek2, ciphertext)).decode("utf-8")
-    body2 = otr_body(channel_id, 1, 0, [mack], aes_ctr(ek2, pad(text.encode("utf-8"))))
+    assert unpad(aes_ctr(ek2, ciphertext)).decode("utf-8") == v["second_text"]
+    body2 = otr_body(channel_id, 1, 0, [mack], aes_ctr(ek2, pad(v["second_text"].encode())))
     assert body2 + hmac_sha256(mack2, body2) == second
 
     # The forgery: anyone holding the transcript and the revealed key rewrites the first message.
@@ -962,3 +961,20 @@ def test_off_the_record_channel() -> None:
     )
     forged_body = otr_body(channel_id, 0, 0, [], forged_ct)
     assert forged_body + hmac_sha256(h(v["first_mac_key"]), forged_body) == h(v["forged_message"])
+
+    # §15.3: the responder's drop, and the first message sealed for it (padded again).
+    sha = hashlib.sha256
+    assert sha(PREFIX + b"drop address" + token_r).digest() == h(v["responder_drop_address"])
+    assert sha(PREFIX + b"drop read key" + read_key).digest() == h(v["responder_read_hash"])
+    sealed = u8(1) + message_id + u64(v["sealed_expires_at"]) + var32(pad(h(v["first_message"])))
+    assert sealed == h(v["sealed_envelope"])
+
+    # §15.5: the opener's stored state after one message each way (both chains stepped once,
+    # nothing skipped, the answer's MAC key waiting to be revealed).
+    next_opener, next_responder = (
+        otr_message_keys(opener_chain)[0],
+        otr_message_keys(responder_chain)[0],
+    )
+    state = u8(1) + channel_id + u8(0) + next_opener + u32(1) + next_responder + u32(1)
+    state += u64(expires_at) + u16(0) + u16(1) + mack2
+    assert state == h(v["opener_state_after"])

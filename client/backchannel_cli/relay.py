@@ -96,11 +96,18 @@ class RelayClient:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     async def request(
-        self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        anonymous: bool = False,
     ) -> Any:
+        """`anonymous`: without the session token even when logged in (sealed sender)."""
+        headers = {} if anonymous else self._headers()
         try:
             async with self.session.request(
-                method, self.base_url + path, json=body, params=params, headers=self._headers()
+                method, self.base_url + path, json=body, params=params, headers=headers
             ) as response:
                 text = await response.text()
                 if response.status >= 400:
@@ -228,6 +235,36 @@ class RelayClient:
     async def acknowledge(self, ids: Sequence[int]) -> int:
         answer = await self.request("POST", "/v1/messages/ack", {"ids": list(ids)})
         return int(answer["acknowledged"])
+
+    # --- drops: sealed sender (PROTOCOL.md §15.3) ----------------------------------------------
+
+    async def create_drop(self, address: bytes, read_hash: bytes, expires_at: int) -> int:
+        body = {"address": b64(address), "read_hash": b64(read_hash), "expires_at": expires_at}
+        return int((await self.request("POST", "/v1/drops", body))["expires_at"])
+
+    async def drop_send(self, token: bytes, envelope: bytes) -> bool:
+        """-> whether the relay held it already. No session token goes with it."""
+        body = {"token": b64(token), "envelope": b64(envelope)}
+        answer = await self.request("POST", "/v1/drops/send", body, anonymous=True)
+        return bool(answer["duplicate"])
+
+    async def drop_fetch(
+        self, read_key: bytes, after: int = 0, limit: int = 100
+    ) -> tuple[list[PushedEnvelope], bool, int]:
+        """-> (messages with id > after, more?, the drop's expiry)."""
+        body = {"read_key": b64(read_key), "after": after, "limit": limit}
+        answer = await self.request("POST", "/v1/drops/fetch", body, anonymous=True)
+        page = [PushedEnvelope(m["id"], 0, unb64(m["envelope"])) for m in answer["messages"]]
+        return page, bool(answer["more"]), int(answer["expires_at"])
+
+    async def drop_ack(self, read_key: bytes, ids: Sequence[int]) -> int:
+        body = {"read_key": b64(read_key), "ids": list(ids)}
+        return int(
+            (await self.request("POST", "/v1/drops/ack", body, anonymous=True))["acknowledged"]
+        )
+
+    async def drop_close(self, read_key: bytes) -> None:
+        await self.request("POST", "/v1/drops/close", {"read_key": b64(read_key)}, anonymous=True)
 
     async def live(
         self, on_open: Callable[[], None] | None = None

@@ -28,6 +28,7 @@ from .appkeys import (
     ADMIN_TOKEN_HASH,
     COMMITTER,
     CONFIG,
+    DROPS,
     GATE,
     HUB,
     LIMITER,
@@ -41,11 +42,12 @@ from .appkeys import (
 from .config import RelayConfig
 from .database import migrate, open_engine
 from .delivery import GroupCommitter, Hub
+from .drops import Drops
 from .errors import RelayError, StoreUnavailable, Unauthorized
 from .limits import ConnectionGate, RateLimiter
 from .metrics import Metrics
 from .notary import Notary
-from .routes import PUBLIC, routes
+from .routes import PUBLIC, SEALED, SILENT, routes
 from .store import Store, digest
 from .wakeups import Listener, origin_token
 
@@ -63,9 +65,12 @@ def route_template(request: BaseRequest) -> str:
 
 
 class TemplateAccessLogger(AbstractAccessLogger):
-    """One line per request: method, route template, status, size, time. No names, no query."""
+    """One line per request: method, route template, status, size, time. No names, no query.
+    Off-the-record traffic (the drop routes) leaves no line at all."""
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        if route_template(request) in SILENT:
+            return
         self.logger.info(
             "%s %s %s %s %.1fms",
             request.method,
@@ -121,14 +126,17 @@ async def errors_middleware(request: web.Request, handler: Handler) -> StreamRes
         if entered:
             gate.leave()
         template = route_template(request)
-        metrics.requests.labels(template, str(status)).inc()
-        metrics.latency.labels(template).observe(time.perf_counter() - started)
+        if template not in SILENT:  # off the record: not even counted
+            metrics.requests.labels(template, str(status)).inc()
+            metrics.latency.labels(template).observe(time.perf_counter() - started)
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> StreamResponse:
     if route_template(request) in PUBLIC or request.match_info.http_exception is not None:
-        if request.method == "POST":  # the address is used here, in memory, and nowhere else
+        # Drops are limited per drop instead (drops.py): the address is not theirs to see.
+        if request.method == "POST" and route_template(request) not in SEALED:
+            # The address is used here, in memory, and nowhere else.
             request.app[PUBLIC_LIMITER].take(request.remote or "")
         return await handler(request)
     header = request.headers.get("Authorization", "")
@@ -180,6 +188,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[RELAY_ID], _ = await store.meta_secret("relay_id", 16)
     notary_key, _ = await store.meta_secret("notary_key", 32)
     app[NOTARY] = Notary(store, SigningKeyPair.from_private_bytes(notary_key), app[RELAY_ID])
+    app[DROPS] = Drops(store, config.drops)
     app[ADMIN_TOKEN_HASH] = await ensure_admin_token(store)
     yield
     await asyncio.get_running_loop().run_in_executor(None, store.close)
@@ -228,6 +237,7 @@ async def _sweeper(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(app[CONFIG].sweep_interval)
             try:
                 await app[STORE].sweep_expired()
+                await app[DROPS].sweep()
             except Exception as exc:  # keep sweeping; the next round retries
                 log.error("sweep failed: %s", type(exc).__name__)
 

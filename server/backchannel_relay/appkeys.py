@@ -6,6 +6,7 @@ from aiohttp import web
 
 from .config import RelayConfig
 from .delivery import GroupCommitter, Hub
+from .drops import Drops
 from .limits import ConnectionGate, RateLimiter
 from .metrics import Metrics
 from .notary import Notary
@@ -22,6 +23,7 @@ PUBLIC_LIMITER = web.AppKey("public_limiter", RateLimiter)
 GATE = web.AppKey("gate", ConnectionGate)
 RELAY_ID = web.AppKey("relay_id", bytes)
 NOTARY = web.AppKey("notary", Notary)
+DROPS = web.AppKey("drops", Drops)
 ADMIN_TOKEN_HASH = web.AppKey("admin_token_hash", bytes)
 
 PARTICIPANT = "backchannel.participant"

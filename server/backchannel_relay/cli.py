@@ -14,6 +14,7 @@ from aiohttp import web
 
 from .config import DEFAULT_HOST, DEFAULT_PORT, RelayConfig, default_data_dir
 from .database import migrate, open_engine
+from .drops import DropLimits
 from .errors import RelayError, StoreUnavailable
 from .limits import RateLimit
 from .names import text_problem
@@ -136,6 +137,14 @@ def main() -> None:
     envvar="BACKCHANNEL_RELAY_SWEEP_INTERVAL",
     help="Seconds between expiry sweeps.",
 )
+@click.option(
+    "--max-otr-ttl",
+    type=click.IntRange(min=1),
+    default=DropLimits().max_ttl,
+    show_default=True,
+    envvar="BACKCHANNEL_RELAY_MAX_OTR_TTL",
+    help="The longest an off-the-record channel (its drops) may live, in seconds.",
+)
 def serve(
     host: str,
     port: int,
@@ -147,6 +156,7 @@ def serve(
     public_rate_burst: float,
     public_rate_per_second: float,
     sweep_interval: float,
+    max_otr_ttl: int,
 ) -> None:
     """Run the relay on HOST:PORT until interrupted."""
     from .app import TemplateAccessLogger, create_app
@@ -160,6 +170,7 @@ def serve(
         rate=RateLimit(rate_burst, rate_per_second),
         public_rate=RateLimit(public_rate_burst, public_rate_per_second),
         sweep_interval=sweep_interval,
+        drops=DropLimits(max_ttl=max_otr_ttl),
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     click.echo(f"backchannel-relay: store is the {config.describe_store()}")

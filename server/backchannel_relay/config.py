@@ -8,6 +8,7 @@ from pathlib import Path
 import platformdirs
 
 from .database import sqlite_url
+from .drops import DropLimits
 from .limits import RateLimit
 from .store import Limits
 
@@ -28,6 +29,7 @@ class RelayConfig:
     """None: one SQLite file in `data_dir`."""
     access_log: bool = True
     limits: Limits = field(default_factory=Limits)
+    drops: DropLimits = field(default_factory=DropLimits)
     rate: RateLimit = field(default_factory=RateLimit)
     public_rate: RateLimit = field(default_factory=lambda: RateLimit(300.0, 5.0))
     """Per client address, for the unauthenticated POSTs: a classroom behind one NAT address

@@ -166,3 +166,28 @@ class NotaryKeyRow(Base):
     key: Mapped[bytes] = mapped_column(LargeBinary(32))
     release_at_ms: Mapped[int] = mapped_column(BigInteger)
     submitter_id: Mapped[int] = mapped_column(ForeignKey("participants.id"))
+
+
+class DropRow(Base):
+    """A sealed-sender mailbox (PROTOCOL.md §15.3). It is filed under a hash of the delivery
+    token and opened with a read key it holds only the hash of; no column names a participant,
+    and none records when it was made."""
+
+    __tablename__ = "drops"
+    address: Mapped[bytes] = mapped_column(LargeBinary(32), primary_key=True)
+    read_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class DropMessageRow(Base):
+    """One sealed-sender envelope waiting in a drop: deleted on delivery or at its expiry."""
+
+    __tablename__ = "drop_messages"
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    address: Mapped[bytes] = mapped_column(
+        ForeignKey("drops.address", ondelete="CASCADE"), index=True
+    )
+    message_id: Mapped[bytes] = mapped_column(LargeBinary(16))
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    __table_args__ = (UniqueConstraint("address", "message_id"), {"sqlite_autoincrement": True})

@@ -389,6 +389,81 @@ def openapi_document() -> dict[str, Any]:
                 auth=False,
             )
         },
+        "/v1/drops": {
+            "post": _op(
+                "Open a drop for an off-the-record channel (PROTOCOL.md §15.3)",
+                {
+                    **_ok(_obj(["expires_at"], expires_at=INT), "201", "Open"),
+                    **_errors(*AUTHED, 409),
+                },
+                body=_obj(
+                    ["address", "read_hash", "expires_at"],
+                    address=DIGEST,
+                    read_hash=DIGEST,
+                    expires_at={"type": "integer", "minimum": 0},
+                ),
+            )
+        },
+        "/v1/drops/send": {
+            "post": _op(
+                "Leave a sealed-sender envelope in the drop the delivery token opens",
+                {
+                    **_ok(_obj(["duplicate"], duplicate={"type": "boolean"}), "201", "Stored"),
+                    **_ok(
+                        _obj(["duplicate"], duplicate={"type": "boolean"}), "200", "Held already"
+                    ),
+                    **_errors(400, 403, 413, 429),
+                },
+                body=_obj(["token", "envelope"], token=DIGEST, envelope=B64),
+                auth=False,
+            )
+        },
+        "/v1/drops/fetch": {
+            "post": _op(
+                "What waits in the drop the read key opens (ids above 'after', oldest first)",
+                {
+                    **_ok(
+                        _obj(
+                            ["messages", "more", "expires_at"],
+                            messages={
+                                "type": "array",
+                                "items": _obj(["id", "envelope"], id=INT, envelope=B64),
+                            },
+                            more={"type": "boolean"},
+                            expires_at=INT,
+                        )
+                    ),
+                    **_errors(400, 404, 429),
+                },
+                body=_obj(
+                    ["read_key"],
+                    read_key=DIGEST,
+                    after={"type": "integer", "minimum": 0},
+                    limit={"type": "integer", "minimum": 1, "maximum": 500},
+                ),
+                auth=False,
+            )
+        },
+        "/v1/drops/ack": {
+            "post": _op(
+                "Delete delivered messages from the drop",
+                {**_ok(_obj(["acknowledged"], acknowledged=INT)), **_errors(400, 404, 429)},
+                body=_obj(
+                    ["read_key", "ids"],
+                    read_key=DIGEST,
+                    ids={"type": "array", "items": {"type": "integer", "minimum": 1}},
+                ),
+                auth=False,
+            )
+        },
+        "/v1/drops/close": {
+            "post": _op(
+                "Delete the drop and whatever still waits in it",
+                {**_ok(_obj(["closed"], closed={"type": "boolean"})), **_errors(400, 404, 429)},
+                body=_obj(["read_key"], read_key=DIGEST),
+                auth=False,
+            )
+        },
     }
     return {
         "openapi": "3.1.0",

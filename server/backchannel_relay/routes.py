@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 import hmac
 import json
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from aiohttp import WSMsgType, web
 from prometheus_client import generate_latest
@@ -35,9 +35,11 @@ from .appkeys import (
     ADMIN_TOKEN_HASH,
     COMMITTER,
     CONFIG,
+    DROPS,
     HUB,
     METRICS,
     NOTARY,
+    PUBLIC_LIMITER,
     RELAY_ID,
     STORE,
     participant,
@@ -71,6 +73,12 @@ PUBLIC = {
     "/v1/admin/invites",
     "/v1/notary/log",  # commitments and digests only: anyone may check the chain
 }
+SEALED = {"/v1/drops/send", "/v1/drops/fetch", "/v1/drops/ack", "/v1/drops/close"}
+"""Sealed-sender routes: the token or read key in the body is the credential, and nobody logs in,
+so the relay does not learn who writes or reads (PROTOCOL.md §15.3)."""
+PUBLIC |= SEALED
+SILENT = SEALED | {"/v1/drops"}
+"""Routes that leave no access-log line and no metric: off-the-record traffic."""
 MAX_PAGE = 500
 
 
@@ -129,6 +137,7 @@ async def info(request: web.Request) -> web.Response:
                 "max_queue_envelopes": config.limits.max_queue_envelopes,
                 "max_queue_bytes": config.limits.max_queue_bytes,
                 "max_expiry_seconds": config.limits.max_expiry_seconds,
+                "max_drop_ttl_seconds": config.drops.max_ttl,
                 "rate_burst": config.rate.burst,
                 "rate_per_second": config.rate.per_second,
             },
@@ -310,7 +319,7 @@ async def send(request: web.Request) -> web.Response:
             raise BadRequest(f"envelopes[{index}]: {exc}", code="invalid_envelope") from None
         if envelope.route == Route.SEALED:
             raise BadRequest(
-                "sealed-sender delivery is not enabled on this relay",
+                "sealed-sender envelopes go to a drop (POST /v1/drops/send, PROTOCOL.md §15.3)",
                 code="sealed_sender_unavailable",
             )
         if envelope.sender != me.name:
@@ -558,3 +567,85 @@ async def notary_log(request: web.Request) -> web.Response:
     return web.json_response(
         {"entries": [_receipt(r) for r in receipts], "more": len(receipts) == limit}
     )
+
+
+# --- drops: sealed-sender delivery (PROTOCOL.md §15.3) ---------------------------------------
+
+
+@routes.post("/v1/drops")
+async def create_drop(request: web.Request) -> web.Response:
+    """Open a drop (authenticated, so drops cannot be made by the million; nothing links the
+    drop to its maker once this request is answered)."""
+    body = await json_body(request)
+    expires_at = await request.app[DROPS].create(
+        bytes_field(body, "address", 32),
+        bytes_field(body, "read_hash", 32),
+        int_field(body, "expires_at"),
+    )
+    return web.json_response({"expires_at": expires_at}, status=201)
+
+
+async def _unknown_costs(request: web.Request, call: Awaitable[T]) -> T:
+    """A wrong token or read key costs its sender's address a token of the public limit (in
+    memory only), so guessing is slow; a right one does not, so polling is not."""
+    try:
+        return await call
+    except (Forbidden, NotFound):
+        request.app[PUBLIC_LIMITER].take(request.remote or "")
+        raise
+
+
+@routes.post("/v1/drops/send")
+async def drop_send(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    token = bytes_field(body, "token", 32)
+    envelope = bytes_field(body, "envelope")
+    duplicate = await _unknown_costs(request, request.app[DROPS].deliver(token, envelope))
+    return web.json_response({"duplicate": duplicate}, status=200 if duplicate else 201)
+
+
+def _read_key(body: dict[str, Any]) -> bytes:
+    return bytes_field(body, "read_key", 32)
+
+
+@routes.post("/v1/drops/fetch")
+async def drop_fetch(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    read_key = _read_key(body)
+    after = int_field(body, "after", 0)
+    limit = int_field(body, "limit", 100)
+    if after > MAX_ID or not 1 <= limit <= MAX_PAGE:
+        raise BadRequest(
+            f"'after' is at most {MAX_ID} and 'limit' from 1 to {MAX_PAGE}", code="invalid_field"
+        )
+    messages, expires_at = await _unknown_costs(
+        request, request.app[DROPS].fetch(read_key, after, limit)
+    )
+    return web.json_response(
+        {
+            "messages": [{"id": m.id, "envelope": b64(m.body)} for m in messages],
+            "more": len(messages) == limit,
+            "expires_at": expires_at,
+        }
+    )
+
+
+@routes.post("/v1/drops/ack")
+async def drop_ack(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    read_key = _read_key(body)
+    ids = envelope_ids(body.get("ids"), MAX_PAGE)
+    if ids is None:
+        raise BadRequest(
+            f"field 'ids' must be a list of at most {MAX_PAGE} positive integers",
+            code="invalid_field",
+        )
+    count = await _unknown_costs(request, request.app[DROPS].acknowledge(read_key, ids))
+    return web.json_response({"acknowledged": count})
+
+
+@routes.post("/v1/drops/close")
+async def drop_close(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    await _unknown_costs(request, request.app[DROPS].close(_read_key(body)))
+    return web.json_response({"closed": True})

@@ -480,6 +480,18 @@ class Store:
             connection = await session.connection()
             return await connection.run_sync(work)
 
+    async def truncate_wal(self) -> bool:
+        """On SQLite, copy the write-ahead log into the database and empty it, so no copy of a
+        page deleted since (with `secure_delete`, zeroed in the database) stays in the log.
+        False if a reader kept it from finishing."""
+        if self._write_lock is None:
+            return True
+        async with self._write_lock, self.engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            result = await autocommit.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            row = result.first()
+        return row is None or row[0] == 0
+
     def _sqlite_writer(self) -> tuple[ThreadPoolExecutor, Engine] | None:
         if self._writer is None and is_sqlite(self.engine):
             sync_engine = open_sync_sqlite_engine(self.engine.url)

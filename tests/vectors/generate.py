@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from backchannel import keystore, labels, otr, padding, relay_auth
+from backchannel import drops, keystore, labels, otr, padding, relay_auth
 from backchannel.content import (
     Letter,
     LetterAcknowledgement,
@@ -506,22 +506,28 @@ def build_proposal() -> Vector:
     }
 
 
+OTR_NOW_MS = 1_793_059_200_000
+OTR_EXPIRES_AT_MS = OTR_NOW_MS + 3_600_000
+
+
 def build_otr() -> Vector:
     """An off-the-record channel: offer, answer, chains, a message each way (the answer revealing
-    the first one's MAC key), and a forgery of the first that verifies (PROTOCOL.md §15)."""
+    the first one's MAC key), a forgery of the first that verifies (PROTOCOL.md §15.1-15.2), and
+    the first message as it travels to the responder's drop (§15.3)."""
     rng = RecordingRandom("otr")
-    sent, ephemeral = otr.offer(1_793_059_200_000 + 3_600_000, rng)
-    answer, responder = otr.accept(sent, 1_793_059_200_000, rng)
+    sent, ephemeral = otr.offer(OTR_EXPIRES_AT_MS, rng)
+    answer, responder = otr.accept(sent, OTR_NOW_MS, rng)
     opener = otr.complete(sent, ephemeral, answer)
     shared = ephemeral.dh(DHPublicKey.from_bytes(answer.public))
     first_text = b"The Jupiter missiles will be gone within four to five months."
+    second_text = b"Understood. Not a word in public."
     start_chain, responder_chain = otr.chain_keys(shared, sent, answer.public)
     assert start_chain == opener.send_chain == responder.recv_chain
     opener, first = otr.encrypt(opener, first_text)
     _, first_key = otr.step(start_chain)
     enc_key, mac_key = otr.message_keys(first_key)
     responder, _, _ = otr.decrypt(responder, first)
-    responder, second = otr.encrypt(responder, b"Understood. Not a word in public.")
+    responder, second = otr.encrypt(responder, second_text)
     opener, _, revealed = otr.decrypt(opener, second)
     assert revealed == (mac_key,)
     message = otr.DataMessage.from_bytes(first)
@@ -533,10 +539,19 @@ def build_otr() -> Vector:
     )  # fmt: skip
     forged = replace(unsigned, tag=hmac_sha256(mac_key, unsigned.body())).to_bytes()
     assert otr.tag_verifies(mac_key, forged)
+    read_key = drops.new_read_key(rng)
+    message_id = rng(16)
+    sealed = drops.SealedEnvelope(message_id, OTR_EXPIRES_AT_MS // 1000, first)
     return {
         "description": "An off-the-record channel: agreement, a message each way, the MAC key "
-        "revealed by the answer, and a forgery of the first message that verifies (§15)",
+        "revealed by the answer, a forgery of the first message that verifies, and the first "
+        "message sealed for the responder's drop (§15)",
         "random_draws": rng.take_new(),
+        "random_draw_order": "channel id, opener's ephemeral private key, opener's delivery "
+        "token, responder's ephemeral private key, responder's delivery token, responder's read "
+        "key, sealed envelope's message id",
+        "now_ms": OTR_NOW_MS,
+        "expires_at_ms": OTR_EXPIRES_AT_MS,
         "offer_content": sent.to_content().hex(),
         "answer_content": answer.to_content().hex(),
         "shared_secret": shared.hex(),
@@ -547,9 +562,15 @@ def build_otr() -> Vector:
         "first_enc_key": enc_key.hex(),
         "first_mac_key": mac_key.hex(),
         "first_message": first.hex(),
+        "second_text": second_text.decode(),
         "second_message": second.hex(),
         "forged_text": forged_text.decode(),
         "forged_message": forged.hex(),
+        "responder_drop_address": drops.drop_address(answer.token).hex(),
+        "responder_read_hash": drops.read_hash(read_key).hex(),
+        "sealed_expires_at": OTR_EXPIRES_AT_MS // 1000,
+        "sealed_envelope": sealed.to_bytes().hex(),
+        "opener_state_after": opener.to_bytes().hex(),
     }
 
 
