@@ -70,7 +70,7 @@ def _run(ctx: Context, work: Callable[[Participant], Coroutine[Any, Any, T]]) ->
                 result = await work(participant)
             finally:
                 await participant.close()
-            for note in participant.negotiation.take_notes():  # what catching up met
+            for note in participant.take_notes():  # what catching up met
                 click.echo(f"Note: {note}", err=True)
             return result
 
@@ -314,13 +314,24 @@ def send(
         click.echo(f"Sent letter {shown.id} to {name} ({shown.status}).")
 
 
+keep_option = click.option(
+    "--keep",
+    is_flag=True,
+    help="Keep a local copy of off-the-record messages (marked unverifiable); default: none.",
+)
+
+
 @main.command()
 @click.option("--watch", is_flag=True, help="Stay connected and show letters as they arrive.")
 @click.option("--no-read-receipts", is_flag=True, help="Do not tell senders you read them.")
+@keep_option
 @json_option
 @pass_ctx
-def inbox(ctx: Context, watch: bool, no_read_receipts: bool, as_json: bool) -> None:
-    """Fetch, decrypt, store and acknowledge new messages, then show them."""
+def inbox(ctx: Context, watch: bool, no_read_receipts: bool, keep: bool, as_json: bool) -> None:
+    """Fetch, decrypt, store and acknowledge new messages, then show them.
+
+    Off-the-record messages are shown and forgotten (nothing of them is stored unless --keep).
+    """
     from .render import emit_json, message_lines
 
     def show(batch: list[Any]) -> None:
@@ -338,18 +349,30 @@ def inbox(ctx: Context, watch: bool, no_read_receipts: bool, as_json: bool) -> N
 
     async def work(participant: Participant) -> None:
         fresh, synced = await participant.fetch()
-        show(fresh)
+        shown: list[Shown] | None = None
+
+        def show_all(batch: list[Shown]) -> None:  # once, with the off-the-record ones
+            nonlocal shown
+            shown = fresh + batch
+            show(shown)
+
+        try:
+            await participant.offrecord.receive_all(show_all, keep)
+        finally:
+            if shown is None:  # the drops could not be read: show what the mailbox held
+                shown = fresh
+                show(fresh)
         if not no_read_receipts:
             await participant.send_read_receipts(fresh)
         if not watch:
             if synced.held:
                 raise CliError(_held(synced.held))
-            if not fresh and not as_json:
+            if not shown and not as_json:
                 click.echo("No new messages.")
             return
         if synced.held:
             notice(f"Warning: {_held(synced.held)}")
-        await participant.watch(show, read_receipts=not no_read_receipts, notice=notice)
+        await participant.watch(show, read_receipts=not no_read_receipts, notice=notice, keep=keep)
 
     _run(ctx, work)
 
@@ -778,3 +801,94 @@ def notary_log(ctx: Context, as_json: bool) -> None:
             f"Notary log intact: {result['entries']} entries chained and signed; "
             f"{result['ours_checked']} receipts held here are in it unchanged."
         )
+
+
+# --- off the record --------------------------------------------------------------------------
+
+
+@main.group(cls=OneLineGroup)
+def otr() -> None:
+    """Off-the-record channels: deniable, sealed sender, nothing kept (PRODUCT.md §3).
+
+    Messages are authenticated to the recipient only, with keys both sides hold, so a transcript
+    proves nothing to anyone else; the relay stores them without a sender, deletes them on
+    delivery or expiry, and logs nothing about them. They arrive with `backchannel inbox`.
+    """
+
+
+@otr.command("open")
+@click.argument("name")
+@click.option(
+    "--ttl",
+    default="1h",
+    show_default=True,
+    help="How long the channel lives (90s, 30m, 2h); the relay caps it.",
+)
+@json_option
+@pass_ctx
+def otr_open(ctx: Context, name: str, ttl: str, as_json: bool) -> None:
+    """Offer NAME an off-the-record channel (their client answers when it next runs)."""
+    from .render import emit_json, when
+
+    ttl_ms = _duration_ms(ttl, "--ttl")
+    opened = _run(ctx, lambda p: p.offrecord.open(name, ttl_ms))
+    if as_json:
+        emit_json(opened)
+    else:
+        click.echo(
+            f"Offered {name} an off-the-record channel until {when(opened['expires_at'])}; "
+            f"it opens when their client answers (their next `backchannel inbox`)."
+        )
+
+
+@otr.command("send")
+@click.argument("name")
+@click.argument("text", required=False)
+@keep_option
+@json_option
+@pass_ctx
+def otr_send(ctx: Context, name: str, text: str | None, keep: bool, as_json: bool) -> None:
+    """Send NAME an off-the-record message (TEXT or standard input)."""
+    from .render import emit_json
+
+    try:
+        body = text if text is not None else sys.stdin.read()
+        body.encode("utf-8")
+    except UnicodeError:
+        raise CliError("the message is not valid UTF-8 text") from None
+    if not body.strip():
+        raise CliError("the message is empty")
+    shown = _run(ctx, lambda p: p.offrecord.send(name, body, keep))
+    if as_json:
+        emit_json(shown.as_json())
+    else:
+        kept = "a copy kept, marked unverifiable" if keep else "nothing kept"
+        click.echo(f"Sent off the record to {name} ({kept}).")
+
+
+@otr.command("close")
+@click.argument("name")
+@pass_ctx
+def otr_close(ctx: Context, name: str) -> None:
+    """Close the channel with NAME: its keys are wiped here and NAME is told to wipe theirs."""
+    _run(ctx, lambda p: p.offrecord.close(name))
+    click.echo(f"Closed the off-the-record channel with {name}; its keys are wiped.")
+
+
+@otr.command("list")
+@json_option
+@pass_ctx
+def otr_list(ctx: Context, as_json: bool) -> None:
+    """The off-the-record channels open now, and until when."""
+    from .render import emit_json, when
+
+    async def work(participant: Participant) -> list[dict[str, Any]]:
+        return participant.offrecord.listing()
+
+    channels = _run(ctx, work)
+    if as_json:
+        emit_json(channels)
+    elif not channels:
+        click.echo("No off-the-record channels are open.")
+    for channel in channels:
+        click.echo(f"{channel['with']}: {channel['status']} until {when(channel['expires_at'])}")

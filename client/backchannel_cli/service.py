@@ -34,6 +34,7 @@ from backchannel.content import (
 from backchannel.envelope import Envelope, Route
 from backchannel.errors import BackchannelError, IdentityMismatchError
 from backchannel.identity import IdentityPublic, format_fingerprint, safety_number
+from backchannel.otr import OtrControl
 from backchannel.prekeys import KemPrekey, OneTimePrekey, PrekeyBundle, PrekeySecrets
 from backchannel.session import (
     Session,
@@ -48,6 +49,7 @@ from backchannel.session import (
 from .errors import CliError, RelayRefusedError, RelayUnreachableError
 from .localstore import Contact, LocalStore, Message, Processed
 from .negotiation import Negotiation
+from .offrecord import OffTheRecord
 from .profile import Unlocked
 from .relay import RelayClient, RelayRequestError, RelayUnreachable, ack_on_socket, b64, unb64
 
@@ -67,6 +69,8 @@ WATCHING = "Watching for new messages; press Ctrl-C to stop."
 RECONNECT_MAX = 15.0
 REVEAL_POLL = 5.0
 """While watching: how often to look for timed proposals newly arrived (seconds)."""
+DROP_POLL = 1.0
+"""While watching: how often to look in the drops of open off-the-record channels (seconds)."""
 
 
 def now_ms() -> int:
@@ -98,6 +102,8 @@ class Outcome:
     """(peer, letter id) to send a delivery receipt for."""
     negotiation: bool = False
     """A proposal or a statement about one arrived: there may be work to catch up on."""
+    offrecord: bool = False
+    """An off-the-record channel's set-up or close arrived: there may be an answer to send."""
     held_from: str | None = None
     """Set when the envelope comes from a changed identity: it is not acknowledged, so it stays
     on the relay until the user re-verifies the sender (or it expires)."""
@@ -148,10 +154,15 @@ class Participant:
         self.store = LocalStore(unlocked.state_path, unlocked.data_key)
         self.relay = RelayClient(unlocked.info.relay)
         self.negotiation = Negotiation(self)
+        self.offrecord = OffTheRecord(self)
 
     async def close(self) -> None:
         await self.relay.close()
         self.store.close()
+
+    def take_notes(self) -> list[str]:
+        """What catching up met (proposals, off-the-record channels), to tell the user once."""
+        return self.negotiation.take_notes() + self.offrecord.take_notes()
 
     # --- identity and registration ----------------------------------------------------------
 
@@ -369,22 +380,9 @@ class Participant:
 
         One transaction reads the newest ratchet state, encrypts, and stores the successor with
         the message: stored before it leaves, so a crash loses nothing. The caller flushes."""
+        bundle = await self._bundle_unless_session(to, peer)
         with self.store.transaction() as db:
-            has_session = self.store.get_session_state(db, to) is not None
-        bundle = None if has_session else await self._bundle(to, peer)
-        with self.store.transaction() as db:
-            state = self.store.get_session_state(db, to)
-            if state is not None:
-                session = Session.from_bytes(state)
-            elif bundle is not None:
-                session = start_session(self.me.identity, self.name, bundle, to)
-            else:
-                raise CliError(f"the session with {to} was reset meanwhile; try again")
-            session, wire = session_encrypt(session, content)
-            envelope = Envelope(
-                to, self.name, message_id, Route.DIRECT, int(time.time()) + DEFAULT_EXPIRY, wire
-            ).to_bytes()
-            self.store.put_session_state(db, to, session.to_bytes())
+            envelope = self._seal(db, to, bundle, content, message_id)
             self.store.add_message(
                 db,
                 text,
@@ -403,6 +401,38 @@ class Participant:
             if also is not None:
                 also(db)
 
+    async def _bundle_unless_session(self, to: str, peer: IdentityPublic) -> PrekeyBundle | None:
+        with self.store.transaction() as db:
+            if self.store.get_session_state(db, to) is not None:
+                return None
+        return await self._bundle(to, peer)
+
+    def _seal(
+        self, db: Any, to: str, bundle: PrekeyBundle | None, content: bytes, message_id: bytes
+    ) -> bytes:
+        """Encrypt `content` in the session with `to` (or a new one from `bundle`), store the
+        successor state, and return the envelope."""
+        state = self.store.get_session_state(db, to)
+        if state is not None:
+            session = Session.from_bytes(state)
+        elif bundle is not None:
+            session = start_session(self.me.identity, self.name, bundle, to)
+        else:
+            raise CliError(f"the session with {to} was reset meanwhile; try again")
+        session, wire = session_encrypt(session, content)
+        self.store.put_session_state(db, to, session.to_bytes())
+        expires_at = int(time.time()) + DEFAULT_EXPIRY
+        return Envelope(to, self.name, message_id, Route.DIRECT, expires_at, wire).to_bytes()
+
+    async def send_unrecorded(self, to: str, content: bytes) -> None:
+        """Send `content` in the session with `to` (opened if need be), keeping nothing but the
+        ratchet state: for an off-the-record channel's set-up and close."""
+        contact = await self.contact(to)
+        bundle = await self._bundle_unless_session(to, IdentityPublic.from_bytes(contact.identity))
+        with self.store.transaction() as db:
+            envelope = self._seal(db, to, bundle, content, os.urandom(16))
+        await self.authed(lambda: self.relay.send([envelope]))
+
     async def _bundle(self, to: str, peer: IdentityPublic) -> PrekeyBundle:
         bundle_raw, _ = await self.authed(lambda: self.relay.fetch_bundle(to))
         try:
@@ -415,14 +445,9 @@ class Participant:
 
     async def send_receipt(self, to: str, receipt: Receipt) -> None:
         with self.store.transaction() as db:
-            state = self.store.get_session_state(db, to)
-            if state is None:
+            if self.store.get_session_state(db, to) is None:
                 return
-            session, wire = session_encrypt(Session.from_bytes(state), receipt.to_content())
-            self.store.put_session_state(db, to, session.to_bytes())
-        envelope = Envelope(
-            to, self.name, os.urandom(16), Route.DIRECT, int(time.time()) + DEFAULT_EXPIRY, wire
-        ).to_bytes()
+            envelope = self._seal(db, to, None, receipt.to_content(), os.urandom(16))
         await self.authed(lambda: self.relay.send([envelope]))
 
     async def send_receipts(self, kind: ReceiptType, ids_by_peer: dict[str, list[bytes]]) -> None:
@@ -499,6 +524,7 @@ class Participant:
         with self.store.transaction() as db:
             self.store.forget_expired(db, int(time.time()))
         await self.negotiation.catch_up()
+        await self.offrecord.catch_up()
         await self.top_up_prekeys()
         return Synced(held)
 
@@ -573,6 +599,10 @@ class Participant:
                 in_reply_to=content.acknowledgement.letter_id.hex(),
             )
             return Outcome()
+        if isinstance(content, OtrControl):
+            self.offrecord.receive(db, sender, content)
+            db.add(Processed(id=envelope_id, expires_at=envelope.expires_at))
+            return Outcome(offrecord=True)
         if isinstance(content, (ProposalContent, StatementContent)):
             try:
                 self.negotiation.receive(db, envelope_id, sender, session.peer, content)
@@ -759,17 +789,40 @@ class Participant:
         show: Callable[[list[Shown]], None],
         read_receipts: bool,
         notice: Callable[[str], None],
+        keep: bool = False,
     ) -> None:
         """Stay on the relay's WebSocket: store, acknowledge, show each arrival.
 
         A lost connection is retried with growing pauses; the relay then sends again everything
         not acknowledged, and what was stored already is recognised, so nothing shows twice.
+        Off-the-record messages are looked for in their drops every second (`keep`: a copy).
         """
-        timer = asyncio.create_task(self._reveal_when_due(show, read_receipts, notice))
+        timers = [
+            asyncio.create_task(self._reveal_when_due(show, read_receipts, notice)),
+            asyncio.create_task(self._drops(show, notice, keep)),
+        ]
         try:
             await self._watch(show, read_receipts, notice)
         finally:
-            timer.cancel()
+            for timer in timers:
+                timer.cancel()
+
+    async def _drops(
+        self, show: Callable[[list[Shown]], None], notice: Callable[[str], None], keep: bool
+    ) -> None:
+        def show_any(batch: list[Shown]) -> None:
+            if batch:
+                show(batch)
+
+        while True:
+            await asyncio.sleep(DROP_POLL)
+            try:
+                await self.offrecord.catch_up()
+                await self.offrecord.receive_all(show_any, keep)
+            except CliError as exc:
+                notice(f"Note: {exc.message}")
+            for note in self.take_notes():
+                notice(f"Note: {note}")
 
     async def _reveal_when_due(
         self,
@@ -793,7 +846,7 @@ class Participant:
             except CliError as exc:
                 notice(f"Note: {exc.message}")
                 await asyncio.sleep(RECONNECT_FIRST)
-            for note in self.negotiation.take_notes():
+            for note in self.take_notes():
                 notice(f"Note: {note}")
             fresh = self.take_unshown()
             if fresh:
@@ -835,8 +888,10 @@ class Participant:
                         await self.send_receipts(ReceiptType.DELIVERED, {peer: [message_id]})
                     if outcome.negotiation:
                         await self.negotiation.catch_up()
-                        for note in self.negotiation.take_notes():
-                            notice(f"Note: {note}")
+                    if outcome.offrecord:
+                        await self.offrecord.catch_up()
+                    for note in self.take_notes():
+                        notice(f"Note: {note}")
                     fresh = self.take_unshown()
                     if fresh:
                         show(fresh)

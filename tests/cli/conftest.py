@@ -33,6 +33,7 @@ from backchannel_cli.cli import PASSPHRASE_ENV
 from backchannel_cli.cli import main as cli_main
 from backchannel_cli.service import WATCHING
 from backchannel_relay.cli import main as relay_main
+from tests.relay.conftest import _postgres
 
 
 def _script(name: str) -> str:
@@ -71,10 +72,13 @@ def assert_one_error_line(output: str) -> str:
 class Relay:
     """`backchannel-relay serve` on 127.0.0.1:PORT with its SQLite store in `data_dir`."""
 
-    def __init__(self, data_dir: Path, port: int | None = None, *extra: str) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, *extra: str, access_log: bool = False
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.extra = extra
+        self.access_log = access_log
         self.log = data_dir.with_name(data_dir.name + ".log")
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -93,7 +97,7 @@ class Relay:
                     str(self.data_dir),
                     "--port",
                     str(self.port),
-                    "--no-access-log",
+                    *(() if self.access_log else ("--no-access-log",)),
                     *self.extra,
                 ],
                 stdout=log,
@@ -264,8 +268,8 @@ def make_relay(tmp_path: Path) -> Iterator[Any]:
     """Start further relays (other flags, or a fresh store on a given port)."""
     started: list[Relay] = []
 
-    def make(name: str, *extra: str, port: int | None = None) -> Relay:
-        started.append(Relay(tmp_path / name, port, *extra).start())
+    def make(name: str, *extra: str, port: int | None = None, access_log: bool = False) -> Relay:
+        started.append(Relay(tmp_path / name, port, *extra, access_log=access_log).start())
         return started[-1]
 
     try:
@@ -273,6 +277,16 @@ def make_relay(tmp_path: Path) -> Iterator[Any]:
     finally:
         for running in started:
             running.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, ...]]:
+    """The relay's store: its embedded SQLite, or a throwaway PostgreSQL database."""
+    if request.param == "sqlite":
+        yield ()
+        return
+    for backend in _postgres(tmp_path / "postgres"):
+        yield tuple(backend.store_args)
 
 
 def unique(name: str) -> str:

@@ -12,13 +12,9 @@ import json
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import pytest
-
-from tests.relay.conftest import _postgres
 
 from .conftest import (
     CLI_SCRIPT,
@@ -151,16 +147,6 @@ def test_reject_with_reason_and_counter_chain(relay: Relay, home: Path) -> None:
         "accepted",
     ]
     assert "already countered" in kennedy.fails("accept", second)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, ...]]:
-    """The relay's store: its embedded SQLite, or a throwaway PostgreSQL database."""
-    if request.param == "sqlite":
-        yield ()
-        return
-    for backend in _postgres(tmp_path / "postgres"):
-        yield tuple(backend.store_args)
 
 
 def test_withdraw_and_accept_crossing_exactly_one_wins(

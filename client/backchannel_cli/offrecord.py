@@ -1,0 +1,504 @@
+"""Off-the-record channels on the participant's side (PRODUCT.md §3, PROTOCOL.md §15).
+
+The channel is agreed inside the session with the peer (an offer, an answer, each carrying its
+sender's delivery token); its messages then go to the peer's drop with no sender and no login,
+and come from our own drop with the read key only we hold.
+
+Nothing of a channel is written where it could be read back as a record: its state (chains,
+tokens, read key, the peer's name) is one sealed secret under a key that names nobody (an HMAC
+of the peer's name under the profile's data key), deleted on `otr close`, on the peer's close
+and at expiry (SQLite's `secure_delete` zeroes it in the file). Messages are shown and
+forgotten; `--keep` alone stores a copy, marked unverifiable.
+
+Each received message is shown, then the channel state that read it is stored, then it is
+acknowledged: a crash in between shows it again rather than losing it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from backchannel import otr
+from backchannel.drops import SealedEnvelope, drop_address, new_read_key, read_hash
+from backchannel.encoding import Reader
+from backchannel.errors import BackchannelError, DuplicateMessageError
+from backchannel.keys import DHKeyPair
+from backchannel.otr import OtrChannel, OtrControl, OtrForm, Role
+
+from .errors import CliError, RelayRefusedError
+from .localstore import Secret
+from .relay import PushedEnvelope, RelayRequestError, RelayUnreachable
+from .render import when
+
+if TYPE_CHECKING:
+    from .service import Participant, Shown
+
+PREFIX = "otr:"
+CLOSING = "otr-closing"
+"""Read keys of our drops still to close and closes still to tell (a peer's name and the
+channel id), sealed like every secret, until the relay could be reached."""
+DEFAULT_TTL_MS = 3600 * 1000
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass
+class Channel:
+    """One side of a channel as this profile keeps it (sealed as one secret)."""
+
+    peer: str
+    role: Role
+    channel_id: bytes
+    expires_at_ms: int
+    my_token: bytes
+    my_read_key: bytes
+    peer_token: bytes | None = None
+    """None until the answer arrives (the opener's side)."""
+    state: OtrChannel | None = None
+    offer: bytes | None = None
+    """The opener's offer and ephemeral private key, until the answer arrives."""
+    ephemeral: bytes | None = None
+    drop_open: bool = False
+    control_due: bytes | None = None
+    """An offer or answer to send once our drop is open."""
+    outbox: list[tuple[bytes, bytes]] = field(default_factory=list)
+    """(message id, sealed envelope) stored before sending, until the relay has them."""
+
+    @property
+    def ready(self) -> bool:
+        return self.state is not None and self.peer_token is not None
+
+    def to_bytes(self) -> bytes:
+        def hexed(value: bytes | None) -> str | None:
+            return None if value is None else value.hex()
+
+        return json.dumps(
+            {
+                "peer": self.peer,
+                "role": int(self.role),
+                "channel_id": self.channel_id.hex(),
+                "expires_at_ms": self.expires_at_ms,
+                "my_token": self.my_token.hex(),
+                "my_read_key": self.my_read_key.hex(),
+                "peer_token": hexed(self.peer_token),
+                "state": hexed(self.state.to_bytes() if self.state else None),
+                "offer": hexed(self.offer),
+                "ephemeral": hexed(self.ephemeral),
+                "drop_open": self.drop_open,
+                "control_due": hexed(self.control_due),
+                "outbox": [[i.hex(), e.hex()] for i, e in self.outbox],
+            }
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Channel:
+        raw = json.loads(data)
+
+        def unhexed(key: str) -> bytes | None:
+            value = raw[key]
+            return None if value is None else bytes.fromhex(value)
+
+        state = unhexed("state")
+        return cls(
+            raw["peer"],
+            Role(raw["role"]),
+            bytes.fromhex(raw["channel_id"]),
+            raw["expires_at_ms"],
+            bytes.fromhex(raw["my_token"]),
+            bytes.fromhex(raw["my_read_key"]),
+            unhexed("peer_token"),
+            OtrChannel.from_bytes(state) if state else None,
+            unhexed("offer"),
+            unhexed("ephemeral"),
+            raw["drop_open"],
+            unhexed("control_due"),
+            [(bytes.fromhex(i), bytes.fromhex(e)) for i, e in raw["outbox"]],
+        )
+
+
+@dataclass
+class Closing:
+    drops: list[bytes] = field(default_factory=list)
+    tell: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {"drops": [k.hex() for k in self.drops], "tell": [[p, c.hex()] for p, c in self.tell]}
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes | None) -> Closing:
+        if data is None:
+            return cls()
+        raw = json.loads(data)
+        return cls(
+            [bytes.fromhex(k) for k in raw["drops"]],
+            [(p, bytes.fromhex(c)) for p, c in raw["tell"]],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Arrival:
+    peer: str
+    channel_id: bytes
+    page: list[PushedEnvelope]
+
+
+class OffTheRecord:
+    """One participant's off-the-record channels (held by `Participant.offrecord`)."""
+
+    def __init__(self, participant: Participant) -> None:
+        self.participant = participant
+        self.store = participant.store
+        self.notes: list[str] = []
+
+    def take_notes(self) -> list[str]:
+        notes, self.notes = self.notes, []
+        return notes
+
+    # --- the sealed records ---------------------------------------------------------------------
+
+    def _key(self, peer: str) -> str:
+        mac = hmac.new(self.participant.me.data_key, b"otr channel " + peer.encode(), "sha256")
+        return PREFIX + mac.hexdigest()[:32]
+
+    def load(self, db: Any, peer: str) -> Channel | None:
+        raw = self.store.get_secret(db, self._key(peer))
+        return Channel.from_bytes(raw) if raw is not None else None
+
+    def save(self, db: Any, channel: Channel) -> None:
+        self.store.put_secret(db, self._key(channel.peer), channel.to_bytes())
+
+    def _wipe(self, db: Any, channel: Channel, tell: bool = False) -> None:
+        """Forget the channel; its drop (and, with `tell`, the peer) are seen to later."""
+        self.store.delete_secret(db, self._key(channel.peer))
+        closing = Closing.from_bytes(self.store.get_secret(db, CLOSING))
+        if channel.drop_open:
+            closing.drops.append(channel.my_read_key)
+        if tell:
+            closing.tell.append((channel.peer, channel.channel_id))
+        self.store.put_secret(db, CLOSING, closing.to_bytes())
+
+    def channels(self, db: Any) -> list[Channel]:
+        rows = db.query(Secret).filter(Secret.key.startswith(PREFIX)).all()
+        return sorted(
+            (Channel.from_bytes(self.store.get_secret(db, row.key) or b"{}") for row in rows),
+            key=lambda c: c.peer,
+        )
+
+    def listing(self) -> list[dict[str, Any]]:
+        with self.store.transaction() as db:
+            self._expire(db)
+            return [
+                {
+                    "with": c.peer,
+                    "opened_by": "me" if c.role == Role.OPENER else c.peer,
+                    "status": "open" if c.ready else "waiting for the answer",
+                    "expires_at": c.expires_at_ms,
+                }
+                for c in self.channels(db)
+            ]
+
+    def _expire(self, db: Any) -> None:
+        for channel in self.channels(db):
+            if channel.expires_at_ms <= now_ms():
+                self._wipe(db, channel)
+                self.notes.append(f"the off-the-record channel with {channel.peer} has expired")
+
+    # --- opening, answering, closing ------------------------------------------------------------
+
+    async def open(self, peer: str, ttl_ms: int) -> dict[str, Any]:
+        participant = self.participant
+        if peer == participant.name:
+            raise CliError("an off-the-record channel is between you and someone else")
+        await participant.contact(peer)
+        info = await participant._call(participant.relay.info())
+        cap = int(info["limits"].get("max_drop_ttl_seconds", 0))
+        if ttl_ms > cap * 1000:
+            raise CliError(
+                f"--ttl: this relay keeps an off-the-record channel for at most {cap} seconds"
+            )
+        with self.store.transaction() as db:
+            self._expire(db)
+            existing = self.load(db, peer)
+            if existing is not None:
+                raise CliError(
+                    f"an off-the-record channel with {peer} is open until "
+                    f"{when(existing.expires_at_ms)}; close it first (`backchannel otr close "
+                    f"{peer}`)"
+                )
+            control, ephemeral = otr.offer(now_ms() + ttl_ms)
+            channel = Channel(
+                peer, Role.OPENER, control.channel_id, control.expires_at_ms, control.token,
+                new_read_key(), offer=control.to_content(), ephemeral=ephemeral.private_bytes(),
+                control_due=control.to_content(),
+            )  # fmt: skip
+            self.save(db, channel)
+        await self.catch_up()
+        return {
+            "with": peer,
+            "status": "waiting for the answer",
+            "expires_at": channel.expires_at_ms,
+        }
+
+    def receive(self, db: Any, sender: str, control: OtrControl) -> None:
+        """A set-up or close from `sender`, inside the transaction that decrypted it."""
+        channel = self.load(db, sender)
+        same = channel is not None and channel.channel_id == control.channel_id
+        if control.form == OtrForm.CLOSE:
+            if channel is not None and same:
+                self._wipe(db, channel)
+                self.notes.append(f"{sender} closed the off-the-record channel")
+            return
+        if control.form == OtrForm.ACCEPT:
+            if channel is None or not same or channel.state is not None:
+                return  # a repeat, or the answer to a channel since closed
+            assert channel.offer is not None and channel.ephemeral is not None
+            offered = otr.OtrControl.read(_after_kind(channel.offer))
+            ephemeral = DHKeyPair.from_private_bytes(channel.ephemeral)
+            channel.state = otr.complete(offered, ephemeral, control)
+            channel.peer_token, channel.offer, channel.ephemeral = control.token, None, None
+            self.save(db, channel)
+            self.notes.append(f"{sender} joined your off-the-record channel")
+            return
+        if same:
+            return  # the offer again
+        if (
+            channel is not None
+            and channel.role == Role.OPENER
+            and channel.state is None
+            and channel.channel_id < control.channel_id
+        ):
+            return  # both opened at once: the lower channel id stands, and they answer ours
+        try:
+            answer, state = otr.accept(control, now_ms())
+        except BackchannelError:
+            self.notes.append(f"{sender}'s offer of an off-the-record channel had expired")
+            return
+        if channel is not None:
+            self._wipe(db, channel)
+        mine = Channel(
+            sender, Role.RESPONDER, control.channel_id, control.expires_at_ms, answer.token,
+            new_read_key(), control.token, state, control_due=answer.to_content(),
+        )  # fmt: skip
+        self.save(db, mine)
+        self.notes.append(
+            f"{sender} opened an off-the-record channel with you until "
+            f"{when(control.expires_at_ms)}; answer with `backchannel otr send {sender}`"
+        )
+
+    async def close(self, peer: str) -> None:
+        with self.store.transaction() as db:
+            channel = self.load(db, peer)
+            if channel is None:
+                raise CliError(f"no off-the-record channel with {peer} is open")
+            self._wipe(db, channel, tell=True)
+        await self.catch_up()
+
+    async def catch_up(self) -> None:
+        """Finish what set-up and tear-down left: open our drops, send answers and closes,
+        send stored messages, close old drops. What fails is retried by the next command."""
+        participant, relay = self.participant, self.participant.relay
+        with self.store.transaction() as db:
+            self._expire(db)
+            channels = self.channels(db)
+            closing = Closing.from_bytes(self.store.get_secret(db, CLOSING))
+        for channel in channels:
+            if not channel.drop_open:
+                create = partial(
+                    relay.create_drop,
+                    drop_address(channel.my_token),
+                    read_hash(channel.my_read_key),
+                    -(-channel.expires_at_ms // 1000),
+                )
+                await participant.authed(create)
+                self._update(channel.peer, channel.channel_id, drop_open=True)
+            if channel.control_due is not None:
+                await participant.send_unrecorded(channel.peer, channel.control_due)
+                self._update(channel.peer, channel.channel_id, control_due=None)
+            if channel.ready:
+                await self._flush(channel)
+        for peer, channel_id in closing.tell:
+            close = OtrControl(OtrForm.CLOSE, channel_id).to_content()
+            await participant.send_unrecorded(peer, close)
+            self._forget_closing(tell=(peer, channel_id))
+        for read_key in closing.drops:
+            try:
+                await participant._call(relay.drop_close(read_key))
+            except RelayRefusedError as exc:
+                if _code(exc) != "unknown_drop":  # gone already (expired): nothing left to do
+                    raise
+            self._forget_closing(drop=read_key)
+
+    def _update(self, peer: str, channel_id: bytes, **changes: Any) -> None:
+        with self.store.transaction() as db:
+            channel = self.load(db, peer)
+            if channel is not None and channel.channel_id == channel_id:
+                self.save(db, replace(channel, **changes))
+
+    def _forget_closing(
+        self, drop: bytes | None = None, tell: tuple[str, bytes] | None = None
+    ) -> None:
+        with self.store.transaction() as db:
+            closing = Closing.from_bytes(self.store.get_secret(db, CLOSING))
+            closing.drops = [k for k in closing.drops if k != drop]
+            closing.tell = [t for t in closing.tell if t != tell]
+            if closing.drops or closing.tell:
+                self.store.put_secret(db, CLOSING, closing.to_bytes())
+            else:
+                self.store.delete_secret(db, CLOSING)
+
+    # --- messages -------------------------------------------------------------------------------
+
+    async def send(self, peer: str, text: str, keep: bool) -> Shown:
+        channel = await self._ready(peer)
+        plaintext = text.encode("utf-8")
+        if len(plaintext) > otr.MAX_TEXT_BYTES:
+            raise CliError(f"an off-the-record message holds at most {otr.MAX_TEXT_BYTES} bytes")
+        message_id = os.urandom(16)
+        with self.store.transaction() as db:
+            current = self.load(db, peer)
+            if current is None or current.channel_id != channel.channel_id:
+                raise CliError(f"the off-the-record channel with {peer} was closed meanwhile")
+            assert current.state is not None
+            state, message = otr.encrypt(current.state, plaintext)
+            expires = current.expires_at_ms // 1000
+            sealed = SealedEnvelope(message_id, expires, message).to_bytes()
+            current.state = state
+            current.outbox.append((message_id, sealed))
+            self.save(db, current)
+            if keep:
+                self._keep(db, message_id, "out", peer, text)
+        await self._flush(current)
+        return self._shown(message_id, "out", peer, text, "kept" if keep else "sent")
+
+    async def _ready(self, peer: str) -> Channel:
+        await self.catch_up()
+        for attempt in range(2):
+            with self.store.transaction() as db:
+                channel = self.load(db, peer)
+            if channel is None:
+                raise CliError(
+                    f"no off-the-record channel with {peer} is open; open one with "
+                    f"`backchannel otr open {peer}`"
+                )
+            if channel.ready:
+                return channel
+            if attempt == 0:
+                await self.participant.sync()  # their answer may be waiting
+        raise CliError(
+            f"{peer} has not answered the off-the-record channel yet (their client answers "
+            "when they next run `backchannel inbox`); try again then"
+        )
+
+    async def _flush(self, channel: Channel) -> None:
+        """Hand the stored messages of `channel` to the peer's drop, without logging in."""
+        assert channel.peer_token is not None
+        for message_id, sealed in list(channel.outbox):
+            try:
+                await self.participant._call(
+                    self.participant.relay.drop_send(channel.peer_token, sealed)
+                )
+            except RelayRefusedError as exc:
+                if _code(exc) != "bad_delivery_token":
+                    raise
+                with self.store.transaction() as db:
+                    self._wipe(db, channel)
+                raise CliError(
+                    f"{channel.peer}'s side of the off-the-record channel is closed or expired; "
+                    "the message was not delivered"
+                ) from None
+            with self.store.transaction() as db:
+                current = self.load(db, channel.peer)
+                if current is not None and current.channel_id == channel.channel_id:
+                    current.outbox = [(i, e) for i, e in current.outbox if i != message_id]
+                    self.save(db, current)
+
+    async def receive_all(self, show: Callable[[list[Shown]], None], keep: bool) -> None:
+        """Fetch every open channel's drop; show what arrived (`show` is called once, inside
+        the transaction that then stores the channel states); acknowledge it."""
+        relay = self.participant.relay
+        with self.store.transaction() as db:
+            self._expire(db)
+            ready = [c for c in self.channels(db) if c.ready and c.drop_open]
+        arrivals: list[_Arrival] = []
+        for channel in ready:
+            try:
+                fetched = relay.drop_fetch(channel.my_read_key, limit=500)
+                page, _, _ = await self.participant._call(fetched)
+            except RelayRefusedError as exc:
+                if _code(exc) != "unknown_drop":
+                    raise
+                with self.store.transaction() as db:  # the relay swept it: expired
+                    current = self.load(db, channel.peer)
+                    if current is not None and current.channel_id == channel.channel_id:
+                        self._wipe(db, replace(current, drop_open=False))
+                self.notes.append(f"the off-the-record channel with {channel.peer} has expired")
+                continue
+            if page:
+                arrivals.append(_Arrival(channel.peer, channel.channel_id, page))
+        shown: list[Shown] = []
+        done: list[tuple[bytes, list[int]]] = []
+        with self.store.transaction() as db:
+            for arrival in arrivals:
+                held = self.load(db, arrival.peer)
+                if held is None or held.state is None or held.channel_id != arrival.channel_id:
+                    continue  # closed or replaced meanwhile: what it held is unreadable now
+                state = held.state
+                for item in arrival.page:
+                    try:
+                        sealed = SealedEnvelope.from_bytes(item.envelope)
+                        state, plaintext, _ = otr.decrypt(state, sealed.message)
+                        text = plaintext.decode("utf-8")
+                    except DuplicateMessageError:
+                        continue  # read before a crash kept it from being acknowledged
+                    except (BackchannelError, UnicodeDecodeError) as exc:
+                        self.notes.append(
+                            f"an off-the-record message to you did not authenticate ({exc}); "
+                            "it was dropped"
+                        )
+                        continue
+                    if keep:
+                        self._keep(db, sealed.message_id, "in", arrival.peer, text)
+                    shown.append(self._shown(sealed.message_id, "in", arrival.peer, text))
+                self.save(db, replace(held, state=state))
+                done.append((held.my_read_key, [item.id for item in arrival.page]))
+            show(shown)
+        for read_key, ids in done:
+            with contextlib.suppress(RelayRequestError, RelayUnreachable):
+                await relay.drop_ack(read_key, ids)  # else next time, where it reads as a repeat
+
+    def _keep(self, db: Any, message_id: bytes, direction: str, peer: str, text: str) -> None:
+        """The explicit local copy (`--keep`): marked unverifiable, for that is what it is."""
+        self.store.add_message(
+            db, text, id=message_id.hex(), direction=direction, peer=peer, kind="otr",
+            sent_at=now_ms(), stored_at=now_ms(), status="kept", verified="unverifiable",
+            in_reply_to=None, shown=True,
+        )  # fmt: skip
+
+    def _shown(
+        self, message_id: bytes, direction: str, peer: str, text: str, status: str = "delivered"
+    ) -> Shown:
+        from .service import Shown
+
+        return Shown(
+            message_id.hex(), direction, peer, "otr", text, now_ms(), status, "deniable", None
+        )
+
+
+def _after_kind(content: bytes) -> Reader:
+    return Reader(content[1:], "off-the-record offer")
+
+
+def _code(exc: RelayRefusedError) -> str:
+    return exc.error.code if isinstance(exc.error, RelayRequestError) else ""
