@@ -23,15 +23,15 @@ SECRET_SIZE = 32
 
 
 def drop_address(token: bytes) -> bytes:
-    """What the relay files a drop under: SHA-256(PREFIX ‖ "drop address" ‖ token)."""
+    """What the relay files a drop under: SHA-256(PREFIX ‖ "drop address" ‖ 0x00 ‖ token)."""
     _check_secret(token, "delivery token")
-    return sha256(labels.DROP_ADDRESS + token)
+    return sha256(labels.DROP_ADDRESS + b"\x00" + token)
 
 
 def read_hash(read_key: bytes) -> bytes:
-    """What the relay keeps of the read key: SHA-256(PREFIX ‖ "drop read key" ‖ read key)."""
+    """What the relay keeps of the read key: SHA-256(PREFIX ‖ "drop read key" ‖ 0x00 ‖ key)."""
     _check_secret(read_key, "read key")
-    return sha256(labels.DROP_READ_KEY + read_key)
+    return sha256(labels.DROP_READ_KEY + b"\x00" + read_key)
 
 
 def new_read_key(random: RandomSource = system_random) -> bytes:

@@ -964,8 +964,8 @@ def test_off_the_record_channel() -> None:
 
     # §15.3: the responder's drop, and the first message sealed for it (padded again).
     sha = hashlib.sha256
-    assert sha(PREFIX + b"drop address" + token_r).digest() == h(v["responder_drop_address"])
-    assert sha(PREFIX + b"drop read key" + read_key).digest() == h(v["responder_read_hash"])
+    assert sha(PREFIX + b"drop address\x00" + token_r).digest() == h(v["responder_drop_address"])
+    assert sha(PREFIX + b"drop read key\x00" + read_key).digest() == h(v["responder_read_hash"])
     sealed = u8(1) + message_id + u64(v["sealed_expires_at"]) + var32(pad(h(v["first_message"])))
     assert sealed == h(v["sealed_envelope"])
 

@@ -837,7 +837,8 @@ def otr_open(ctx: Context, name: str, ttl: str, as_json: bool) -> None:
     else:
         click.echo(
             f"Offered {name} an off-the-record channel until {when(opened['expires_at'])}; "
-            f"it opens when their client answers (their next `backchannel inbox`)."
+            f"it opens when their client answers (their next `backchannel inbox`). "
+            "Exercise control can learn at most that it exists."
         )
 
 
@@ -883,12 +884,17 @@ def otr_list(ctx: Context, as_json: bool) -> None:
     from .render import emit_json, when
 
     async def work(participant: Participant) -> list[dict[str, Any]]:
+        try:
+            await participant.sync()  # an answer or a close may be waiting
+        except CliError as exc:
+            click.echo(f"Note: as last known here; {exc.message}", err=True)
         return participant.offrecord.listing()
 
     channels = _run(ctx, work)
     if as_json:
         emit_json(channels)
-    elif not channels:
+        return
+    if not channels:
         click.echo("No off-the-record channels are open.")
     for channel in channels:
         click.echo(f"{channel['with']}: {channel['status']} until {when(channel['expires_at'])}")

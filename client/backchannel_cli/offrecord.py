@@ -34,7 +34,7 @@ from backchannel.keys import DHKeyPair
 from backchannel.otr import OtrChannel, OtrControl, OtrForm, Role
 
 from .errors import CliError, RelayRefusedError
-from .localstore import Secret
+from .localstore import Message, Secret
 from .relay import PushedEnvelope, RelayRequestError, RelayUnreachable
 from .render import when
 
@@ -190,11 +190,9 @@ class OffTheRecord:
         self.store.put_secret(db, CLOSING, closing.to_bytes())
 
     def channels(self, db: Any) -> list[Channel]:
-        rows = db.query(Secret).filter(Secret.key.startswith(PREFIX)).all()
-        return sorted(
-            (Channel.from_bytes(self.store.get_secret(db, row.key) or b"{}") for row in rows),
-            key=lambda c: c.peer,
-        )
+        keys = [row.key for row in db.query(Secret).filter(Secret.key.startswith(PREFIX))]
+        held = [self.store.get_secret(db, key) for key in keys]
+        return sorted((Channel.from_bytes(raw) for raw in held if raw), key=lambda c: c.peer)
 
     def listing(self) -> list[dict[str, Any]]:
         with self.store.transaction() as db:
@@ -249,6 +247,7 @@ class OffTheRecord:
             "with": peer,
             "status": "waiting for the answer",
             "expires_at": channel.expires_at_ms,
+            "control_sees": "existence",
         }
 
     def receive(self, db: Any, sender: str, control: OtrControl) -> None:
@@ -314,20 +313,15 @@ class OffTheRecord:
             channels = self.channels(db)
             closing = Closing.from_bytes(self.store.get_secret(db, CLOSING))
         for channel in channels:
-            if not channel.drop_open:
-                create = partial(
-                    relay.create_drop,
-                    drop_address(channel.my_token),
-                    read_hash(channel.my_read_key),
-                    -(-channel.expires_at_ms // 1000),
+            try:
+                await self._set_up(channel)
+            except RelayRefusedError as exc:  # it would be refused again: give the channel up
+                with self.store.transaction() as db:
+                    if (current := self.load(db, channel.peer)) is not None:
+                        self._wipe(db, current)
+                self.notes.append(
+                    f"the off-the-record channel with {channel.peer} was given up: {exc.message}"
                 )
-                await participant.authed(create)
-                self._update(channel.peer, channel.channel_id, drop_open=True)
-            if channel.control_due is not None:
-                await participant.send_unrecorded(channel.peer, channel.control_due)
-                self._update(channel.peer, channel.channel_id, control_due=None)
-            if channel.ready:
-                await self._flush(channel)
         for peer, channel_id in closing.tell:
             close = OtrControl(OtrForm.CLOSE, channel_id).to_content()
             await participant.send_unrecorded(peer, close)
@@ -339,6 +333,23 @@ class OffTheRecord:
                 if _code(exc) != "unknown_drop":  # gone already (expired): nothing left to do
                     raise
             self._forget_closing(drop=read_key)
+
+    async def _set_up(self, channel: Channel) -> None:
+        participant = self.participant
+        if not channel.drop_open:
+            create = partial(
+                participant.relay.create_drop,
+                drop_address(channel.my_token),
+                read_hash(channel.my_read_key),
+                -(-channel.expires_at_ms // 1000),
+            )
+            await participant.authed(create)
+            self._update(channel.peer, channel.channel_id, drop_open=True)
+        if channel.control_due is not None:
+            await participant.send_unrecorded(channel.peer, channel.control_due)
+            self._update(channel.peer, channel.channel_id, control_due=None)
+        if channel.ready:
+            await self._flush(channel)
 
     def _update(self, peer: str, channel_id: bytes, **changes: Any) -> None:
         with self.store.transaction() as db:
@@ -414,9 +425,10 @@ class OffTheRecord:
                     raise
                 with self.store.transaction() as db:
                     self._wipe(db, channel)
-                raise CliError(
+                raise RelayRefusedError(
                     f"{channel.peer}'s side of the off-the-record channel is closed or expired; "
-                    "the message was not delivered"
+                    "the message was not delivered",
+                    exc.error,
                 ) from None
             with self.store.transaction() as db:
                 current = self.load(db, channel.peer)
@@ -480,6 +492,8 @@ class OffTheRecord:
 
     def _keep(self, db: Any, message_id: bytes, direction: str, peer: str, text: str) -> None:
         """The explicit local copy (`--keep`): marked unverifiable, for that is what it is."""
+        if db.get(Message, message_id.hex()) is not None:
+            return  # shown again after a crash: kept already
         self.store.add_message(
             db, text, id=message_id.hex(), direction=direction, peer=peer, kind="otr",
             sent_at=now_ms(), stored_at=now_ms(), status="kept", verified="unverifiable",

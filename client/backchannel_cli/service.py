@@ -142,6 +142,9 @@ class Shown:
             "status": self.status,
             "verified": self.verified,
             "in_reply_to": self.in_reply_to,
+            # What exercise control can learn of it (PRODUCT.md §3): a letter's envelope (who,
+            # to whom, when, how big), an off-the-record message's existence at most.
+            "control_sees": "existence" if self.kind == "otr" else "envelope",
         }
 
 

@@ -38,6 +38,9 @@ DIRECTORY_TABLES = {
 """What registration stores by design: names, roles and public keys."""
 
 
+DROPS = ("drops", "drop_messages")
+
+
 def pair(relay: Relay, home: Path) -> tuple[User, User]:
     rfk, dobrynin = participants(relay, home, ("rfk", "party"), ("dobrynin", "party"))
     # A formal letter first: they already correspond on the record, as they did in 1962.
@@ -64,6 +67,16 @@ def secrets_of(channel: Channel) -> list[bytes]:
     if channel.state is not None:
         found += [channel.state.send_chain, channel.state.recv_chain]
     return found
+
+
+def canaries(row: tuple[Any, ...]) -> list[bytes]:
+    """From a stored drop message: its message id and eight 16-byte slices of its ciphertext."""
+    body: bytes = row[-1]
+    message_id: bytes = row[2]
+    step = (len(body) - 16 - 32) // 8
+    slices = [body[32 + i * step : 48 + i * step] for i in range(8)]
+    assert all(len(piece) == 16 for piece in slices) and len(set(slices)) == 8
+    return [message_id, *slices]
 
 
 def forms(value: bytes | str) -> list[bytes]:
@@ -161,6 +174,7 @@ def test_an_off_the_record_exchange_leaves_nothing_behind(
     assert f"{rfk.name} opened an off-the-record channel with you" in answered.stderr
     sent = rfk.json("otr", "send", dobrynin.name, FIRST)
     assert (sent["kind"], sent["verified"], sent["to"]) == ("otr", "deniable", dobrynin.name)
+    assert sent["control_sees"] == "existence" == opened["control_sees"]
 
     # In transit: the relay holds one sealed envelope, and no row outside the directory names
     # either side (the drop is filed under a hash of a token, with no sender).
@@ -171,12 +185,14 @@ def test_an_off_the_record_exchange_leaves_nothing_behind(
     held = channels(rfk) + channels(dobrynin)
     assert [c.peer for c in held] == [dobrynin.name, rfk.name] and all(c.ready for c in held)
     secrets = [n for c in held for s in secrets_of(c) for n in forms(s)]
+    secrets += canaries(rows["drop_messages"][0])
 
     received = dobrynin.inbox()
     assert [(m["kind"], m["verified"], m["from"], m["text"]) for m in received] == [
         ("otr", "deniable", rfk.name, FIRST)
     ]
     dobrynin.json("otr", "send", rfk.name, ANSWER)
+    secrets += canaries(tables(relay, store)["drop_messages"][0])
     assert [(m["from"], m["text"]) for m in rfk.inbox()] == [(dobrynin.name, ANSWER)]
     assert dobrynin.inbox() == [] and rfk.inbox() == []  # shown once, then forgotten
     assert tables(relay, store)["drop_messages"] == []  # deleted on delivery
@@ -194,11 +210,15 @@ def test_an_off_the_record_exchange_leaves_nothing_behind(
     outside = {t: r for t, r in rows.items() if t not in DIRECTORY_TABLES}
     assert row_hits(outside, identified + secrets + texts) == []
     assert row_hits(rows, secrets + texts) == []
+    assert rows["notary_log"] == [] and rows["envelopes"] == []  # no notary entry, all delivered
     exposed = metrics(relay)
     assert b"/v1/drops" not in exposed and [n for n in identified if n in exposed] == []
     log = relay.log.read_bytes()
     assert b"POST /v1/messages 200" in log and b"/v1/drops" not in log
     assert [n for n in identified + secrets + texts if n in log] == []
+    if not store:  # the sweep after the close truncates SQLite's write-ahead log
+        wal = relay.data_dir / "relay.sqlite3-wal"
+        eventually(lambda: not wal.exists() or wal.stat().st_size == 0, 10, "the WAL truncated")
     relay_files = list(files_under(relay.data_dir))
     assert raw_hits(relay_files, secrets + texts) == []
     assert row_hits(rows, identified) != []  # (the search does find the directory's entries)
@@ -218,3 +238,106 @@ def test_an_off_the_record_exchange_leaves_nothing_behind(
     names = [n for n in identified if not n.isdigit()]
     assert row_hits({t: r for t, r in added.items()}, names) == []
     assert [k for k in after["secrets"] if k.startswith(PREFIX) or k.startswith("otr")] == []
+
+
+def opened(relay: Relay, home: Path, ttl: str = "10m") -> tuple[User, User]:
+    rfk, dobrynin = pair(relay, home)
+    rfk.ok("otr", "open", dobrynin.name, "--ttl", ttl)
+    dobrynin.inbox()
+    return rfk, dobrynin
+
+
+def test_an_unread_message_is_gone_from_the_relay_at_its_expiry(
+    make_relay: Any, home: Path
+) -> None:
+    relay = make_relay("expiry", *GENEROUS, "--sweep-interval", "0.2")
+    rfk, dobrynin = opened(relay, home, ttl="3s")
+    rfk.ok("otr", "send", dobrynin.name, FIRST)
+    assert len(tables(relay, ())["drop_messages"]) == 1
+    eventually(
+        lambda: tables(relay, ()).keys() and not any(tables(relay, ())[t] for t in DROPS),
+        10,
+        "the sweep at expiry",
+    )
+    late = dobrynin.run("inbox", "--json")  # never shown: gone, and the channel with it
+    assert late.exit_code == 0 and json.loads(late.stdout) == []
+    assert "has expired" in late.stderr
+    assert channels(dobrynin) == []
+    assert "no off-the-record channel" in rfk.fails("otr", "send", dobrynin.name, "Still there?")
+    assert channels(rfk) == []
+    secrets = [*forms(FIRST)]
+    assert raw_hits([*files_under(relay.data_dir), *files_under(dobrynin.directory)], secrets) == []
+
+
+def test_a_watching_recipient_sees_off_the_record_messages_live(
+    relay: Relay, home: Path, watch: Any
+) -> None:
+    rfk, dobrynin = opened(relay, home)
+    watcher = watch(dobrynin, "--json").connected()
+    rfk.ok("otr", "send", dobrynin.name, FIRST)
+    shown = watcher.message()
+    assert (shown["kind"], shown["verified"], shown["from"], shown["text"]) == (
+        "otr", "deniable", rfk.name, FIRST,
+    )  # fmt: skip
+    watcher.nothing_more(1.5)
+    rfk.ok("otr", "close", dobrynin.name)
+    watcher.wait_for_notice(f"{rfk.name} closed the off-the-record channel")
+    eventually(lambda: channels(dobrynin) == [], 10, "the watcher to wipe its side")
+
+
+def test_keep_stores_a_copy_marked_unverifiable(relay: Relay, home: Path) -> None:
+    rfk, dobrynin = opened(relay, home)
+    assert "a copy kept" in rfk.ok("otr", "send", dobrynin.name, FIRST, "--keep")
+    received = dobrynin.inbox("--keep")
+    assert [(m["kind"], m["text"]) for m in received] == [("otr", FIRST)]
+    kept = dobrynin.json("show", received[0]["id"])
+    assert (kept["kind"], kept["verified"], kept["status"]) == ("otr", "unverifiable", "kept")
+    mine = rfk.json("show", received[0]["id"])
+    assert (mine["to"], mine["verified"], mine["text"]) == (dobrynin.name, "unverifiable", FIRST)
+
+
+def test_both_open_at_once_and_one_channel_results(relay: Relay, home: Path) -> None:
+    rfk, dobrynin = pair(relay, home)
+    rfk.ok("otr", "open", dobrynin.name)
+    dobrynin.ok("otr", "open", rfk.name)
+    for _ in range(2):
+        rfk.inbox()
+        dobrynin.inbox()
+    (mine,), (theirs,) = channels(rfk), channels(dobrynin)
+    assert mine.channel_id == theirs.channel_id and mine.ready and theirs.ready
+    dobrynin.ok("otr", "send", rfk.name, ANSWER)
+    assert [m["text"] for m in rfk.inbox()] == [ANSWER]
+
+
+def test_bad_input_gets_one_clear_line_and_costs_nothing(relay: Relay, home: Path) -> None:
+    rfk, dobrynin = pair(relay, home)
+    assert "no off-the-record channel" in rfk.fails("otr", "send", dobrynin.name, "Hello")
+    assert "no off-the-record channel" in rfk.fails("otr", "close", dobrynin.name)
+    assert "someone else" in rfk.fails("otr", "open", rfk.name)
+    assert "no participant" in rfk.fails("otr", "open", "nobody-at-all")
+    assert "--ttl" in rfk.fails("otr", "open", dobrynin.name, "--ttl", "soon")
+    assert "at most 86400 seconds" in rfk.fails("otr", "open", dobrynin.name, "--ttl", "2d")
+    assert channels(rfk) == []
+    rfk.ok("otr", "open", dobrynin.name)
+    assert "is open until" in rfk.fails("otr", "open", dobrynin.name)
+    assert "has not answered" in rfk.fails("otr", "send", dobrynin.name, "Too early")
+    dobrynin.inbox()
+    assert "empty" in rfk.fails("otr", "send", dobrynin.name, "   ")
+    assert "at most 65536 bytes" in rfk.fails("otr", "send", dobrynin.name, "x" * 70_000)
+    assert "No such command" in rfk.fails("otr", "shout")
+    rfk.ok("otr", "send", dobrynin.name, FIRST)  # none of it cost the channel anything
+    assert [m["text"] for m in dobrynin.inbox()] == [FIRST]
+    dobrynin.ok("otr", "close", rfk.name)  # rfk's client has not heard yet
+    refused = rfk.fails("otr", "send", dobrynin.name, "Are you there?")
+    assert "closed or expired; the message was not delivered" in refused
+    assert channels(rfk) == [] and channels(dobrynin) == []
+    rfk.ok("otr", "open", dobrynin.name)
+    dobrynin.inbox()
+    assert rfk.json("otr", "list") == [
+        {"with": dobrynin.name, "opened_by": "me", "status": "open", "expires_at": mine_expiry(rfk)}
+    ]
+
+
+def mine_expiry(user: User) -> int:
+    (channel,) = channels(user)
+    return channel.expires_at_ms

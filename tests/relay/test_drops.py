@@ -9,6 +9,8 @@ import os
 import time
 import urllib.request
 
+import pytest
+
 from backchannel.drops import SealedEnvelope, drop_address, read_hash
 from backchannel_cli.relay import RelayClient, b64
 
@@ -145,3 +147,30 @@ async def test_drop_traffic_leaves_no_log_line_and_no_metric(backend: Backend) -
         assert owner.name not in log and owner.name not in metrics
     finally:
         relay.kill()
+
+
+async def test_on_postgresql_drops_never_reach_the_write_ahead_log(backend: Backend) -> None:
+    """PRODUCT.md §7: UNLOGGED tables, so off-the-record rows are in no WAL, replica or archive."""
+    if backend.name != "postgresql":
+        pytest.skip(
+            "a PostgreSQL table property (SQLite: secure_delete and the sweep's checkpoint)"
+        )
+    import asyncpg
+
+    relay = make_relay(backend)  # migrates the throwaway database
+    try:
+        url = backend.store_args[1].replace("postgresql+asyncpg://", "postgresql://")
+        connection = await asyncpg.connect(url)
+        try:
+            rows = await connection.fetch(
+                "SELECT relname, relpersistence::text FROM pg_class"
+                " WHERE relname = ANY($1::text[])",
+                ["drops", "drop_messages", "envelopes"],
+            )
+        finally:
+            await connection.close()
+    finally:
+        relay.kill()
+    assert {r["relname"]: r["relpersistence"] for r in rows} == {
+        "drops": "u", "drop_messages": "u", "envelopes": "p",
+    }  # fmt: skip

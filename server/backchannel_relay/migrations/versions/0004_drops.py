@@ -19,6 +19,11 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # PRODUCT.md §7: on PostgreSQL off-the-record rows are UNLOGGED, so they never reach the
+    # write-ahead log (nor a replica or a WAL archive); the price, stated: they do not survive a
+    # crash of the database server. SQLite has no such tables: there secure_delete and the
+    # sweep's truncating checkpoint do the same work.
+    unlogged = ["UNLOGGED"] if op.get_bind().dialect.name == "postgresql" else []
     op.create_table(
         "drops",
         sa.Column("address", sa.LargeBinary(length=32), nullable=False),
@@ -26,6 +31,7 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("address"),
         sa.UniqueConstraint("read_hash"),
+        prefixes=unlogged,
     )
     op.create_index("ix_drops_expires_at", "drops", ["expires_at"])
     op.create_table(
@@ -39,6 +45,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("address", "message_id"),
         sqlite_autoincrement=True,
+        prefixes=unlogged,
     )
     op.create_index("ix_drop_messages_address", "drop_messages", ["address"])
     op.create_index("ix_drop_messages_expires_at", "drop_messages", ["expires_at"])
