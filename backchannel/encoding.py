@@ -15,6 +15,7 @@ from .errors import FieldTooLargeError, InvalidFieldError, TrailingBytesError, T
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
+_I64 = struct.Struct(">q")
 
 
 class Writer:
@@ -39,6 +40,11 @@ class Writer:
 
     def u64(self, value: int) -> Writer:
         self._parts.append(_U64.pack(value))
+        return self
+
+    def i64(self, value: int) -> Writer:
+        """Two's complement: scenario times before 1970 are negative."""
+        self._parts.append(_I64.pack(value))
         return self
 
     def fixed(self, value: bytes, size: int) -> Writer:
@@ -109,6 +115,10 @@ class Reader:
 
     def u64(self) -> int:
         value: int = _U64.unpack(self._take(8))[0]
+        return value
+
+    def i64(self) -> int:
+        value: int = _I64.unpack(self._take(8))[0]
         return value
 
     def fixed(self, size: int) -> bytes:

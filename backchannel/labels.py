@@ -19,6 +19,7 @@ SIG_RELAY_LOGIN = b"relay login"
 SIG_PROPOSAL = b"proposal"
 SIG_STATEMENT = b"proposal statement"
 SIG_NOTARY = b"notary receipt"
+SIG_INJECT = b"exercise inject"
 
 # Hash and KDF info strings.
 FINGERPRINT = PREFIX + b"fingerprint"

@@ -898,3 +898,36 @@ def otr_list(ctx: Context, as_json: bool) -> None:
         click.echo("No off-the-record channels are open.")
     for channel in channels:
         click.echo(f"{channel['with']}: {channel['status']} until {when(channel['expires_at'])}")
+
+
+# --- exercises -------------------------------------------------------------------------------
+
+
+@main.command("exercise")
+@json_option
+@pass_ctx
+def exercise_view(ctx: Context, as_json: bool) -> None:
+    """Your exercise: its brief, your role, the scenario clock, and whom you may write to."""
+    from backchannel.exercise import scenario_time_text
+
+    from .render import emit_json
+
+    async def work(participant: Participant) -> dict[str, Any] | None:
+        return await participant.exercise.refresh()
+
+    view = _run(ctx, work)
+    if view is None:
+        raise CliError("this profile has no role in an exercise on its relay")
+    if as_json:
+        emit_json(view)
+        return
+    clock, role = view["clock"], view["role"]
+    now = scenario_time_text(clock["scenario_now"], clock["utc_offset_minutes"])
+    state = "paused" if clock["paused"] else f"running at {clock['speed']:g}x"
+    click.echo(f"{view['title']} ({view['exercise']})")
+    click.echo(f"Scenario time: {now} ({state})")
+    click.echo(f"\nYou are {role['name']}, {role['title']} ({role['kind']}).\n{role['brief']}")
+    click.echo(f"\n{view['brief']}\n")
+    for name, channel in sorted(view["channels"].items()):
+        how = "directly" if channel["direct"] else f"through {channel['via']}"
+        click.echo(f"  you may write to {name} {how}")

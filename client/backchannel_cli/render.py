@@ -21,8 +21,9 @@ def when(ms: int) -> str:
 
 def message_lines(message: dict[str, Any]) -> str:
     arrow = f"from {message['from']}" if message["to"] == "me" else f"to {message['to']}"
+    scenario = f" [scenario {message['scenario_time']}]" if message.get("scenario_time") else ""
     head = (
-        f"[{message['id'][:12]}] {message['kind']} {arrow}, {when(message['sent_at'])} "
+        f"[{message['id'][:12]}] {message['kind']} {arrow}, {when(message['sent_at'])}{scenario} "
         f"({message['status']}; {message['verified']})"
     )
     reply = f"\n  in reply to {message['in_reply_to'][:12]}" if message.get("in_reply_to") else ""

@@ -47,6 +47,7 @@ from backchannel.session import (
 )
 
 from .errors import CliError, RelayRefusedError, RelayUnreachableError
+from .exercising import Exercise
 from .localstore import Contact, LocalStore, Message, Processed
 from .negotiation import Negotiation
 from .offrecord import OffTheRecord
@@ -71,6 +72,8 @@ REVEAL_POLL = 5.0
 """While watching: how often to look for timed proposals newly arrived (seconds)."""
 DROP_POLL = 1.0
 """While watching: how often to look in the drops of open off-the-record channels (seconds)."""
+INJECT_POLL_ROUNDS = 2
+"""While watching: look for control's injects every this many drop polls."""
 
 
 def now_ms() -> int:
@@ -128,6 +131,8 @@ class Shown:
     status: str
     verified: str
     in_reply_to: str | None
+    scenario_time: str | None = None
+    """In an exercise: the scenario time of `sent_at`, by the clock as last heard."""
 
     def as_json(self) -> dict[str, Any]:
         sender = self.peer if self.direction == "in" else "me"
@@ -145,6 +150,7 @@ class Shown:
             # What exercise control can learn of it (PRODUCT.md §3): a letter's envelope (who,
             # to whom, when, how big), an off-the-record message's existence at most.
             "control_sees": "existence" if self.kind == "otr" else "envelope",
+            "scenario_time": self.scenario_time,
         }
 
 
@@ -158,6 +164,8 @@ class Participant:
         self.relay = RelayClient(unlocked.info.relay)
         self.negotiation = Negotiation(self)
         self.offrecord = OffTheRecord(self)
+        self.exercise = Exercise(self)
+        self.notes: list[str] = []
 
     async def close(self) -> None:
         await self.relay.close()
@@ -165,7 +173,8 @@ class Participant:
 
     def take_notes(self) -> list[str]:
         """What catching up met (proposals, off-the-record channels), to tell the user once."""
-        return self.negotiation.take_notes() + self.offrecord.take_notes()
+        notes, self.notes = self.notes, []
+        return notes + self.negotiation.take_notes() + self.offrecord.take_notes()
 
     # --- identity and registration ----------------------------------------------------------
 
@@ -383,9 +392,10 @@ class Participant:
 
         One transaction reads the newest ratchet state, encrypts, and stores the successor with
         the message: stored before it leaves, so a crash loses nothing. The caller flushes."""
+        via = await self._route(to)
         bundle = await self._bundle_unless_session(to, peer)
         with self.store.transaction() as db:
-            envelope = self._seal(db, to, bundle, content, message_id)
+            envelope = self._seal(db, to, bundle, content, message_id, via)
             self.store.add_message(
                 db,
                 text,
@@ -410,11 +420,27 @@ class Participant:
                 return None
         return await self._bundle(to, peer)
 
+    async def _route(self, to: str) -> str | None:
+        """The mediator that carries what goes to `to`, if the exercise says so."""
+        via = await self.exercise.via(to)
+        if via is not None:
+            self.notes.append(
+                f"{to} is reached through {via}, whose client carries it unread (blind forwarding)"
+            )
+        return via
+
     def _seal(
-        self, db: Any, to: str, bundle: PrekeyBundle | None, content: bytes, message_id: bytes
+        self,
+        db: Any,
+        to: str,
+        bundle: PrekeyBundle | None,
+        content: bytes,
+        message_id: bytes,
+        via: str | None = None,
     ) -> bytes:
         """Encrypt `content` in the session with `to` (or a new one from `bundle`), store the
-        successor state, and return the envelope."""
+        successor state, and return the envelope: addressed to `to`, or with `via`, to that
+        mediator with the envelope for `to` inside (PROTOCOL.md §16.4)."""
         state = self.store.get_session_state(db, to)
         if state is not None:
             session = Session.from_bytes(state)
@@ -425,15 +451,19 @@ class Participant:
         session, wire = session_encrypt(session, content)
         self.store.put_session_state(db, to, session.to_bytes())
         expires_at = int(time.time()) + DEFAULT_EXPIRY
-        return Envelope(to, self.name, message_id, Route.DIRECT, expires_at, wire).to_bytes()
+        inner = Envelope(to, self.name, message_id, Route.DIRECT, expires_at, wire).to_bytes()
+        if via is None:
+            return inner
+        return Envelope(via, self.name, message_id, Route.FORWARD, expires_at, inner).to_bytes()
 
     async def send_unrecorded(self, to: str, content: bytes) -> None:
         """Send `content` in the session with `to` (opened if need be), keeping nothing but the
         ratchet state: for an off-the-record channel's set-up and close."""
         contact = await self.contact(to)
+        via = await self._route(to)
         bundle = await self._bundle_unless_session(to, IdentityPublic.from_bytes(contact.identity))
         with self.store.transaction() as db:
-            envelope = self._seal(db, to, bundle, content, os.urandom(16))
+            envelope = self._seal(db, to, bundle, content, os.urandom(16), via)
         await self.authed(lambda: self.relay.send([envelope]))
 
     async def _bundle(self, to: str, peer: IdentityPublic) -> PrekeyBundle:
@@ -447,10 +477,11 @@ class Participant:
         return bundle
 
     async def send_receipt(self, to: str, receipt: Receipt) -> None:
+        via = await self.exercise.via(to)
         with self.store.transaction() as db:
             if self.store.get_session_state(db, to) is None:
                 return
-            envelope = self._seal(db, to, None, receipt.to_content(), os.urandom(16))
+            envelope = self._seal(db, to, None, receipt.to_content(), os.urandom(16), via)
         await self.authed(lambda: self.relay.send([envelope]))
 
     async def send_receipts(self, kind: ReceiptType, ids_by_peer: dict[str, list[bytes]]) -> None:
@@ -526,8 +557,10 @@ class Participant:
                 break
         with self.store.transaction() as db:
             self.store.forget_expired(db, int(time.time()))
+        await self.flush_outbox()  # what we carry for others (blind forwarding) goes on now
         await self.negotiation.catch_up()
         await self.offrecord.catch_up()
+        await self.exercise.take_injects()
         await self.top_up_prekeys()
         return Synced(held)
 
@@ -546,6 +579,15 @@ class Participant:
             return self._receive(db, envelope)
 
     def _receive(self, db: Any, envelope: Envelope) -> Outcome:
+        if envelope.route == Route.FORWARD:
+            try:
+                inner = Envelope.from_bytes(envelope.ciphertext)
+            except BackchannelError:
+                return Outcome()  # nothing anyone could deliver; acknowledged, not kept
+            if inner.recipient != self.name:
+                self._carry(db, envelope, inner)
+                return Outcome()
+            envelope = inner  # through a mediator, for us: as if it came directly
         sender = envelope.sender or "?"
         envelope_id = envelope.message_id.hex()
         stored = db.get(Message, envelope_id)
@@ -639,6 +681,20 @@ class Participant:
             in_reply_to=letter.in_reply_to.hex() if letter.in_reply_to else None,
         )
         return Outcome(receipt_due=(sender, letter.message_id))
+
+    def _carry(self, db: Any, outer: Envelope, inner: Envelope) -> None:
+        """Blind forwarding: hand on, unread, an envelope a party gave us for someone else.
+        Stored in the outbox first (the next flush sends it), so nothing is lost."""
+        if db.get(Message, inner.message_id.hex()) is not None:
+            return  # carried already: a redelivery
+        onward = Envelope(inner.recipient, self.name, inner.message_id, Route.FORWARD,
+                          inner.expires_at, inner.to_bytes())  # fmt: skip
+        self.store.add_message(
+            db, f"[a sealed message from {outer.sender} to {inner.recipient}, carried unread]",
+            id=inner.message_id.hex(), direction="out", peer=inner.recipient, kind="carried",
+            sent_at=now_ms(), stored_at=now_ms(), status="pending", verified="unreadable",
+            in_reply_to=None, envelope=onward.to_bytes(), shown=True,
+        )  # fmt: skip
 
     def _open(self, db: Any, sender: str, wire: bytes) -> tuple[Session, bytes]:
         """Decrypt with a session we hold, or open a new one; a new key from `sender` is refused.
@@ -817,11 +873,15 @@ class Participant:
             if batch:
                 show(batch)
 
+        rounds = 0
         while True:
             await asyncio.sleep(DROP_POLL)
+            rounds += 1
             try:
                 await self.offrecord.catch_up()
                 await self.offrecord.receive_all(show_any, keep)
+                if rounds % INJECT_POLL_ROUNDS == 0 and await self.exercise.take_injects():
+                    show_any(self.take_unshown())
             except CliError as exc:
                 notice(f"Note: {exc.message}")
             for note in self.take_notes():
@@ -946,6 +1006,7 @@ class Participant:
             message.status,
             message.verified,
             message.in_reply_to,
+            self.exercise.scenario_time(message.sent_at),
         )
 
     def show(self, message_id: str) -> Shown:

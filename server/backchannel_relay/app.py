@@ -29,6 +29,7 @@ from .appkeys import (
     COMMITTER,
     CONFIG,
     DROPS,
+    EXERCISES,
     GATE,
     HUB,
     LIMITER,
@@ -44,6 +45,7 @@ from .database import migrate, open_engine
 from .delivery import GroupCommitter, Hub
 from .drops import Drops
 from .errors import RelayError, StoreUnavailable, Unauthorized
+from .exercises import Exercises
 from .limits import ConnectionGate, RateLimiter
 from .metrics import Metrics
 from .notary import Notary
@@ -189,6 +191,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     notary_key, _ = await store.meta_secret("notary_key", 32)
     app[NOTARY] = Notary(store, SigningKeyPair.from_private_bytes(notary_key), app[RELAY_ID])
     app[DROPS] = Drops(store, config.drops)
+    control_key, _ = await store.meta_secret("control_key", 32)
+    app[EXERCISES] = Exercises(store, SigningKeyPair.from_private_bytes(control_key))
     app[ADMIN_TOKEN_HASH] = await ensure_admin_token(store)
     yield
     await asyncio.get_running_loop().run_in_executor(None, store.close)

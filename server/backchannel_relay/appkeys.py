@@ -7,6 +7,7 @@ from aiohttp import web
 from .config import RelayConfig
 from .delivery import GroupCommitter, Hub
 from .drops import Drops
+from .exercises import Exercises
 from .limits import ConnectionGate, RateLimiter
 from .metrics import Metrics
 from .notary import Notary
@@ -24,6 +25,7 @@ GATE = web.AppKey("gate", ConnectionGate)
 RELAY_ID = web.AppKey("relay_id", bytes)
 NOTARY = web.AppKey("notary", Notary)
 DROPS = web.AppKey("drops", Drops)
+EXERCISES = web.AppKey("exercises", Exercises)
 ADMIN_TOKEN_HASH = web.AppKey("admin_token_hash", bytes)
 
 PARTICIPANT = "backchannel.participant"

@@ -76,7 +76,18 @@ def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
         raise click.ClickException(f"cannot open the store: {exc.strerror or exc}") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineGroup(click.Group):
+    """Usage mistakes are one line (`Error: No such option '--x'.`), like every other error."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            exc.ctx = None
+            raise
+
+
+@click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """The Backchannel relay: stores and forwards end-to-end encrypted envelopes."""
 
@@ -348,3 +359,206 @@ def bench(
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
         console.print(report_table(report))
+
+
+# --- exercises ---------------------------------------------------------------------------------
+
+
+@main.group()
+def exercise() -> None:
+    """Load a scenario, follow who has joined, run its clock (PRODUCT.md §7)."""
+
+
+def _scenario_source(file_or_name: str) -> str:
+    """A scenario file's text, or a shipped scenario's (`cuba-1962`)."""
+    from importlib.resources import files
+
+    path = Path(file_or_name)
+    if path.is_file():
+        try:
+            return path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise click.ClickException(f"cannot read {path}: {exc}") from None
+    shipped = files("backchannel_relay") / "scenarios"
+    if not shipped.is_dir():
+        raise click.ClickException(f"no scenario file {file_or_name!r}")
+    names = sorted(
+        p.name.removesuffix(".toml") for p in shipped.iterdir() if p.name.endswith(".toml")
+    )
+    if file_or_name in names:
+        return (shipped / f"{file_or_name}.toml").read_text(encoding="utf-8")
+    raise click.ClickException(
+        f"{file_or_name!r} is neither a scenario file nor a shipped scenario ({', '.join(names)})"
+    )
+
+
+def _exercises(
+    data_dir: Path, database_url: str | None, work: Callable[[Any], Coroutine[Any, Any, T]]
+) -> T:
+    from backchannel.keys import SigningKeyPair
+
+    from .exercises import Exercises
+
+    config = RelayConfig(data_dir=data_dir, database_url=database_url)
+
+    async def run() -> T:
+        if database_url is None:
+            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        engine = open_engine(config.url)
+        try:
+            await migrate(engine)
+            store = Store(engine, Limits())
+            key, _ = await store.meta_secret("control_key", 32)
+            return await work(Exercises(store, SigningKeyPair.from_private_bytes(key)))
+        finally:
+            await engine.dispose()
+
+    return _run(run)
+
+
+def _when(ms: int, offset_minutes: int) -> str:
+    from backchannel.exercise import scenario_time_text
+
+    return scenario_time_text(ms, offset_minutes)
+
+
+def _clock_line(clock: dict[str, Any]) -> str:
+    now = _when(clock["scenario_now"], clock["utc_offset_minutes"])
+    state = "paused" if clock["paused"] else f"running at {clock['speed']:g}x"
+    return f"scenario time {now}, {state}"
+
+
+exercise_option = click.option(
+    "--exercise", "name", metavar="NAME", help="Which exercise (needed when several are loaded)."
+)
+
+
+@exercise.command("load")
+@click.argument("scenario", metavar="FILE|NAME")
+@click.option(
+    "--ttl",
+    "ttl_hours",
+    type=click.FloatRange(min=0.01),
+    default=168.0,
+    show_default=True,
+    help="Hours until the invites expire.",
+)
+@_store_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def exercise_load(
+    scenario: str, ttl_hours: float, data_dir: Path, database_url: str | None, as_json: bool
+) -> None:
+    """Create the exercise of a scenario (a TOML file, or a shipped one such as cuba-1962) and
+    print one invite per role. Its clock starts paused at the scenario's start."""
+    source = _scenario_source(scenario)
+
+    async def work(exercises: Any) -> Any:
+        return await exercises.load(source, int(ttl_hours * 3600))
+
+    loaded = _exercises(data_dir, database_url, work)
+    loaded_scenario = loaded.scenario
+    kinds = {r.name: (r.kind, r.title) for r in loaded_scenario.roles}
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "exercise": loaded_scenario.name,
+                    "title": loaded_scenario.title,
+                    "clock": {
+                        **loaded.clock.to_json(),
+                        "utc_offset_minutes": loaded_scenario.offset_minutes,
+                    },
+                    "roles": [
+                        {"name": n, "kind": kinds[n][0], "title": kinds[n][1], "invite": code}
+                        for n, code in loaded.invites
+                    ],
+                    "injects": len(loaded_scenario.injects),
+                }
+            )
+        )
+        return
+    start = _when(loaded.clock.anchor_ms, loaded_scenario.offset_minutes)
+    click.echo(f"exercise {loaded_scenario.name}: {loaded_scenario.title}")
+    click.echo(
+        f"clock paused at {start}, speed {loaded.clock.speed:g}x; start it with "
+        f"`backchannel-relay exercise clock resume`"
+    )
+    for name, code in loaded.invites:
+        click.echo(f"invite for {name} ({kinds[name][0]}, {kinds[name][1]}): {code}")
+
+
+@exercise.command("status")
+@exercise_option
+@_store_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def exercise_status(
+    name: str | None, data_dir: Path, database_url: str | None, as_json: bool
+) -> None:
+    """Who has registered, the clock, and the injects delivered and pending."""
+
+    async def work(exercises: Any) -> Any:
+        return await exercises.status(await exercises.pick(name))
+
+    status = _exercises(data_dir, database_url, work)
+    if as_json:
+        click.echo(json.dumps(status))
+        return
+    offset = status["clock"]["utc_offset_minutes"]
+    click.echo(f"exercise {status['exercise']}: {status['title']}")
+    click.echo(_clock_line(status["clock"]))
+    for role in status["roles"]:
+        joined = "registered" if role["registered"] else "not registered yet"
+        click.echo(f"  {role['name']} ({role['kind']}, {role['title']}): {joined}")
+    for inject in status["injects"]:
+        state = "delivered" if inject["delivered"] else "pending"
+        click.echo(f"  inject {inject['number']} at {_when(inject['at'], offset)}: "
+                   f"{inject['title']} [{state}]")  # fmt: skip
+
+
+@exercise.command("clock")
+@click.argument("action", type=click.Choice(["pause", "resume", "set", "speed"]))
+@click.argument("value", required=False)
+@exercise_option
+@_store_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def exercise_clock(
+    action: str,
+    value: str | None,
+    name: str | None,
+    data_dir: Path,
+    database_url: str | None,
+    as_json: bool,
+) -> None:
+    """pause | resume | set TIME (ISO 8601 with offset) | speed FACTOR."""
+    from datetime import datetime
+
+    argument: float | None = None
+    if action in ("set", "speed") and value is None:
+        raise click.UsageError(f"`clock {action}` needs a value")
+    if action == "set":
+        assert value is not None
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            moment = None
+        if moment is None or moment.tzinfo is None:
+            raise click.BadParameter(
+                "a time with its UTC offset, like 1962-10-27T09:00:00-04:00", param_hint="TIME"
+            )
+        argument = moment.timestamp() * 1000
+    elif action == "speed":
+        assert value is not None
+        try:
+            argument = float(value)
+        except ValueError:
+            raise click.BadParameter("a number, like 60", param_hint="FACTOR") from None
+    elif value is not None:
+        raise click.UsageError(f"`clock {action}` takes no value")
+
+    async def work(exercises: Any) -> Any:
+        picked = await exercises.pick(name)
+        await exercises.set_clock(picked, action, argument)
+        return (await exercises.status(picked))["clock"]
+
+    clock = _exercises(data_dir, database_url, work)
+    click.echo(json.dumps(clock) if as_json else _clock_line(clock))

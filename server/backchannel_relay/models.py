@@ -15,6 +15,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -191,3 +192,23 @@ class DropMessageRow(Base):
     expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
     body: Mapped[bytes] = mapped_column(LargeBinary)
     __table_args__ = (UniqueConstraint("address", "message_id"), {"sqlite_autoincrement": True})
+
+
+class ExerciseRow(Base):
+    """An exercise loaded from a scenario (PRODUCT.md §7): its source as loaded, and its clock."""
+
+    __tablename__ = "exercises"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(Text)
+    """The scenario TOML, parsed again when needed (it never changes once loaded)."""
+    clock: Mapped[str] = mapped_column(String(200))
+    """The clock as JSON (`backchannel.exercise.Clock`)."""
+    loaded_at: Mapped[int] = mapped_column(BigInteger)
+
+
+class ExerciseRoleRow(Base):
+    """Which exercise a role (a participant name) belongs to."""
+
+    __tablename__ = "exercise_roles"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    exercise: Mapped[str] = mapped_column(ForeignKey("exercises.name"), index=True)

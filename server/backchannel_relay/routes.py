@@ -36,6 +36,7 @@ from .appkeys import (
     COMMITTER,
     CONFIG,
     DROPS,
+    EXERCISES,
     HUB,
     METRICS,
     NOTARY,
@@ -129,6 +130,7 @@ async def info(request: web.Request) -> web.Response:
         {
             "relay_id": b64(request.app[RELAY_ID]),
             "notary_key": b64(request.app[NOTARY].key.public.raw),
+            "control_key": b64(request.app[EXERCISES].control_key.public.raw),
             "protocol_version": PROTOCOL_VERSION,
             "limits": {
                 "max_envelope_bytes": MAX_CIPHERTEXT_BYTES,
@@ -335,6 +337,7 @@ async def send(request: web.Request) -> web.Response:
     missing = sorted({e.recipient for e in envelopes} - ids.keys())
     if missing:
         raise NotFound(f"no participant named {missing[0]!r}", code="unknown_recipient")
+    await request.app[EXERCISES].check(envelopes)
     items = [
         (ids[e.recipient], NewEnvelope(e.recipient, e.message_id, e.expires_at, data))
         for e, data in zip(envelopes, raw, strict=True)
@@ -649,3 +652,12 @@ async def drop_close(request: web.Request) -> web.Response:
     body = await json_body(request)
     await _unknown_costs(request, request.app[DROPS].close(_read_key(body)))
     return web.json_response({"closed": True})
+
+
+# --- exercises (PRODUCT.md §7) ----------------------------------------------------------------
+
+
+@routes.get("/v1/exercise")
+async def exercise(request: web.Request) -> web.Response:
+    """The caller's exercise: briefs, scenario clock, channels, and the injects now due."""
+    return web.json_response(await request.app[EXERCISES].view(participant(request).name))

@@ -1,0 +1,314 @@
+"""Exercises on the relay: loading a scenario, its clock, its channel policy, its injects.
+
+The scenario's rules are the core's (`backchannel.exercise`); this module keeps them in the
+database and applies them. The policy is enforced here for identified traffic (a direct envelope
+between roles the scenario does not connect is refused, and a forwarded one must go through the
+mediator the scenario names); clients enforce it for sealed-sender traffic, whose set-up is
+identified traffic and so passes here first. Injects are released by the scenario clock and
+signed with the relay's control key when read.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from backchannel.envelope import Envelope, Route
+from backchannel.errors import BackchannelError
+from backchannel.exercise import Clock, Scenario, due, parse_scenario, sign_inject
+from backchannel.keys import SigningKeyPair
+
+from .errors import BadRequest, Conflict, Forbidden, NotFound
+from .models import ExerciseRoleRow, ExerciseRow, Participant
+from .store import Store
+
+ROLE_CACHE_SECONDS = 1.0
+"""How stale this process's view of which names are roles may be (a scenario loaded by the
+command line while the relay runs is enforced within this long)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    scenario: Scenario
+    invites: list[tuple[str, str]]
+    """(role name, invite code)."""
+    clock: Clock
+
+
+class Exercises:
+    def __init__(self, store: Store, control_key: SigningKeyPair) -> None:
+        self.store = store
+        self.control_key = control_key
+        self._roles: tuple[float, dict[str, str]] = (0.0, {})
+        self._scenarios: dict[str, Scenario] = {}
+
+    # --- control's side -------------------------------------------------------------------------
+
+    async def load(self, source: str, invite_ttl: int) -> Loaded:
+        """Create the exercise, its roles and one invite per role, in one transaction."""
+        scenario = _parse(source)
+        clock = Clock.start(scenario, self.store.now_ms())
+        async with self.store.write() as session:
+            if await session.get(ExerciseRow, scenario.name) is not None:
+                raise Conflict(f"an exercise named {scenario.name!r} is loaded already",
+                               code="exercise_exists")  # fmt: skip
+            taken = await session.scalars(
+                select(ExerciseRoleRow.name).where(
+                    ExerciseRoleRow.name.in_([r.name for r in scenario.roles])
+                )
+            )
+            clash = sorted(taken)
+            if clash:
+                raise Conflict(f"the role {clash[0]!r} belongs to another exercise already",
+                               code="role_taken")  # fmt: skip
+            session.add(ExerciseRow(name=scenario.name, source=source,
+                                    clock=_dump(clock), loaded_at=self.store.now_ms()))  # fmt: skip
+            await session.flush()
+            session.add_all(ExerciseRoleRow(name=r.name, exercise=scenario.name)
+                            for r in scenario.roles)  # fmt: skip
+            try:
+                await session.flush()
+            except IntegrityError:
+                raise Conflict("a role belongs to another exercise already",
+                               code="role_taken") from None  # fmt: skip
+        invites = []
+        for role in scenario.roles:
+            code, _ = await self.store.create_invite(role.name, role.kind, invite_ttl)
+            invites.append((role.name, code))
+        return Loaded(scenario, invites, clock)
+
+    async def names(self) -> list[str]:
+        async with self.store.read() as session:
+            return list(await session.scalars(select(ExerciseRow.name).order_by(ExerciseRow.name)))
+
+    async def pick(self, name: str | None) -> str:
+        """The exercise `name`, or the only one loaded."""
+        names = await self.names()
+        if name is not None:
+            if name not in names:
+                raise NotFound(f"no exercise named {name!r} is loaded", code="unknown_exercise")
+            return name
+        if len(names) != 1:
+            raise BadRequest(
+                "no exercise is loaded" if not names
+                else f"several exercises are loaded ({', '.join(names)}); name one",
+                code="which_exercise",
+            )  # fmt: skip
+        return names[0]
+
+    async def clock(self, name: str) -> Clock:
+        async with self.store.read() as session:
+            row = await session.get(ExerciseRow, name)
+        if row is None:
+            raise NotFound(f"no exercise named {name!r} is loaded", code="unknown_exercise")
+        return Clock.from_json(_load(row.clock))
+
+    async def set_clock(self, name: str, change: str, value: float | int | None = None) -> Clock:
+        """`pause`, `resume`, `set` (scenario ms) or `speed` (factor), as one transaction."""
+        now = self.store.now_ms()
+        async with self.store.write() as session:
+            row = await session.get(ExerciseRow, name)
+            if row is None:
+                raise NotFound(f"no exercise named {name!r} is loaded", code="unknown_exercise")
+            clock = Clock.from_json(_load(row.clock))
+            try:
+                if change == "pause":
+                    clock = clock.pause(now)
+                elif change == "resume":
+                    clock = clock.resume(now)
+                elif change == "set" and value is not None:
+                    clock = clock.set(int(value), now)
+                elif change == "speed" and value is not None:
+                    clock = clock.with_speed(float(value), now)
+                else:
+                    raise BadRequest(f"unknown clock change {change!r}", code="invalid_field")
+            except BackchannelError as exc:
+                raise BadRequest(str(exc), code=exc.code) from None
+            row.clock = _dump(clock)
+        return clock
+
+    async def status(self, name: str) -> dict[str, Any]:
+        scenario = await self.scenario(name)
+        clock = await self.clock(name)
+        now = self.store.now_ms()
+        scenario_now = clock.now(now)
+        async with self.store.read() as session:
+            registered = set(
+                await session.scalars(
+                    select(Participant.name).where(
+                        Participant.name.in_([r.name for r in scenario.roles])
+                    )
+                )
+            )
+        return {
+            "exercise": scenario.name,
+            "title": scenario.title,
+            "clock": _clock_json(scenario, clock, now),
+            "roles": [
+                {
+                    "name": r.name,
+                    "kind": r.kind,
+                    "title": r.title,
+                    "registered": r.name in registered,
+                }
+                for r in scenario.roles
+            ],
+            "injects": [
+                {
+                    "number": i.number,
+                    "at": i.at_ms,
+                    "to": list(i.to),
+                    "title": i.title,
+                    "delivered": i.at_ms <= scenario_now,
+                    "due_at_wall": clock.wall_time_of(i.at_ms, now),
+                }
+                for i in scenario.injects
+            ],
+        }
+
+    # --- participants' side ---------------------------------------------------------------------
+
+    async def scenario(self, name: str) -> Scenario:
+        if name not in self._scenarios:
+            async with self.store.read() as session:
+                row = await session.get(ExerciseRow, name)
+            if row is None:
+                raise NotFound(f"no exercise named {name!r} is loaded", code="unknown_exercise")
+            self._scenarios[name] = _parse(row.source)
+        return self._scenarios[name]
+
+    async def role_map(self) -> dict[str, str]:
+        """Role name -> exercise, at most `ROLE_CACHE_SECONDS` old."""
+        fetched_at, roles = self._roles
+        if time.monotonic() - fetched_at > ROLE_CACHE_SECONDS:
+            async with self.store.read() as session:
+                rows = await session.execute(select(ExerciseRoleRow.name, ExerciseRoleRow.exercise))
+                roles = dict(rows.tuples().all())
+            self._roles = (time.monotonic(), roles)
+        return roles
+
+    async def view(self, name: str) -> dict[str, Any]:
+        """What a role sees of its exercise: brief, clock, channels, and the injects due."""
+        exercise = (await self.role_map()).get(name)
+        if exercise is None:
+            raise NotFound(f"{name} has no role in an exercise on this relay", code="no_exercise")
+        scenario = await self.scenario(exercise)
+        clock = await self.clock(exercise)
+        role = scenario.role(name)
+        assert role is not None
+        now = self.store.now_ms()
+        policy = scenario.policy
+        others = [r.name for r in scenario.roles if r.name != name]
+        return {
+            "exercise": scenario.name,
+            "title": scenario.title,
+            "brief": scenario.brief,
+            "role": {
+                "name": role.name,
+                "kind": role.kind,
+                "title": role.title,
+                "brief": role.brief,
+            },
+            "roles": [{"name": r.name, "kind": r.kind, "title": r.title} for r in scenario.roles],
+            "clock": _clock_json(scenario, clock, now),
+            "channels": {
+                other: {"direct": route.direct, "via": route.via}
+                for other in others
+                if (route := policy.route(name, other)).direct or route.via
+            },
+            "injects": [
+                {
+                    "number": i.number,
+                    "at": i.at_ms,
+                    "to": list(i.to),
+                    "title": i.title,
+                    "text": i.text,
+                    "signature": _b64(sign_inject(self.control_key, scenario.name, i)),
+                }
+                for i in due(scenario.injects, name, clock.now(now))
+            ],
+        }
+
+    async def check(self, envelopes: Sequence[Envelope]) -> None:
+        """Refuse (403 `policy_forbids`) what the exercises' policies do not allow."""
+        roles = await self.role_map()
+        if not roles:
+            return
+        for index, envelope in enumerate(envelopes):
+            assert envelope.sender is not None
+            if envelope.route == Route.DIRECT:
+                await self._allow(roles, index, envelope.sender, envelope.recipient)
+                continue
+            try:
+                inner = Envelope.from_bytes(envelope.ciphertext)
+            except BackchannelError as exc:
+                raise BadRequest(f"envelopes[{index}]: the forwarded envelope: {exc}",
+                                 code="invalid_envelope") from None  # fmt: skip
+            if inner.route != Route.DIRECT or inner.sender is None:
+                raise BadRequest(f"envelopes[{index}]: a forwarded envelope is a direct one",
+                                 code="invalid_envelope")  # fmt: skip
+            if inner.sender == envelope.sender:  # its author hands it to the carrier
+                carrier = envelope.recipient
+            elif inner.recipient == envelope.recipient:  # the carrier hands it on
+                carrier = envelope.sender
+            else:
+                raise BadRequest(
+                    f"envelopes[{index}]: a forwarded envelope comes from its author or goes "
+                    "to its recipient", code="invalid_envelope",
+                )  # fmt: skip
+            await self._allow(roles, index, envelope.sender, envelope.recipient)
+            await self._allow(roles, index, inner.sender, inner.recipient, carrier)
+
+    async def _allow(
+        self, roles: dict[str, str], index: int, sender: str, recipient: str,
+        carrier: str | None = None,
+    ) -> None:  # fmt: skip
+        mine, theirs = roles.get(sender), roles.get(recipient)
+        if mine is None and theirs is None:
+            return
+        if mine != theirs or mine is None:
+            raise Forbidden(
+                f"envelopes[{index}]: {sender} and {recipient} are not roles of one exercise",
+                code="policy_forbids",
+            )
+        route = (await self.scenario(mine)).policy.route(sender, recipient)
+        if route.direct or (carrier is not None and route.via == carrier):
+            return
+        advice = f"; send it through {route.via}" if route.via and carrier is None else ""
+        raise Forbidden(f"envelopes[{index}]: {route.reason}{advice}", code="policy_forbids")
+
+
+def _parse(source: str) -> Scenario:
+    try:
+        return parse_scenario(source)
+    except BackchannelError as exc:
+        raise BadRequest(str(exc), code=exc.code) from None
+
+
+def _dump(clock: Clock) -> str:
+    return json.dumps(clock.to_json())
+
+
+def _load(raw: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(raw)
+    return loaded
+
+
+def _clock_json(scenario: Scenario, clock: Clock, wall_ms: int) -> dict[str, Any]:
+    return {
+        **clock.to_json(),
+        "scenario_now": clock.now(wall_ms),
+        "wall_now": wall_ms,
+        "utc_offset_minutes": scenario.offset_minutes,
+    }
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
