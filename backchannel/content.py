@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import TYPE_CHECKING, TypeAlias
 
 from . import labels
 from .encoding import Reader, Writer
@@ -18,6 +19,9 @@ from .errors import IdentityMismatchError, InvalidFieldError, LetterSignatureErr
 from .identity import IdentityKeyPair, IdentityPublic
 from .keys import SIGNATURE_SIZE
 from .otr import OtrControl
+
+if TYPE_CHECKING:
+    from .mediation import Forwarded, SignedIntroduction
 from .primitives import AEAD_NONCE_SIZE, aead_decrypt, aead_encrypt, sha256
 from .proposals import (
     DIGEST_SIZE,
@@ -42,6 +46,7 @@ class ContentKind(IntEnum):
     OFF_THE_RECORD = 5
     INTRODUCTION = 6
     CONTROL = 7
+    FORWARDED = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -361,8 +366,9 @@ def _read_acknowledgement(reader: Reader) -> StatementContent | SignedAcknowledg
     raise InvalidFieldError(f"unknown acknowledgement form {form}")
 
 
-Content = (
-    SignedLetter | Receipt | ProposalContent | StatementContent | SignedAcknowledgement | OtrControl
+Content: TypeAlias = (
+    "SignedLetter | Receipt | ProposalContent | StatementContent | SignedAcknowledgement"
+    " | OtrControl | SignedIntroduction | Forwarded"
 )
 
 
@@ -380,6 +386,7 @@ def decode_content(data: bytes) -> Content:
         ContentKind.PROPOSAL: ProposalContent.read,
         ContentKind.ACKNOWLEDGEMENT: _read_acknowledgement,
         ContentKind.OFF_THE_RECORD: OtrControl.read,
+        **_mediation_readers(),
     }
     if kind in readers:
         content = readers[kind](reader)
@@ -388,6 +395,12 @@ def decode_content(data: bytes) -> Content:
     if kind in ContentKind.__members__.values():
         raise InvalidFieldError(f"content kind {ContentKind(kind).name} is not supported yet")
     raise InvalidFieldError(f"unknown content kind {kind}")
+
+
+def _mediation_readers() -> dict[int, Callable[[Reader], Content]]:
+    from .mediation import Forwarded, read_introduction  # it builds on this module
+
+    return {ContentKind.INTRODUCTION: read_introduction, ContentKind.FORWARDED: Forwarded.read}
 
 
 def _name(name: str) -> bytes:

@@ -131,8 +131,8 @@ def parse_scenario(text: str) -> Scenario:
     if raw.get("schema") != SCHEMA:
         raise ScenarioError(f"'schema' must be {SCHEMA}")
     exercise = _table(raw, "exercise")
-    clock = _table(raw, "clock")
     name = _name(exercise.get("name"), "exercise.name")
+    clock = _table(raw, "clock")
     start_ms = _time(clock.get("start"), "clock.start")
     speed = clock.get("speed", 1.0)
     if isinstance(speed, bool) or not isinstance(speed, int | float) or not 0 < speed <= MAX_SPEED:

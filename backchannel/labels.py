@@ -20,6 +20,7 @@ SIG_PROPOSAL = b"proposal"
 SIG_STATEMENT = b"proposal statement"
 SIG_NOTARY = b"notary receipt"
 SIG_INJECT = b"exercise inject"
+SIG_INTRODUCTION = b"introduction"
 
 # Hash and KDF info strings.
 FINGERPRINT = PREFIX + b"fingerprint"

@@ -931,3 +931,75 @@ def exercise_view(ctx: Context, as_json: bool) -> None:
     for name, channel in sorted(view["channels"].items()):
         how = "directly" if channel["direct"] else f"through {channel['via']}"
         click.echo(f"  you may write to {name} {how}")
+
+
+# --- mediators ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.argument("first", metavar="A")
+@click.argument("second", metavar="B")
+@json_option
+@pass_ctx
+def introduce(ctx: Context, first: str, second: str, as_json: bool) -> None:
+    """Introduce A and B: each gets the other's identity key, signed by you."""
+    from .render import emit_json
+
+    sent = _run(ctx, lambda p: p.mediation.introduce(first, second))
+    if as_json:
+        emit_json(sent)
+        return
+    for item in sent:
+        click.echo(f"Introduced {item['introduces']} ({item['fingerprint']}) to {item['to']}.")
+
+
+@main.command()
+@click.argument("ident", metavar="ID")
+@click.option("--to", "to", required=True, metavar="NAME", help="Whom to forward it to.")
+@click.option(
+    "--as-own",
+    is_flag=True,
+    help="Re-word it and sign it as your own (the link to the original stays with you).",
+)
+@click.option("--text", help="With --as-own: the re-worded text (else an editor, or stdin).")
+@json_option
+@pass_ctx
+def forward(
+    ctx: Context, ident: str, to: str, as_own: bool, text: str | None, as_json: bool
+) -> None:
+    """Forward a letter you received, or a proposal, to NAME: verbatim with its author's
+    signature, or --as-own."""
+    from .render import emit_json
+
+    if as_own and text is None:
+        text = _reworded(ctx, ident)
+    done = _run(ctx, lambda p: p.mediation.forward(ident, to, as_own, text))
+    if as_json:
+        emit_json(done)
+    elif done["verbatim"]:
+        click.echo(
+            f"Forwarded {done['author']}'s message {done['original'][:12]} to {to} verbatim, "
+            "with its author's signature."
+        )
+    else:
+        click.echo(
+            f"Sent {done['id'][:12]} to {to} as your own; its link to {done['original'][:12]} "
+            "is kept in your profile only."
+        )
+
+
+def _reworded(ctx: Context, ident: str) -> str | None:
+    """The re-worded text: from an editor on a terminal (starting from the original), else
+    standard input; None leaves a proposal's title as it was."""
+    if not sys.stdin.isatty():
+        body = sys.stdin.read()
+        return body if body.strip() else None
+
+    async def original(participant: Participant) -> str:
+        try:
+            return participant.show(ident).text
+        except CliError:
+            return ""
+
+    edited = click.edit(_run(ctx, original))
+    return edited if edited and edited.strip() else None

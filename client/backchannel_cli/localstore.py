@@ -90,6 +90,24 @@ class Message(Base):
     shown: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class LetterSignature(Base):
+    """A received letter's signature, kept so a mediator can forward it verbatim (PRODUCT.md §6)
+    and anyone can prove later who wrote it."""
+
+    __tablename__ = "letter_signatures"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ForwardLink(Base):
+    """A mediator's private note that a message it sent as its own re-words another (`forward
+    --as-own`): kept here only, never sent."""
+
+    __tablename__ = "forward_links"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    original: Mapped[str] = mapped_column(String(64))
+
+
 class Processed(Base):
     """An envelope that left no message behind (a receipt), remembered until it expires so that
     a redelivery (after a crash before the acknowledgement) is recognised, not decrypted again."""

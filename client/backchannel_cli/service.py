@@ -34,6 +34,7 @@ from backchannel.content import (
 from backchannel.envelope import Envelope, Route
 from backchannel.errors import BackchannelError, IdentityMismatchError
 from backchannel.identity import IdentityPublic, format_fingerprint, safety_number
+from backchannel.mediation import Forwarded, SignedIntroduction
 from backchannel.otr import OtrControl
 from backchannel.prekeys import KemPrekey, OneTimePrekey, PrekeyBundle, PrekeySecrets
 from backchannel.session import (
@@ -48,7 +49,8 @@ from backchannel.session import (
 
 from .errors import CliError, RelayRefusedError, RelayUnreachableError
 from .exercising import Exercise
-from .localstore import Contact, LocalStore, Message, Processed
+from .localstore import Contact, LetterSignature, LocalStore, Message, Processed
+from .mediator import Mediation
 from .negotiation import Negotiation
 from .offrecord import OffTheRecord
 from .profile import Unlocked
@@ -165,6 +167,7 @@ class Participant:
         self.negotiation = Negotiation(self)
         self.offrecord = OffTheRecord(self)
         self.exercise = Exercise(self)
+        self.mediation = Mediation(self)
         self.notes: list[str] = []
 
     async def close(self) -> None:
@@ -644,6 +647,12 @@ class Participant:
                 in_reply_to=content.acknowledgement.letter_id.hex(),
             )
             return Outcome()
+        if isinstance(content, (SignedIntroduction, Forwarded)):
+            try:
+                self.mediation.receive(db, envelope_id, sender, session.peer, content)
+            except BackchannelError as exc:
+                return unreadable(exc)
+            return Outcome()
         if isinstance(content, OtrControl):
             self.offrecord.receive(db, sender, content)
             db.add(Processed(id=envelope_id, expires_at=envelope.expires_at))
@@ -680,6 +689,8 @@ class Participant:
             verified=verified,
             in_reply_to=letter.in_reply_to.hex() if letter.in_reply_to else None,
         )
+        if verified == "signed":
+            db.add(LetterSignature(id=envelope_id, signature=content.signature))
         return Outcome(receipt_due=(sender, letter.message_id))
 
     def _carry(self, db: Any, outer: Envelope, inner: Envelope) -> None:

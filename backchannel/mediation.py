@@ -1,0 +1,157 @@
+"""What mediators send: introductions and forwarded letters and proposals (PRODUCT.md §6).
+
+An **introduction** (content kind 6) is the mediator's signed statement "this is B's identity
+key", sent to A (and the converse to B): A checks it against the key A holds for B, or pins it
+when A holds none, and then writes to B directly, on or off the record.
+
+A **forwarded** message (content kind 8) carries a letter or a sealed proposal verbatim, with its
+author's signature, so the recipient can check who wrote it even though the mediator sent it;
+the mediator's own session vouches only for having passed it on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+from . import labels
+from .content import MAX_SEALED_BYTES, ContentKind, Letter, SignedLetter
+from .encoding import Reader, Writer
+from .errors import IdentityMismatchError, InvalidFieldError, LetterSignatureError
+from .identity import IDENTITY_PUBLIC_SIZE, IdentityKeyPair, IdentityPublic
+from .keys import SIGNATURE_SIZE, SigningPublicKey
+from .proposals import MAX_NAME_BYTES, NotaryReceipt, Party, SealedProposal
+
+INTRODUCTION_VERSION = 1
+FORWARD_VERSION = 1
+MAX_RECEIPT_BYTES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Introduction:
+    """`u8 version (= 1) ‖ Party introducer ‖ Party recipient ‖ name subject
+    ‖ fixed[128] IdentityPublic of the subject ‖ u64 at (ms)`."""
+
+    introducer: Party
+    recipient: Party
+    subject: str
+    subject_identity: bytes
+    at_ms: int
+
+    def canonical(self) -> bytes:
+        writer = Writer().u8(INTRODUCTION_VERSION)
+        self.introducer.write(writer)
+        self.recipient.write(writer)
+        writer.var8(self.subject.encode("utf-8"))
+        return bytes(writer.fixed(self.subject_identity, IDENTITY_PUBLIC_SIZE).u64(self.at_ms))
+
+    @classmethod
+    def read(cls, reader: Reader) -> Introduction:
+        version = reader.u8()
+        if version != INTRODUCTION_VERSION:
+            raise InvalidFieldError(f"introduction version {version} is not supported")
+        introducer = Party.read(reader, "introducer")
+        recipient = Party.read(reader, "recipient")
+        try:
+            subject = reader.var8(MAX_NAME_BYTES, "subject").decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidFieldError("the subject's name is not UTF-8") from None
+        if not subject:
+            raise InvalidFieldError("the subject's name is empty")
+        identity = reader.fixed(IDENTITY_PUBLIC_SIZE)
+        IdentityPublic.from_bytes(identity)  # a well-formed, self-bound identity
+        return cls(introducer, recipient, subject, identity, reader.u64())
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIntroduction:
+    introduction: Introduction
+    signature: bytes
+
+    def to_content(self) -> bytes:
+        return bytes((ContentKind.INTRODUCTION,)) + self.introduction.canonical() + self.signature
+
+    def verify(self, introducer: IdentityPublic, me: IdentityPublic, my_name: str) -> None:
+        """Signed by the session's peer, and addressed to us."""
+        intro = self.introduction
+        if intro.introducer.keys != introducer.keys:
+            raise IdentityMismatchError("the introduction names another introducer")
+        if intro.recipient != Party(my_name, me.keys):
+            raise IdentityMismatchError("the introduction is addressed to someone else")
+        introducer.signing.verify(
+            self.signature,
+            labels.signing_input(labels.SIG_INTRODUCTION, intro.canonical()),
+            LetterSignatureError,
+        )
+
+
+def sign_introduction(identity: IdentityKeyPair, introduction: Introduction) -> SignedIntroduction:
+    signature = identity.sign(labels.SIG_INTRODUCTION, introduction.canonical())
+    return SignedIntroduction(introduction, signature)
+
+
+def read_introduction(reader: Reader) -> SignedIntroduction:
+    return SignedIntroduction(Introduction.read(reader), reader.fixed(SIGNATURE_SIZE))
+
+
+class ForwardForm(IntEnum):
+    LETTER = 1
+    PROPOSAL = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    """`u8 8 ‖ u8 version (= 1) ‖ u8 form ‖ (1) var32 (LetterCanonical ‖ fixed[64] signature)
+    | (2) var32 Sealed ‖ var16 Receipt of its commitment`."""
+
+    letter: SignedLetter | None = None
+    sealed: SealedProposal | None = None
+    receipt: NotaryReceipt | None = None
+
+    def to_content(self) -> bytes:
+        writer = Writer().u8(ContentKind.FORWARDED).u8(FORWARD_VERSION)
+        if self.letter is not None:
+            signed = self.letter.letter.canonical() + self.letter.signature
+            return bytes(writer.u8(ForwardForm.LETTER).var32(signed))
+        assert self.sealed is not None and self.receipt is not None
+        writer.u8(ForwardForm.PROPOSAL).var32(self.sealed.to_bytes())
+        return bytes(writer.var16(self.receipt.to_bytes()))
+
+    @classmethod
+    def read(cls, reader: Reader) -> Forwarded:
+        version = reader.u8()
+        if version != FORWARD_VERSION:
+            raise InvalidFieldError(f"forwarded content version {version} is not supported")
+        form = reader.u8()
+        if form == ForwardForm.LETTER:
+            inner = Reader(reader.var32(MAX_SEALED_BYTES, "forwarded letter"), "forwarded letter")
+            letter = Letter.read(inner)
+            signature = inner.fixed(SIGNATURE_SIZE)
+            inner.finish()
+            return cls(letter=SignedLetter(letter, signature))
+        if form == ForwardForm.PROPOSAL:
+            sealed = SealedProposal.from_bytes(reader.var32(MAX_SEALED_BYTES, "sealed proposal"))
+            receipt = NotaryReceipt.from_bytes(reader.var16(MAX_RECEIPT_BYTES, "receipt"))
+            if receipt.entry.subject != sealed.commitment:
+                raise InvalidFieldError("the receipt is for another proposal's commitment")
+            return cls(sealed=sealed, receipt=receipt)
+        raise InvalidFieldError(f"unknown forwarded form {form}")
+
+    def author(self) -> Party:
+        if self.letter is not None:
+            letter = self.letter.letter
+            return Party(letter.sender, letter.sender_keys)
+        assert self.sealed is not None
+        return self.sealed.proposal.author
+
+    def verify_author(self) -> None:
+        """The author's signature, checked against the keys the original names (the caller
+        compares those keys with the ones it holds for that name)."""
+        signing = SigningPublicKey.from_bytes(self.author().keys[:32])
+        if self.letter is not None:
+            body = labels.signing_input(labels.SIG_LETTER, self.letter.letter.canonical())
+            signing.verify(self.letter.signature, body, LetterSignatureError)
+            return
+        assert self.sealed is not None
+        body = labels.signing_input(labels.SIG_PROPOSAL, self.sealed.proposal.canonical())
+        signing.verify(self.sealed.signature, body, LetterSignatureError)
