@@ -21,7 +21,7 @@ from .keys import SIGNATURE_SIZE
 from .otr import OtrControl
 
 if TYPE_CHECKING:
-    from .mediation import Forwarded, SignedIntroduction
+    from .mediation import Forwarded, ReleasedOffer, SignedIntroduction
 from .primitives import AEAD_NONCE_SIZE, aead_decrypt, aead_encrypt, sha256
 from .proposals import (
     DIGEST_SIZE,
@@ -47,6 +47,7 @@ class ContentKind(IntEnum):
     INTRODUCTION = 6
     CONTROL = 7
     FORWARDED = 8
+    EXCHANGE_RELEASE = 9
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,7 +369,7 @@ def _read_acknowledgement(reader: Reader) -> StatementContent | SignedAcknowledg
 
 Content: TypeAlias = (
     "SignedLetter | Receipt | ProposalContent | StatementContent | SignedAcknowledgement"
-    " | OtrControl | SignedIntroduction | Forwarded"
+    " | OtrControl | SignedIntroduction | Forwarded | ReleasedOffer"
 )
 
 
@@ -398,9 +399,13 @@ def decode_content(data: bytes) -> Content:
 
 
 def _mediation_readers() -> dict[int, Callable[[Reader], Content]]:
-    from .mediation import Forwarded, read_introduction  # it builds on this module
+    from .mediation import Forwarded, ReleasedOffer, read_introduction  # builds on this module
 
-    return {ContentKind.INTRODUCTION: read_introduction, ContentKind.FORWARDED: Forwarded.read}
+    return {
+        ContentKind.INTRODUCTION: read_introduction,
+        ContentKind.FORWARDED: Forwarded.read,
+        ContentKind.EXCHANGE_RELEASE: ReleasedOffer.read,
+    }
 
 
 def _name(name: str) -> bytes:

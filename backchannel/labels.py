@@ -21,6 +21,7 @@ SIG_STATEMENT = b"proposal statement"
 SIG_NOTARY = b"notary receipt"
 SIG_INJECT = b"exercise inject"
 SIG_INTRODUCTION = b"introduction"
+SIG_EXCHANGE_RELEASE = b"exchange release"
 
 # Hash and KDF info strings.
 FINGERPRINT = PREFIX + b"fingerprint"

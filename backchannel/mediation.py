@@ -155,3 +155,83 @@ class Forwarded:
         assert self.sealed is not None
         body = labels.signing_input(labels.SIG_PROPOSAL, self.sealed.proposal.canonical())
         signing.verify(self.sealed.signature, body, LetterSignatureError)
+
+
+RELEASE_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ReleasedOffer:
+    """The mediator's release of one side's offer to the other in a simultaneous exchange
+    (PRODUCT.md §4; content kind 9):
+
+        u8 9 ‖ u8 version (= 1) ‖ fixed[16] exchange id ‖ Party mediator
+        ‖ var32 Sealed (the offer released) ‖ var16 Receipt of its commitment
+        ‖ var16 Receipt of the recipient's own offer's commitment ‖ u64 released_at (ms)
+        ‖ fixed[64] Ed25519-Sign(mediator, SigningInput("exchange release", ReleaseBody))
+        ReleaseBody = exchange id ‖ commitment released ‖ u64 its notary seq
+                    ‖ commitment of the recipient's offer ‖ u64 its notary seq ‖ u64 released_at
+
+    The two receipts show both commitments notarised before `released_at`; the signature is the
+    mediator's statement that it released them together."""
+
+    exchange_id: bytes
+    mediator: Party
+    sealed: SealedProposal
+    receipt: NotaryReceipt
+    own_receipt: NotaryReceipt
+    released_at_ms: int
+    signature: bytes = b""
+
+    def body(self) -> bytes:
+        writer = Writer().fixed(self.exchange_id, 16)
+        writer.fixed(self.receipt.entry.subject, 32).u64(self.receipt.entry.seq)
+        writer.fixed(self.own_receipt.entry.subject, 32).u64(self.own_receipt.entry.seq)
+        return bytes(writer.u64(self.released_at_ms))
+
+    def to_content(self) -> bytes:
+        writer = Writer().u8(ContentKind.EXCHANGE_RELEASE).u8(RELEASE_VERSION)
+        writer.fixed(self.exchange_id, 16)
+        self.mediator.write(writer)
+        writer.var32(self.sealed.to_bytes()).var16(self.receipt.to_bytes())
+        writer.var16(self.own_receipt.to_bytes()).u64(self.released_at_ms)
+        return bytes(writer.fixed(self.signature, SIGNATURE_SIZE))
+
+    @classmethod
+    def read(cls, reader: Reader) -> ReleasedOffer:
+        version = reader.u8()
+        if version != RELEASE_VERSION:
+            raise InvalidFieldError(f"exchange release version {version} is not supported")
+        exchange_id = reader.fixed(16)
+        mediator = Party.read(reader, "mediator")
+        sealed = SealedProposal.from_bytes(reader.var32(MAX_SEALED_BYTES, "sealed proposal"))
+        receipt = NotaryReceipt.from_bytes(reader.var16(MAX_RECEIPT_BYTES, "receipt"))
+        own = NotaryReceipt.from_bytes(reader.var16(MAX_RECEIPT_BYTES, "own receipt"))
+        return cls(exchange_id, mediator, sealed, receipt, own, reader.u64(),
+                   reader.fixed(SIGNATURE_SIZE))  # fmt: skip
+
+    def verify(self, mediator: IdentityPublic, notary_key: SigningPublicKey) -> None:
+        """Signed by the mediator named in the offer; both commitments notarised (by this
+        notary) before the release; the offer is the one the first receipt notarised."""
+        proposal = self.sealed.proposal
+        if proposal.mediator != self.mediator or self.mediator.keys != mediator.keys:
+            raise IdentityMismatchError("the offer names another mediator")
+        if self.receipt.entry.subject != self.sealed.commitment:
+            raise InvalidFieldError("the receipt is for another offer's commitment")
+        for receipt in (self.receipt, self.own_receipt):
+            receipt.verify(notary_key)
+            if receipt.entry.at_ms > self.released_at_ms:
+                raise InvalidFieldError("an offer was notarised after the release")
+        mediator.signing.verify(
+            self.signature,
+            labels.signing_input(labels.SIG_EXCHANGE_RELEASE, self.body()),
+            LetterSignatureError,
+        )
+
+
+def sign_release(identity: IdentityKeyPair, release: ReleasedOffer) -> ReleasedOffer:
+    signature = identity.sign(labels.SIG_EXCHANGE_RELEASE, release.body())
+    return ReleasedOffer(
+        release.exchange_id, release.mediator, release.sealed, release.receipt,
+        release.own_receipt, release.released_at_ms, signature,
+    )  # fmt: skip

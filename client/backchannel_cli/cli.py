@@ -325,9 +325,16 @@ keep_option = click.option(
 @click.option("--watch", is_flag=True, help="Stay connected and show letters as they arrive.")
 @click.option("--no-read-receipts", is_flag=True, help="Do not tell senders you read them.")
 @keep_option
+@click.option(
+    "--hold",
+    is_flag=True,
+    help="Mediators: hold simultaneous exchanges for `backchannel exchange release`.",
+)
 @json_option
 @pass_ctx
-def inbox(ctx: Context, watch: bool, no_read_receipts: bool, keep: bool, as_json: bool) -> None:
+def inbox(
+    ctx: Context, watch: bool, no_read_receipts: bool, keep: bool, hold: bool, as_json: bool
+) -> None:
     """Fetch, decrypt, store and acknowledge new messages, then show them.
 
     Off-the-record messages are shown and forgotten (nothing of them is stored unless --keep).
@@ -348,6 +355,7 @@ def inbox(ctx: Context, watch: bool, no_read_receipts: bool, keep: bool, as_json
         click.echo(line, err=True)
 
     async def work(participant: Participant) -> None:
+        participant.hold_exchanges = hold
         fresh, synced = await participant.fetch()
         shown: list[Shown] | None = None
 
@@ -533,6 +541,12 @@ def _with_options(options: list[Any]) -> Callable[[Any], Any]:
 @_with_options(proposal_options)
 @click.option("--if", "conditions", multiple=True, metavar="ID", help="Valid only with ID.")
 @click.option("--reveal-at", metavar="TIME", help="Sealed until TIME (ISO time or 2h).")
+@click.option("--via", metavar="MEDIATOR", help="With --simultaneous: the mediator who holds it.")
+@click.option(
+    "--simultaneous",
+    is_flag=True,
+    help="One side of a simultaneous exchange: NAME sees it only together with theirs.",
+)
 @json_option
 @pass_ctx
 def propose(
@@ -544,9 +558,14 @@ def propose(
     expires: str | None,
     conditions: tuple[str, ...],
     reveal_at: str | None,
+    via: str | None,
+    simultaneous: bool,
     as_json: bool,
 ) -> None:
-    """Make a signed, notarised proposal to NAME."""
+    """Make a signed, notarised proposal to NAME.
+
+    With --via MEDIATOR --simultaneous it is sealed to the mediator, who releases it to NAME
+    and NAME's offer to you at once, when both are in."""
     collected = _terms(terms, file)
     expires_ms = _time_ms(expires, "--expires") if expires else 0
     reveal_ms = _time_ms(reveal_at, "--reveal-at") if reveal_at else 0
@@ -555,8 +574,9 @@ def propose(
 
     async def work(participant: Participant) -> dict[str, Any]:
         return await participant.negotiation.propose(
-            name, title, collected, conditions, expires_ms, reveal_ms
-        )
+            name, title, collected, conditions, expires_ms, reveal_ms,
+            via=via, simultaneous=simultaneous,
+        )  # fmt: skip
 
     _show_proposal(_run(ctx, work), as_json, verb="Sent")
 
@@ -1003,3 +1023,48 @@ def _reworded(ctx: Context, ident: str) -> str | None:
 
     edited = click.edit(_run(ctx, original))
     return edited if edited and edited.strip() else None
+
+
+@main.group(cls=OneLineGroup)
+def exchange() -> None:
+    """Simultaneous exchanges you mediate: both sides' sealed offers, released together."""
+
+
+@exchange.command("list")
+@json_option
+@pass_ctx
+def exchange_list(ctx: Context, as_json: bool) -> None:
+    """The exchanges held here, with both sides' offers (which you, the mediator, may read)."""
+    from .render import emit_json
+
+    async def work(participant: Participant) -> list[dict[str, Any]]:
+        participant.hold_exchanges = True  # looking is not releasing
+        await participant.sync()
+        return participant.mediation.exchanges()
+
+    found = _run(ctx, work)
+    if as_json:
+        emit_json(found)
+        return
+    if not found:
+        click.echo("No exchanges are held here.")
+    for entry in found:
+        click.echo(f"[{entry['id'][:12]}] {' and '.join(entry['sides'])}: {entry['status']}")
+        for offer in entry["offers"]:
+            click.echo(f"  {offer['from']} -> {offer['to']} (notary entry "
+                       f"{offer['notary_seq']}): {offer['title']}")  # fmt: skip
+
+
+@exchange.command("release")
+@click.argument("ident", metavar="ID")
+@pass_ctx
+def exchange_release(ctx: Context, ident: str) -> None:
+    """Release both offers of an exchange at once (ID: the exchange's id, or either offer's)."""
+
+    async def work(participant: Participant) -> str:
+        participant.hold_exchanges = True
+        await participant.sync()
+        return await participant.mediation.release(ident)
+
+    released = _run(ctx, work)
+    click.echo(f"Released the exchange {released[:12]}: each side now has the other's offer.")

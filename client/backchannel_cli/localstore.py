@@ -108,6 +108,23 @@ class ForwardLink(Base):
     original: Mapped[str] = mapped_column(String(64))
 
 
+class HeldOffer(Base):
+    """A mediator's side of a simultaneous exchange: an offer it holds until both are in. The
+    offer itself is sealed with the data key; the rest is what the notary's log shows anyway."""
+
+    __tablename__ = "held_offers"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    exchange: Mapped[str] = mapped_column(String(32), index=True)
+    author: Mapped[str] = mapped_column(String(64))
+    addressee: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(Integer)
+    """The notary's sequence number for the offer's commitment."""
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    receipt: Mapped[bytes] = mapped_column(LargeBinary)
+    released_at: Mapped[int] = mapped_column(Integer, default=0)
+    """0 while held; when the exchange was released (ms), for both sides' rows."""
+
+
 class Processed(Base):
     """An envelope that left no message behind (a receipt), remembered until it expires so that
     a redelivery (after a crash before the acknowledgement) is recognised, not decrypted again."""

@@ -14,14 +14,22 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from backchannel.content import SignedLetter
-from backchannel.errors import BackchannelError
+from backchannel.content import ProposalContent, SignedLetter
+from backchannel.errors import BackchannelError, IdentityMismatchError
 from backchannel.identity import IdentityPublic, format_fingerprint
-from backchannel.mediation import Forwarded, Introduction, SignedIntroduction, sign_introduction
-from backchannel.proposals import Party
+from backchannel.mediation import (
+    Forwarded,
+    Introduction,
+    ReleasedOffer,
+    SignedIntroduction,
+    sign_introduction,
+    sign_release,
+)
+from backchannel.proposals import NotaryReceipt, Party, Reveal, SealedProposal
+from backchannel.records import ProposalRecord
 
 from .errors import CliError
-from .localstore import Contact, ForwardLink, LetterSignature, Message, ProposalRow
+from .localstore import Contact, ForwardLink, HeldOffer, LetterSignature, Message, ProposalRow
 from .render import when
 
 if TYPE_CHECKING:
@@ -231,6 +239,202 @@ class Mediation:
         with self.p.store.transaction() as db:
             row = db.get(ForwardLink, ident)
             return row.original if row else None
+
+    # --- simultaneous exchange (the mediator's side) ----------------------------------------------
+
+    def holds(self, content: ProposalContent) -> bool:
+        """Whether this proposal is one side of a simultaneous exchange we mediate."""
+        sealed = content.sealed
+        return (
+            sealed is not None
+            and sealed.proposal.reveal == Reveal.SIMULTANEOUS
+            and sealed.proposal.mediator == Party.of(self.p.name, self.p.me.identity.public)
+        )
+
+    def hold(self, db: Any, envelope_id: str, sender: str, content: ProposalContent) -> None:
+        """Keep one side's offer (checked: author's signature, notary receipt, its sender)
+        until the other side's is in; it joins the open exchange between the two, if any."""
+        sealed = content.sealed
+        assert sealed is not None
+        notary = self.p.negotiation._pinned(db)
+        if notary is None:
+            raise BackchannelError("the relay's notary key is not pinned yet")
+        ProposalRecord(sealed, content.receipt).check(notary.key)
+        proposal = sealed.proposal
+        if proposal.author.name != sender or len(proposal.addressees) != 1:
+            raise BackchannelError("a simultaneous offer comes from its author, to one addressee")
+        digest = sealed.digest.hex()
+        if db.get(HeldOffer, digest) is not None:
+            return
+        author, addressee = proposal.author.name, proposal.addressees[0].name
+        open_rows = self._open_rows(db, author, addressee)
+        exchange_id = proposal.exchange_id
+        assert exchange_id is not None  # a simultaneous offer has one (Proposal checks)
+        exchange = open_rows[0].exchange if open_rows else exchange_id.hex()
+        db.add(
+            HeldOffer(
+                digest=digest, exchange=exchange, author=author, addressee=addressee,
+                seq=content.receipt.entry.seq, receipt=content.receipt.to_bytes(),
+                sealed=self.p.store.vault.seal(f"held:{digest}", sealed.to_bytes()),
+            )
+        )  # fmt: skip
+        self.p.store.add_message(
+            db, f"[held for the simultaneous exchange {exchange[:12]}: {author}'s sealed offer "
+            f"to {addressee}]\n{proposal.title}", id=envelope_id, direction="in", peer=sender,
+            kind="held offer", sent_at=proposal.created_at_ms, stored_at=now_ms(),
+            status="held", verified="signed", in_reply_to=None,
+        )  # fmt: skip
+
+    def _open_rows(self, db: Any, one: str, other: str) -> list[HeldOffer]:
+        rows = db.query(HeldOffer).filter(HeldOffer.released_at == 0).order_by(HeldOffer.seq)
+        return [r for r in rows if {r.author, r.addressee} == {one, other}]
+
+    def exchanges(self) -> list[dict[str, Any]]:
+        """Every exchange we mediate, with its offers (which we may read)."""
+        with self.p.store.transaction() as db:
+            rows = list(db.query(HeldOffer).order_by(HeldOffer.seq))
+            found: dict[str, dict[str, Any]] = {}
+            for row in rows:
+                sealed = SealedProposal.from_bytes(
+                    self.p.store.vault.open(f"held:{row.digest}", row.sealed)
+                )
+                entry = found.setdefault(
+                    row.exchange,
+                    {"id": row.exchange, "sides": sorted({row.author, row.addressee}),
+                     "released_at": row.released_at, "offers": []},
+                )  # fmt: skip
+                entry["offers"].append(
+                    {"id": row.digest, "from": row.author, "to": row.addressee,
+                     "notary_seq": row.seq, "title": sealed.proposal.title,
+                     "terms": list(sealed.proposal.terms)}
+                )  # fmt: skip
+        for entry in found.values():
+            authors = {o["from"] for o in entry["offers"]}
+            entry["status"] = (
+                "released" if entry["released_at"] else
+                "ready" if len(authors) == 2 else f"waiting for {_other(entry['sides'], authors)}"
+            )  # fmt: skip
+        return list(found.values())
+
+    async def release_ready(self) -> list[str]:
+        """Release every exchange whose two offers are in (the default, as the client runs)."""
+        released = []
+        for entry in self.exchanges():
+            if entry["status"] == "ready":
+                released.append(await self.release(entry["id"]))
+        return released
+
+    async def release(self, ident: str) -> str:
+        """Send each side the other's offer, with the notary receipts of both and our signed
+        statement that both were committed before either was revealed. -> the exchange id."""
+        ident = ident.lower()
+        entry = next(
+            (e for e in self.exchanges()
+             if e["id"].startswith(ident) or any(o["id"].startswith(ident) for o in e["offers"])),
+            None,
+        )  # fmt: skip
+        if entry is None or len(ident) < 4:
+            raise CliError(f"no exchange or offer {ident!r} is held here")
+        if entry["status"] == "released":
+            raise CliError(f"the exchange {entry['id'][:12]} was released already")
+        if entry["status"] != "ready":
+            raise CliError(
+                f"the exchange {entry['id'][:12]} is {entry['status']}: it is released once "
+                "both offers are in"
+            )
+        chosen = self._valid_offers(entry)
+        me = Party.of(self.p.name, self.p.me.identity.public)
+        exchange_id, released_at = bytes.fromhex(entry["id"]), now_ms()
+        with self.p.store.transaction() as db:
+            offers = {}
+            for author, digest in chosen.items():
+                row = db.get(HeldOffer, digest)
+                assert row is not None
+                sealed = SealedProposal.from_bytes(
+                    self.p.store.vault.open(f"held:{digest}", row.sealed)
+                )
+                offers[author] = (sealed, NotaryReceipt.from_bytes(row.receipt))
+        (first, (first_offer, first_receipt)), (second, (second_offer, second_receipt)) = (
+            offers.items()
+        )
+        for to, offer, receipt, own in (
+            (second, first_offer, first_receipt, second_receipt),
+            (first, second_offer, second_receipt, first_receipt),
+        ):
+            release = sign_release(
+                self.p.me.identity,
+                ReleasedOffer(exchange_id, me, offer, receipt, own, released_at),
+            )
+            contact = await self.p.contact(to)
+
+            def mark(db: Any) -> None:
+                for row in db.query(HeldOffer).filter(HeldOffer.exchange == entry["id"]):
+                    row.released_at = released_at
+
+            await self.p.queue(
+                to, IdentityPublic.from_bytes(contact.identity), release.to_content(),
+                os.urandom(16),
+                f"released {offer.proposal.author.name}'s offer to {to} "
+                f"(exchange {entry['id'][:12]})", kind="exchange", sent_at=released_at,
+                also=mark,
+            )  # fmt: skip
+        await self.p.flush_outbox()
+        return str(entry["id"])
+
+    def _valid_offers(self, entry: dict[str, Any]) -> dict[str, str]:
+        """Per side, the offer that stands: its latest made before the other side's first
+        commitment was notarised (a side may revise its offer until then, never after)."""
+        offers = entry["offers"]
+        chosen = {}
+        for author in {o["from"] for o in offers}:
+            mine = [o for o in offers if o["from"] == author]
+            others_first = min(o["notary_seq"] for o in offers if o["from"] != author)
+            before = [o for o in mine if o["notary_seq"] < others_first]
+            chosen[author] = (before[-1] if before else mine[0])["id"]
+            late = [o["id"][:12] for o in mine if o["id"] != chosen[author]
+                    and o["notary_seq"] > others_first]  # fmt: skip
+            if late:
+                self.p.notes.append(
+                    f"{author}'s later offer {', '.join(late)} came after the other side's "
+                    "commitment was notarised: it does not replace the first"
+                )
+        return chosen
+
+    def receive_release(
+        self, db: Any, envelope_id: str, sender: str, peer: IdentityPublic, release: ReleasedOffer
+    ) -> None:
+        """The other side's offer, released by the mediator: checked, then kept as a proposal
+        from its author (which we may accept)."""
+        notary = self.p.negotiation._pinned(db)
+        if notary is None:
+            raise BackchannelError("the relay's notary key is not pinned yet")
+        if release.mediator.name != sender:
+            raise IdentityMismatchError("the release names another mediator than its sender")
+        release.verify(peer, notary.key)
+        own = (
+            db.query(ProposalRow)
+            .filter(
+                ProposalRow.commitment == release.own_receipt.entry.subject.hex(),
+                ProposalRow.direction == "out",
+            )
+            .first()
+        )
+        if own is None:
+            raise BackchannelError("the release names an offer of ours that we did not make")
+        author = release.sealed.proposal.author
+        content = ProposalContent(release.receipt, release.sealed.digest, release.sealed)
+        self.p.negotiation.receive(
+            db, envelope_id, author.name, None, content, author=author,
+            note=(
+                f"released by {sender} in a simultaneous exchange: both offers were notarised "
+                f"(entries {release.receipt.entry.seq} and {release.own_receipt.entry.seq}) "
+                f"before {when(release.released_at_ms)}"
+            ),
+        )  # fmt: skip
+
+
+def _other(sides: list[str], present: set[str]) -> str:
+    return ", ".join(s for s in sides if s not in present) or "the other side"
 
 
 def _unique(matches: list[Message]) -> Message | None:

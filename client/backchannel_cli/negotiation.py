@@ -124,11 +124,26 @@ class Negotiation:
         expires_at_ms: int = 0,
         reveal_at_ms: int = 0,
         answers: str | None = None,
+        via: str | None = None,
+        simultaneous: bool = False,
     ) -> dict[str, Any]:
+        """`via` with `simultaneous`: one side of a simultaneous exchange, sealed to that
+        mediator, who releases it to `to` only together with `to`'s offer (PRODUCT.md §4)."""
         if to == self.p.name:
             raise CliError("you cannot make a proposal to yourself")
+        if simultaneous and (via is None or reveal_at_ms):
+            raise CliError("--simultaneous goes with --via MEDIATOR, and not with --reveal-at")
+        if via is not None and not simultaneous:
+            raise CliError("--via MEDIATOR is for a simultaneous exchange: add --simultaneous")
+        if via in (to, self.p.name):
+            raise CliError("the mediator of an exchange is a third participant")
         contact = await self.p.contact(to)
         peer = IdentityPublic.from_bytes(contact.identity)
+        mediator = None
+        if via is not None:
+            mediator = Party(
+                via, IdentityPublic.from_bytes((await self.p.contact(via)).identity).keys
+            )
         notary = await self.notary()
         with self.p.store.transaction() as db:
             condition_digests = tuple(bytes.fromhex(self._find(db, c).digest) for c in conditions)
@@ -142,9 +157,14 @@ class Negotiation:
             expires_at_ms,
             conditions=condition_digests,
             answers=bytes.fromhex(answers) if answers else None,
-            reveal=Reveal.AT_TIME if reveal_at_ms else Reveal.IMMEDIATE,
+            reveal=(
+                Reveal.SIMULTANEOUS if simultaneous
+                else Reveal.AT_TIME if reveal_at_ms else Reveal.IMMEDIATE
+            ),
             reveal_at_ms=reveal_at_ms,
-        )
+            mediator=mediator,
+            exchange_id=os.urandom(16) if simultaneous else None,
+        )  # fmt: skip
         try:
             sealed = seal(self.p.me.identity, proposal, os.urandom(32))
         except ValueError as exc:
@@ -187,12 +207,17 @@ class Negotiation:
                 )
             )
 
+        carrier, carrier_keys = (to, peer) if mediator is None else (
+            via, IdentityPublic.from_bytes((await self.p.contact(mediator.name)).identity)
+        )  # fmt: skip
+        assert carrier is not None
         await self.p.queue(
-            to,
-            peer,
+            carrier,
+            carrier_keys,
             content.to_content(),
             message_id,
-            _summary(sealed.proposal, digest),
+            _summary(sealed.proposal, digest)
+            + (f" (sealed to {via} for a simultaneous exchange)" if via else ""),
             kind="proposal",
             sent_at=proposal.created_at_ms,
             also=store,
@@ -387,14 +412,22 @@ class Negotiation:
         db: Any,
         envelope_id: str,
         sender: str,
-        peer: IdentityPublic,
+        peer: IdentityPublic | None,
         content: ProposalContent | StatementContent,
+        author: Party | None = None,
+        note: str = "",
     ) -> None:
-        """Check and store a proposal or a statement; raises `BackchannelError` if it is bad."""
+        """Check and store a proposal or a statement; raises `BackchannelError` if it is bad.
+
+        `author` (with `peer` None): a proposal its mediator released to us in a simultaneous
+        exchange (checked by the caller); `note` says so in the inbox."""
         notary = self._pinned(db)
         if notary is None:
             raise BackchannelError("the relay's notary key is not pinned yet")
-        sender_party = Party(sender, peer.keys)
+        if author is None:
+            assert peer is not None
+            author = Party(sender, peer.keys)
+        sender_party = author
         if isinstance(content, StatementContent):
             self._receive_statement(db, envelope_id, sender_party, notary, content)
             return
@@ -430,6 +463,8 @@ class Negotiation:
                     message_id=envelope_id,
                 )
             )
+        if note:
+            summary = f"[{note}]\n{summary}"
         self._inbox(db, envelope_id, sender, "proposal", summary, content.receipt.entry.at_ms)
 
     def _check_addressed(self, sealed: SealedProposal, sender: Party) -> None:

@@ -34,7 +34,7 @@ from backchannel.content import (
 from backchannel.envelope import Envelope, Route
 from backchannel.errors import BackchannelError, IdentityMismatchError
 from backchannel.identity import IdentityPublic, format_fingerprint, safety_number
-from backchannel.mediation import Forwarded, SignedIntroduction
+from backchannel.mediation import Forwarded, ReleasedOffer, SignedIntroduction
 from backchannel.otr import OtrControl
 from backchannel.prekeys import KemPrekey, OneTimePrekey, PrekeyBundle, PrekeySecrets
 from backchannel.session import (
@@ -168,6 +168,8 @@ class Participant:
         self.offrecord = OffTheRecord(self)
         self.exercise = Exercise(self)
         self.mediation = Mediation(self)
+        self.hold_exchanges = False
+        """A mediator's choice: leave simultaneous exchanges for `exchange release`."""
         self.notes: list[str] = []
 
     async def close(self) -> None:
@@ -562,6 +564,8 @@ class Participant:
             self.store.forget_expired(db, int(time.time()))
         await self.flush_outbox()  # what we carry for others (blind forwarding) goes on now
         await self.negotiation.catch_up()
+        if not self.hold_exchanges:
+            await self.mediation.release_ready()
         await self.offrecord.catch_up()
         await self.exercise.take_injects()
         await self.top_up_prekeys()
@@ -657,6 +661,18 @@ class Participant:
             self.offrecord.receive(db, sender, content)
             db.add(Processed(id=envelope_id, expires_at=envelope.expires_at))
             return Outcome(offrecord=True)
+        if isinstance(content, ProposalContent) and self.mediation.holds(content):
+            try:
+                self.mediation.hold(db, envelope_id, sender, content)
+            except BackchannelError as exc:
+                return unreadable(exc)
+            return Outcome()
+        if isinstance(content, ReleasedOffer):
+            try:
+                self.mediation.receive_release(db, envelope_id, sender, session.peer, content)
+            except BackchannelError as exc:
+                return unreadable(exc)
+            return Outcome(negotiation=True)
         if isinstance(content, (ProposalContent, StatementContent)):
             try:
                 self.negotiation.receive(db, envelope_id, sender, session.peer, content)
@@ -891,6 +907,8 @@ class Participant:
             try:
                 await self.offrecord.catch_up()
                 await self.offrecord.receive_all(show_any, keep)
+                if not self.hold_exchanges:
+                    await self.mediation.release_ready()
                 if rounds % INJECT_POLL_ROUNDS == 0 and await self.exercise.take_injects():
                     show_any(self.take_unshown())
             except CliError as exc:

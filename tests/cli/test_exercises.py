@@ -136,3 +136,98 @@ def test_control_commands_refuse_bad_input_in_one_line(make_relay: Any, home: Pa
         result = CliRunner().invoke(relay_main, args)
         assert result.exit_code != 0
         assert expected in assert_one_error_line(result.output), result.output
+
+
+def test_cuba_1962_a_full_scripted_run(make_relay: Any, home: Path) -> None:
+    """The shipped scenario, by name: every role registers from its invite; policy is enforced;
+    U Thant introduces, shuttles with re-attribution, and runs a simultaneous exchange neither
+    side can read early; injects arrive at their scenario times with the clock sped up."""
+    relay = make_relay("cuba", *GENEROUS)
+    users = load(relay, home, "cuba-1962")
+    assert set(users) == {"kennedy", "khrushchev", "castro", "u-thant", "dobrynin"}
+    kennedy, khrushchev, castro, thant, dobrynin = (
+        users[n] for n in ("kennedy", "khrushchev", "castro", "u-thant", "dobrynin")
+    )
+    status = control(relay, "status")
+    assert all(r["registered"] for r in status["roles"]) and status["clock"]["paused"]
+
+    # Policy: Castro has no channel to Dobrynin; Kennedy reaches Castro only through U Thant.
+    assert "no channel to dobrynin" in castro.fails("send", "dobrynin", "Comrade ambassador?")
+    blind = kennedy.run("send", "castro", "We have no quarrel with the Cuban people.", "--json")
+    assert blind.exit_code == 0 and "through u-thant" in blind.stderr
+    assert [m["kind"] for m in thant.inbox()] == []  # carried, unread: nothing to show
+    (carried,) = castro.inbox()
+    assert (carried["from"], carried["verified"]) == ("kennedy", "signed")
+
+    # Introductions: U Thant introduces Khrushchev and Kennedy; each checks the key it holds.
+    assert len(thant.json("introduce", "kennedy", "khrushchev")) == 2
+    for user, other in ((kennedy, "khrushchev"), (khrushchev, "kennedy")):
+        (intro,) = [m for m in user.inbox() if m["kind"] == "introduction"]
+        assert intro["from"] == "u-thant" and intro["verified"] == "signed by u-thant"
+        assert f"introduces {other}" in intro["text"]
+        assert "matches the key you hold" in intro["text"] or "pinned" in intro["text"]
+
+    # Shuttle: Castro writes to U Thant; U Thant forwards verbatim to Khrushchev (Castro's
+    # signature intact), and re-words it as his own to Kennedy (who sees U Thant's letter).
+    letter = castro.send("u-thant", "Cuba will accept UN inspection only with guarantees.")
+    (received,) = thant.inbox()
+    verbatim = thant.json("forward", received["id"], "--to", "khrushchev")
+    assert verbatim["verbatim"] and verbatim["author"] == "castro"
+    (shuttled,) = [m for m in khrushchev.inbox() if m["kind"] == "forwarded"]
+    assert (
+        shuttled["verified"] == "signed by castro"
+        and "forwarded verbatim by u-thant" in (shuttled["text"])
+    )
+    own = thant.json(
+        "forward", letter, "--to", "kennedy", "--as-own",
+        "--text", "I believe inspection could be arranged with guarantees on both sides.",
+    )  # fmt: skip
+    assert own["verbatim"] is False and own["original"] == letter
+    (reworded,) = [m for m in kennedy.inbox() if m["kind"] == "letter"]
+    assert (reworded["from"], reworded["verified"]) == ("u-thant", "signed")
+    assert "castro" not in reworded["text"].lower() and letter not in json.dumps(reworded)
+
+    # A simultaneous exchange through U Thant: neither side can read the other's offer early.
+    mine = kennedy.json(
+        "propose", "khrushchev", "--via", "u-thant", "--simultaneous",
+        "--title", "No invasion of Cuba", "--term", "The United States will not invade Cuba.",
+    )  # fmt: skip
+    assert [p["id"] for p in khrushchev.json("proposals")] == []
+    thant.inbox("--hold")
+    (held,) = thant.json("exchange", "list")
+    assert held["status"] == "waiting for khrushchev"
+    assert "is waiting for khrushchev" in thant.fails("exchange", "release", held["id"])
+    theirs = khrushchev.json(
+        "propose", "kennedy", "--via", "u-thant", "--simultaneous",
+        "--title", "Missiles out of Cuba", "--term", "The missiles are removed under UN watch.",
+    )  # fmt: skip
+    assert mine["id"] not in [
+        p["id"] for p in khrushchev.json("proposals") if p["from"] != "khrushchev"
+    ]
+    thant.inbox("--hold")
+    (ready,) = thant.json("exchange", "list")
+    assert ready["status"] == "ready"
+    assert {o["title"] for o in ready["offers"]} == {"No invasion of Cuba", "Missiles out of Cuba"}
+    assert "Released" in thant.ok("exchange", "release", theirs["id"][:8])
+    got = {p["id"]: p for p in kennedy.json("proposals")}
+    assert got[theirs["id"]]["title"] == "Missiles out of Cuba"
+    seen = {p["id"]: p for p in khrushchev.json("proposals")}
+    assert seen[mine["id"]]["title"] == "No invasion of Cuba"
+    note = [m for m in khrushchev.inbox() if m["kind"] == "proposal"]
+    assert note and "simultaneous exchange" in note[0]["text"]
+    assert khrushchev.json("accept", mine["id"])["status"] == "accepted"
+
+    # Injects at their scenario times: 8 o'clock start at 60x -> speed it up to reach 19:00.
+    control(relay, "clock", "speed", "10000")  # 11 scenario hours in about 4 s
+    control(relay, "clock", "resume")
+    eventually(
+        lambda: any("quarantine" in m["text"] for m in dobrynin.inbox() if m["kind"] == "inject"),
+        15,
+        "the quarantine inject",
+    )
+    control(relay, "clock", "set", "1962-10-28T10:00:00-04:00")
+    control(relay, "clock", "pause")
+    titles = [m["text"].splitlines()[0] for m in castro.inbox() if m["kind"] == "inject"]
+    assert any("U-2" in t for t in titles) and any("Radio Moscow" in t for t in titles)
+    delivered = control(relay, "status")["injects"]
+    assert all(i["delivered"] for i in delivered) and len(delivered) == 4
