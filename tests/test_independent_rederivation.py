@@ -978,3 +978,61 @@ def test_off_the_record_channel() -> None:
     state = u8(1) + channel_id + u8(0) + next_opener + u32(1) + next_responder + u32(1)
     state += u64(expires_at) + u16(0) + u16(1) + mack2
     assert state == h(v["opener_state_after"])
+
+
+def test_mediation_and_exercise_statements() -> None:
+    """PROTOCOL.md §16.3 (inject), §16.5 (introduction), §16.6 (forwarded letter) and §16.7
+    (exchange release): mediation.json."""
+    v = load("mediation")
+    seed = h(v["mediator_identity_private"])[:32]
+    public = ed25519_public(seed)
+
+    # §16.5: the mediator's signature over the introduction, and the content around it.
+    canonical = h(v["introduction_canonical"])
+    message = signing_input("introduction", canonical)
+    check_signature(seed, public, message, h(v["introduction_signature"]))
+    assert h(v["introduction_content"]) == u8(6) + canonical + h(v["introduction_signature"])
+    r = Reader(canonical)
+    assert r.u8() == 1 and r.fixed(r.u8()) == b"u-thant" and r.fixed(64)[:32] == public
+    assert r.fixed(r.u8()) == b"kennedy"
+    r.fixed(64)
+    assert r.fixed(r.u8()) == b"khrushchev"
+    r.fixed(128)
+    r.u64()
+    r.done()
+
+    # §16.6: u8 8 ‖ version ‖ form 1 ‖ var32 (LetterCanonical ‖ signature), signed by its author.
+    forwarded = h(v["forwarded_content"])
+    r = Reader(forwarded)
+    assert (r.u8(), r.u8(), r.u8()) == (8, 1, 1)
+    inner = r.fixed(r.u32())
+    r.done()
+    letter, signature = inner[:-64], inner[-64:]
+    lr = Reader(letter)
+    lr.u8(), lr.fixed(16)
+    assert lr.fixed(lr.u8()) == b"khrushchev"
+    author_key = lr.fixed(64)[:32]
+    Ed25519PublicKey.from_public_bytes(author_key).verify(
+        signature, signing_input("letter", letter)
+    )
+
+    # §16.7: the release body and the mediator's signature over it.
+    body = h(v["release_body"])
+    check_signature(seed, public, signing_input("exchange release", body),
+                    h(v["release_signature"]))  # fmt: skip
+    assert len(body) == 16 + 32 + 8 + 32 + 8 + 8
+    content = h(v["release_content"])
+    assert content[:2] == u8(9) + u8(1) and content[2:18] == body[:16]
+    assert content.endswith(body[-8:] + h(v["release_signature"]))
+
+    # §16.3: InjectBody from its fields (a negative i64 time: 1962), signed by the control key.
+    at = -227_304_000_000
+    expected = (
+        var8(v["inject_exercise"].encode()) + u32(1) + at.to_bytes(8, "big", signed=True)
+        + u8(1) + var8(b"all") + var16(b"The quarantine")
+        + var32(b"The President has announced a quarantine of Cuba.")
+    )  # fmt: skip
+    assert h(v["inject_body"]) == expected
+    control = h(v["control_private"])
+    check_signature(control, ed25519_public(control), signing_input("exercise inject", expected),
+                    h(v["inject_signature"]))  # fmt: skip

@@ -31,6 +31,7 @@ NAMES = [
     "receipt",
     "proposal",
     "otr",
+    "mediation",
 ]
 
 

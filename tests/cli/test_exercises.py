@@ -40,9 +40,10 @@ text = "Something happened at nine."
 
 def control(relay: Relay, *args: str) -> Any:
     """`backchannel-relay exercise ...` as exercise control runs it, on the relay's store."""
-    result = CliRunner().invoke(
-        relay_main, ["exercise", *args, "--data-dir", str(relay.data_dir), "--json"]
-    )
+    store = ["--data-dir", str(relay.data_dir)]
+    if "--database" in relay.extra:
+        store += ["--database", relay.extra[relay.extra.index("--database") + 1]]
+    result = CliRunner().invoke(relay_main, ["exercise", *args, *store, "--json"])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -138,11 +139,12 @@ def test_control_commands_refuse_bad_input_in_one_line(make_relay: Any, home: Pa
         assert expected in assert_one_error_line(result.output), result.output
 
 
-def test_cuba_1962_a_full_scripted_run(make_relay: Any, home: Path) -> None:
-    """The shipped scenario, by name: every role registers from its invite; policy is enforced;
-    U Thant introduces, shuttles with re-attribution, and runs a simultaneous exchange neither
-    side can read early; injects arrive at their scenario times with the clock sped up."""
-    relay = make_relay("cuba", *GENEROUS)
+def test_cuba_1962_a_full_scripted_run(make_relay: Any, store: tuple[str, ...], home: Path) -> None:
+    """The shipped scenario, by name, on SQLite and PostgreSQL: every role registers from its
+    invite; policy is enforced; U Thant introduces, shuttles with re-attribution, and runs a
+    simultaneous exchange neither side can read early; injects arrive at their scenario times
+    with the clock sped up."""
+    relay = make_relay("cuba", *GENEROUS, *store)
     users = load(relay, home, "cuba-1962")
     assert set(users) == {"kennedy", "khrushchev", "castro", "u-thant", "dobrynin"}
     kennedy, khrushchev, castro, thant, dobrynin = (

@@ -28,6 +28,7 @@ from backchannel.content import (
     sign_letter,
 )
 from backchannel.envelope import Envelope, Route
+from backchannel.exercise import Inject, inject_body, sign_inject
 from backchannel.handshake import (
     DISCONTINUITY_BYTES,
     associated_data,
@@ -40,6 +41,13 @@ from backchannel.identity import (
     safety_number,
 )
 from backchannel.keys import DHPublicKey, KEMPublicKey, SigningKeyPair
+from backchannel.mediation import (
+    Forwarded,
+    Introduction,
+    ReleasedOffer,
+    sign_introduction,
+    sign_release,
+)
 from backchannel.padding import pad
 from backchannel.prekeys import PrekeyBundle, PrekeySecrets
 from backchannel.primitives import hmac_sha256
@@ -69,7 +77,7 @@ from backchannel.session import accept_session, session_encrypt, start_session
 from .randomness import RecordingRandom
 
 HERE = Path(__file__).parent
-ALICE, BOB = "kennedy", "khrushchev"
+ALICE, BOB, MEDIATOR = "kennedy", "khrushchev", "u-thant"
 Vector = dict[str, Any]
 
 
@@ -574,6 +582,82 @@ def build_otr() -> Vector:
     }
 
 
+def build_mediation() -> Vector:
+    """A mediator's introduction, a letter forwarded verbatim, both sides of a simultaneous
+    exchange released, and a signed inject (PROTOCOL.md §16)."""
+    alice, _ = _identity("identity-alice")
+    bob, _ = _identity("identity-bob")
+    thant, _ = _identity("identity-thant")
+    rng = RecordingRandom("mediation")
+    kennedy, khrushchev = Party.of(ALICE, alice.public), Party.of(BOB, bob.public)
+    mediator = Party.of(MEDIATOR, thant.public)
+    introduction = sign_introduction(
+        thant, Introduction(mediator, kennedy, BOB, bob.public.to_bytes(), 1_793_059_200_000)
+    )
+    introduction.verify(thant.public, alice.public, ALICE)
+    letter = sign_letter(
+        bob,
+        Letter(rng(16), BOB, bob.public.keys, MEDIATOR, thant.public.keys, 1_793_059_300_000,
+               "Tell them we will consider inspection."),
+    )  # fmt: skip
+    forwarded = Forwarded(letter=letter)
+    forwarded.verify_author()
+    notary = SigningKeyPair.from_private_bytes(rng(32))
+    relay_id = rng(16)
+    offers, entries = [], []
+    previous = None
+    for author, identity, to, title in (
+        (kennedy, alice, khrushchev, "No invasion of Cuba"),
+        (khrushchev, bob, kennedy, "Missiles out of Cuba"),
+    ):
+        proposal = Proposal(
+            rng(16), author, (to,), title, ("As agreed through the Secretary-General.",),
+            1_793_059_400_000, mediator=mediator, reveal=Reveal.SIMULTANEOUS,
+            exchange_id=rng(16),
+        )  # fmt: skip
+        sealed = seal(identity, proposal, rng(32))
+        at = 1_793_059_400_500 + len(entries)
+        subject = sealed.commitment
+        previous = next_entry(previous, at, EntryKind.COMMITMENT, subject, subject)
+        entries.append(previous)
+        offers.append((sealed, notarise(notary, relay_id, previous)))
+    (kennedy_offer, kennedy_receipt), (khrushchev_offer, khrushchev_receipt) = offers
+    exchange_id = kennedy_offer.proposal.exchange_id
+    assert exchange_id is not None
+    release = sign_release(
+        thant,
+        ReleasedOffer(exchange_id, mediator, khrushchev_offer, khrushchev_receipt,
+                      kennedy_receipt, 1_793_059_500_000),
+    )  # fmt: skip
+    release.verify(thant.public, notary.public)
+    control = SigningKeyPair.from_private_bytes(rng(32))
+    inject = Inject(1, -227_304_000_000, ("all",), "The quarantine",
+                    "The President has announced a quarantine of Cuba.")  # fmt: skip
+    return {
+        "description": "A mediator's introduction (kind 6), a letter forwarded verbatim "
+        "(kind 8), a simultaneous exchange's release to Kennedy (kind 9), and an inject signed "
+        "by the control key (PROTOCOL.md §16)",
+        "random_draws": rng.take_new(),
+        "mediator": MEDIATOR,
+        "mediator_identity_private": thant.private_bytes().hex(),
+        "introduction_canonical": introduction.introduction.canonical().hex(),
+        "introduction_signature": introduction.signature.hex(),
+        "introduction_content": introduction.to_content().hex(),
+        "forwarded_content": forwarded.to_content().hex(),
+        "notary_private": notary.private_bytes().hex(),
+        "relay_id": relay_id.hex(),
+        "kennedy_offer_sealed": kennedy_offer.to_bytes().hex(),
+        "khrushchev_offer_sealed": khrushchev_offer.to_bytes().hex(),
+        "release_body": release.body().hex(),
+        "release_signature": release.signature.hex(),
+        "release_content": release.to_content().hex(),
+        "control_private": control.private_bytes().hex(),
+        "inject_exercise": "cuba-1962",
+        "inject_body": inject_body("cuba-1962", inject).hex(),
+        "inject_signature": sign_inject(control, "cuba-1962", inject).hex(),
+    }
+
+
 def build_all(kem_ciphertext: bytes | None) -> dict[str, Vector]:
     handshake = build_handshake(kem_ciphertext)
     return {
@@ -587,6 +671,7 @@ def build_all(kem_ciphertext: bytes | None) -> dict[str, Vector]:
         "receipt": build_receipt(),
         "proposal": build_proposal(),
         "otr": build_otr(),
+        "mediation": build_mediation(),
     }
 
 
