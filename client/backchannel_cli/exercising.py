@@ -34,7 +34,9 @@ class Exercise:
 
     def __init__(self, participant: Participant) -> None:
         self.participant = participant
-        self.view: dict[str, Any] | None = None
+        self.view: dict[str, Any] | None = self._stored()
+        """The relay's last answer (read here, outside any transaction, so rendering a
+        message inside one never opens a second)."""
         self._fetched = False
 
     async def refresh(self) -> dict[str, Any] | None:
@@ -70,10 +72,6 @@ class Exercise:
         view: dict[str, Any] | None = json.loads(raw) if raw else None
         return view
 
-    def cached(self) -> dict[str, Any] | None:
-        if not self._fetched and self.view is None:
-            self.view = self._stored()
-        return self.view
 
     # --- channels -------------------------------------------------------------------------------
 
@@ -94,7 +92,7 @@ class Exercise:
 
     def scenario_time(self, wall_ms: int) -> str | None:
         """The scenario time of a wall time, by the clock as last heard from the relay."""
-        view = self.cached()
+        view = self.view
         if view is None:
             return None
         clock = Clock.from_json(view["clock"])

@@ -67,6 +67,25 @@ def _store_options(command: Callable[..., Any]) -> Callable[..., Any]:
     )(command)
 
 
+def _with_store(
+    data_dir: Path, database_url: str | None, work: Callable[[Store], Coroutine[Any, Any, T]]
+) -> T:
+    """Open (and migrate) the store the flags name, run `work` on it, close it."""
+    config = RelayConfig(data_dir=data_dir, database_url=database_url)
+
+    async def run() -> T:
+        if database_url is None:
+            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        engine = open_engine(config.url)
+        try:
+            await migrate(engine)
+            return await work(Store(engine, Limits()))
+        finally:
+            await engine.dispose()
+
+    return _run(run)
+
+
 def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
         return asyncio.run(make())
@@ -240,19 +259,11 @@ def invite(
     problem = text_problem(name) if name else "is empty"
     if problem is not None:
         raise click.BadParameter(f"the name {problem}", param_hint="NAME")
-    config = RelayConfig(data_dir=data_dir, database_url=database_url)
 
-    async def run() -> tuple[str, int]:
-        if database_url is None:
-            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        engine = open_engine(config.url)
-        try:
-            await migrate(engine)
-            return await Store(engine, Limits()).create_invite(name, role, int(ttl_hours * 3600))
-        finally:
-            await engine.dispose()
+    async def work(store: Store) -> tuple[str, int]:
+        return await store.create_invite(name, role, int(ttl_hours * 3600))
 
-    code, expires_at = _run(run)
+    code, expires_at = _with_store(data_dir, database_url, work)
     if as_json:
         click.echo(
             json.dumps({"name": name, "role": role, "invite": code, "expires_at": expires_at})
@@ -399,21 +410,11 @@ def _exercises(
 
     from .exercises import Exercises
 
-    config = RelayConfig(data_dir=data_dir, database_url=database_url)
+    async def run(store: Store) -> T:
+        key, _ = await store.meta_secret("control_key", 32)
+        return await work(Exercises(store, SigningKeyPair.from_private_bytes(key)))
 
-    async def run() -> T:
-        if database_url is None:
-            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        engine = open_engine(config.url)
-        try:
-            await migrate(engine)
-            store = Store(engine, Limits())
-            key, _ = await store.meta_secret("control_key", 32)
-            return await work(Exercises(store, SigningKeyPair.from_private_bytes(key)))
-        finally:
-            await engine.dispose()
-
-    return _run(run)
+    return _with_store(data_dir, database_url, run)
 
 
 def _when(ms: int, offset_minutes: int) -> str:

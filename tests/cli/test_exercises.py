@@ -12,30 +12,9 @@ from typing import Any
 from click.testing import CliRunner
 
 from backchannel_relay.cli import main as relay_main
+from tests.relay.test_exercises import SCENARIO, role
 
 from .conftest import GENEROUS, Relay, User, assert_one_error_line, eventually
-
-MINI = """
-schema = 1
-[exercise]
-name = "mini-{tag}"
-title = "A small crisis"
-brief = "Three parties and a mediator."
-[clock]
-start = "1962-10-22T08:00:00-04:00"
-speed = 3600.0
-{roles}
-[policy]
-direct = [["{a}", "{b}"]]
-[[policy.via]]
-between = ["{a}", "{c}"]
-mediator = "{m}"
-[[injects]]
-at = "1962-10-22T09:00:00-04:00"
-to = ["all"]
-title = "News at nine"
-text = "Something happened at nine."
-"""
 
 
 def control(relay: Relay, *args: str) -> Any:
@@ -56,23 +35,21 @@ def load(relay: Relay, home: Path, scenario: str) -> dict[str, User]:
         scenario = str(path)
     loaded = control(relay, "load", scenario)
     users = {}
-    for role in loaded["roles"]:
-        user = User(home, role["name"])
+    for entry in loaded["roles"]:
+        user = User(home, entry["name"])
         user.init(relay)
-        registered = user.json("register", role["invite"])
-        assert registered["role"] == role["kind"]
-        users[role["name"]] = user
+        registered = user.json("register", entry["invite"])
+        assert registered["role"] == entry["kind"]
+        users[entry["name"]] = user
     return users
 
 
 def mini(relay: Relay, home: Path) -> tuple[str, dict[str, User]]:
     tag = os.urandom(3).hex()
     names = {k: f"{k}-{tag}" for k in ("a", "b", "c", "m")}
-    roles = "".join(
-        f'[[roles]]\nname = "{names[k]}"\nkind = "{kind}"\ntitle = "{k}"\nbrief = "{k}."\n'
-        for k, kind in (("a", "party"), ("b", "party"), ("c", "party"), ("m", "mediator"))
-    )
-    users = load(relay, home, MINI.format(tag=tag, roles=roles, **names))
+    kinds = (("a", "party"), ("b", "party"), ("c", "party"), ("m", "mediator"))
+    roles = "".join(role(names[k], kind) for k, kind in kinds)
+    users = load(relay, home, SCENARIO.format(name=f"mini-{tag}", roles=roles, **names))
     return f"mini-{tag}", {k: users[n] for k, n in names.items()}
 
 
@@ -118,7 +95,7 @@ def test_an_inject_is_signed_by_control_and_shown_as_such(make_relay: Any, home:
     assert (inject["kind"], inject["from"], inject["verified"]) == (
         "inject", "control", "signed by control",
     )  # fmt: skip
-    assert inject["text"].startswith("News at nine (scenario time 1962-10-22 09:00 -04:00)")
+    assert inject["text"].startswith("News (scenario time 1962-10-22 09:00 -04:00)")
     assert users["c"].inbox() == []  # once
     status = control(relay, "status", "--exercise", name)
     assert status["injects"][0]["delivered"] is True
