@@ -72,7 +72,6 @@ class Exercise:
         view: dict[str, Any] | None = json.loads(raw) if raw else None
         return view
 
-
     # --- channels -------------------------------------------------------------------------------
 
     async def via(self, to: str) -> str | None:
@@ -87,6 +86,15 @@ class Exercise:
                 f"the exercise {view['exercise']} gives {self.participant.name} no channel to {to}"
             )
         return None if channel["direct"] else str(channel["via"])
+
+    def direct(self, peer: str) -> bool:
+        """Whether the exercise (as last heard) lets us write to `peer` directly; True outside
+        an exercise. For sealed-sender traffic, which the relay cannot check (PROTOCOL.md §16.1)."""
+        view = self.view
+        if view is None or peer not in {r["name"] for r in view["roles"]}:
+            return True
+        channel = view["channels"].get(peer)
+        return bool(channel and channel["direct"])
 
     # --- the clock ------------------------------------------------------------------------------
 

@@ -117,11 +117,14 @@ class Mediation:
         else:
             verdict = "it DIFFERS from the key you hold for them: one of the two is not theirs"
             verified += "; KEY DIFFERS"
-        text = (
-            f"{sender} introduces {subject}, fingerprint {fingerprint}: {verdict}. You may "
-            f"write to {subject} directly: `backchannel send {subject}` or "
-            f"`backchannel otr open {subject}`."
-        )
+        if self.p.exercise.direct(subject):
+            then = (
+                f"You may write to {subject} directly: `backchannel send {subject}` or "
+                f"`backchannel otr open {subject}`."
+            )
+        else:
+            then = "The exercise still routes what you write to them through a mediator."
+        text = f"{sender} introduces {subject}, fingerprint {fingerprint}: {verdict}. {then}"
         return text, verified
 
     def _forwarded(self, db: Any, sender: str, forwarded: Forwarded) -> tuple[str, str]:

@@ -220,6 +220,11 @@ class OffTheRecord:
         if peer == participant.name:
             raise CliError("an off-the-record channel is between you and someone else")
         await participant.contact(peer)
+        if await participant.exercise.via(peer) is not None:  # raises if there is no channel
+            raise CliError(
+                f"the exercise lets you reach {peer} only through a mediator; an off-the-record "
+                "channel needs a direct one"
+            )
         info = await participant._call(participant.relay.info())
         cap = int(info["limits"].get("max_drop_ttl_seconds", 0))
         if ttl_ms > cap * 1000:
@@ -279,6 +284,12 @@ class OffTheRecord:
             and channel.channel_id < control.channel_id
         ):
             return  # both opened at once: the lower channel id stands, and they answer ours
+        if not self.participant.exercise.direct(sender):
+            self.notes.append(
+                f"{sender} offered an off-the-record channel, which the exercise does not allow "
+                "between you (no direct channel); it was declined"
+            )
+            return
         try:
             answer, state = otr.accept(control, now_ms())
         except BackchannelError:

@@ -389,6 +389,36 @@ def openapi_document() -> dict[str, Any]:
                 auth=False,
             )
         },
+        "/v1/exercise": {
+            "get": _op(
+                "The caller's exercise: briefs, scenario clock, channels, injects due (§16.3)",
+                {
+                    **_ok(
+                        _obj(
+                            [
+                                "exercise",
+                                "title",
+                                "brief",
+                                "role",
+                                "roles",
+                                "clock",
+                                "channels",
+                                "injects",
+                            ],
+                            exercise=NAME,
+                            title={"type": "string"},
+                            brief={"type": "string"},
+                            role={"type": "object"},
+                            roles={"type": "array"},
+                            clock={"type": "object"},
+                            channels={"type": "object"},
+                            injects={"type": "array"},
+                        )
+                    ),
+                    **_errors(401, 404, 429),
+                },
+            )
+        },
         "/v1/drops": {
             "post": _op(
                 "Open a drop for an off-the-record channel (PROTOCOL.md §15.3)",

@@ -146,6 +146,16 @@ def test_cuba_1962_a_full_scripted_run(make_relay: Any, store: tuple[str, ...], 
         assert f"introduces {other}" in intro["text"]
         assert "matches the key you hold" in intro["text"] or "pinned" in intro["text"]
 
+    # Off the record needs a direct channel (clients enforce the policy for sealed sender):
+    # the ambassador's backchannel, yes; Havana, no.
+    assert "only through a mediator" in kennedy.fails("otr", "open", "castro")
+    kennedy.ok("otr", "open", "dobrynin")
+    dobrynin.inbox()
+    kennedy.ok("otr", "send", "dobrynin", "The Jupiters will go in time. Not a word of it.")
+    (said,) = [m for m in dobrynin.inbox() if m["kind"] == "otr"]
+    assert (said["from"], said["verified"]) == ("kennedy", "deniable")
+    kennedy.ok("otr", "close", "dobrynin")
+
     # Shuttle: Castro writes to U Thant; U Thant forwards verbatim to Khrushchev (Castro's
     # signature intact), and re-words it as his own to Kennedy (who sees U Thant's letter).
     letter = castro.send("u-thant", "Cuba will accept UN inspection only with guarantees.")
