@@ -68,6 +68,10 @@ FILL_EXPIRY = 900
 """Seconds: what the fetch phase leaves behind on a long-running relay expires soon."""
 ENVELOPE_EXPIRY = 3_600
 ALL_PHASES = ("throughput", "latency", "fetch", "ceiling")
+EXTRA_PHASES = ("idle",)
+"""Run only when asked for (`--phase idle`): it needs `idle_connections` participants' worth of
+sockets and file descriptors."""
+WEBSOCKETS_PER_PARTICIPANT = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,7 @@ class BenchSettings:
     fetch_repeats: int = 200
     drain_timeout: float = 30.0
     phases: tuple[str, ...] = ALL_PHASES
+    idle_connections: int = 5_000
 
     @property
     def recipient_count(self) -> int:
@@ -100,6 +105,7 @@ class Report:
     latency: dict[str, float] = field(default_factory=dict)
     fetch: dict[str, float] = field(default_factory=dict)
     ceiling: dict[str, float] = field(default_factory=dict)
+    idle: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -430,11 +436,14 @@ class Receiver:
 @contextlib.asynccontextmanager
 async def receivers(
     session: aiohttp.ClientSession,
-    url: str,
+    urls: Sequence[str],
     who: Sequence[Participant],
     on_envelope: Callable[[bytes, float], None] | None = None,
 ) -> AsyncIterator[list[Receiver]]:
-    started = [Receiver(session, url, p, on_envelope) for p in who]
+    """Recipient i listens on relay (i + 1) mod n, and sender i posts to relay i mod n: with
+    several relays, every envelope crosses from one process to another."""
+    started = [Receiver(session, urls[(i + 1) % len(urls)], p, on_envelope)
+               for i, p in enumerate(who)]  # fmt: skip
     try:
         await asyncio.gather(*(r.start() for r in started))
         yield started
@@ -509,7 +518,7 @@ def _session() -> aiohttp.ClientSession:
 
 
 async def throughput_phase(
-    url: str,
+    urls: Sequence[str],
     senders: Sequence[Participant],
     recipients: Sequence[Participant],
     settings: BenchSettings,
@@ -517,7 +526,7 @@ async def throughput_phase(
 ) -> dict[str, float]:
     """Closed-loop senders; -> accepted and delivered envelopes/s over the measured window."""
     task = phases.add("throughput", settings.warmup + settings.duration)
-    async with _session() as session, receivers(session, url, recipients) as inboxes:
+    async with _session() as session, receivers(session, urls, recipients) as inboxes:
         accepted = 0
         requests = 0
         stop = False
@@ -531,6 +540,7 @@ async def throughput_phase(
             factory = factories[index]
             while not stop:
                 _, body = factory.request_body(settings.batch)
+                url = urls[index % len(urls)]
                 fresh = await post_envelopes(session, url, senders[index], body)
                 accepted += fresh  # (not `+= await`: that would read `accepted` before waiting)
                 requests += 1
@@ -596,7 +606,7 @@ def percentile(values: Sequence[float], fraction: float) -> float:
 
 
 async def latency_phase(
-    url: str,
+    urls: Sequence[str],
     senders: Sequence[Participant],
     recipients: Sequence[Participant],
     settings: BenchSettings,
@@ -619,7 +629,7 @@ async def latency_phase(
         if start is not None and start >= measured_from:
             latencies.append(at - start)
 
-    async with _session() as session, receivers(session, url, recipients, arrived):
+    async with _session() as session, receivers(session, urls, recipients, arrived):
         factories = [
             EnvelopeFactory(s.name, recipients[i % len(recipients)].name)
             for i, s in enumerate(senders)
@@ -635,7 +645,7 @@ async def latency_phase(
 
         async def send_one(index: int, message_id: bytes, body: bytes) -> int:
             sent_at[message_id] = time.perf_counter()
-            return await post_envelopes(session, url, senders[index], body)
+            return await post_envelopes(session, urls[index % len(urls)], senders[index], body)
 
         def show() -> None:
             status = f"{len(latencies):,} delivered"
@@ -900,25 +910,34 @@ async def ceiling_phase(url: str, settings: BenchSettings, phases: Phases) -> di
 
 async def run_bench(
     settings: BenchSettings,
-    relay_url: str | None = None,
+    relay_urls: Sequence[str] = (),
     admin_token: str | None = None,
     database_url: str | None = None,
     console: Console | None = None,
+    processes: int = 1,
 ) -> Report:
+    """Drive the relays at `relay_urls` (running ones sharing one store), or start `processes`
+    relays on `database_url` (several only on PostgreSQL) and drive those."""
     async with contextlib.AsyncExitStack() as stack:
-        if relay_url is None:
-            handle = await stack.enter_async_context(started_relay(database_url))
-        else:
-            await wait_healthy(relay_url.rstrip("/"), None, timeout=5)
-            handle = RelayHandle(relay_url.rstrip("/"), None, "an existing relay")
-        token = admin_token or handle.admin_token
+        handles: list[RelayHandle] = []
+        if not relay_urls:
+            if processes > 1 and not (database_url or "").startswith("postgresql"):
+                raise RuntimeError("several relay processes share a PostgreSQL --database")
+            for _ in range(processes):
+                handles.append(await stack.enter_async_context(started_relay(database_url)))
+        for url in relay_urls:
+            await wait_healthy(url.rstrip("/"), None, timeout=5)
+            handles.append(RelayHandle(url.rstrip("/"), None, "an existing relay"))
+        urls = [h.url for h in handles]
+        token = admin_token or next((h.admin_token for h in handles if h.admin_token), None)
         if token is None:
             raise RuntimeError(
                 "no admin token: give --admin-token (it is printed on a store's first start)"
             )
+        store = handles[0].store + (f", {len(handles)} relay processes" if len(handles) > 1 else "")
         report = Report(
-            relay=handle.url,
-            store=handle.store,
+            relay=", ".join(urls),
+            store=store,
             machine=machine_description(),
             settings=asdict(settings),
         )
@@ -928,31 +947,92 @@ async def run_bench(
         fillers = max(1, math.ceil(settings.fill / FILL_PER_MAILBOX))
         if "fetch" in settings.phases:
             names += [f"bench-{run}-p0000"] + [f"bench-{run}-f{i:04d}" for i in range(fillers)]
+        holders = math.ceil(settings.idle_connections / WEBSOCKETS_PER_PARTICIPANT)
+        if "idle" in settings.phases:
+            names += [f"bench-{run}-i{i:04d}" for i in range(holders)]
         with Phases(console) as phases:
             task = phases.add("register", len(names))
             async with _session() as session:
-                everyone = await register_all(session, handle.url, token, names)
+                everyone = await register_all(session, urls[0], token, names)
             phases.update(task, len(names), f"{len(names)} participants")
             senders = everyone[: settings.senders]
             recipients = everyone[settings.senders : settings.senders + settings.recipient_count]
             rest = everyone[settings.senders + settings.recipient_count :]
+            idle_holders = rest[len(rest) - holders :] if "idle" in settings.phases else []
             if "throughput" in settings.phases:
                 report.throughput = await throughput_phase(
-                    handle.url, senders, recipients, settings, phases
+                    urls, senders, recipients, settings, phases
                 )
             if "latency" in settings.phases:
-                report.latency = await latency_phase(
-                    handle.url, senders, recipients, settings, phases
-                )
+                report.latency = await latency_phase(urls, senders, recipients, settings, phases)
             if "fetch" in settings.phases:
                 report.fetch = await fetch_phase(
-                    handle.url, senders[0], rest[0], rest[1:], settings, phases
+                    urls[0], senders[0], rest[0], rest[1:], settings, phases
                 )
+            if "idle" in settings.phases:
+                process = handles[0].process
+                report.idle = await idle_phase(
+                    urls[0], idle_holders, settings.idle_connections,
+                    process.process.pid if process else None, phases,
+                )  # fmt: skip
             if "ceiling" in settings.phases:
-                await stack.aclose()  # the relay stops: the forwarder gets the machine to itself
+                await stack.aclose()  # the relays stop: the forwarder gets the machine to itself
                 async with started_forwarder() as forwarder:
                     report.ceiling = await ceiling_phase(forwarder, settings, phases)
         return report
+
+
+# --- phase (e): idle connections ----------------------------------------------------------------
+
+
+def resident_mib(pid: int) -> float:
+    """The process's resident set size (Linux /proc), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+async def idle_phase(
+    url: str,
+    holders: Sequence[Participant],
+    count: int,
+    pid: int | None,
+    phases: Phases,
+) -> dict[str, float]:
+    """Open `count` WebSockets (at most 8 per participant, the relay's cap) and hold them
+    idle; -> the relay's resident memory before and with them open (when it was started here)."""
+    task = phases.add("idle", count)
+    before = resident_mib(pid) if pid else math.nan
+    opened: list[aiohttp.ClientWebSocketResponse] = []
+    gate = asyncio.Semaphore(64)
+    async with _session() as session:
+
+        async def connect(who: Participant) -> None:
+            async with gate:
+                opened.append(await session.ws_connect(url + "/v1/ws", headers=who.headers,
+                                                       heartbeat=None))  # fmt: skip
+                phases.update(task, len(opened), f"{len(opened):,} open")
+
+        started = time.perf_counter()
+        try:
+            await asyncio.gather(*(connect(holders[i // WEBSOCKETS_PER_PARTICIPANT])
+                                   for i in range(count)))  # fmt: skip
+            opened_in = time.perf_counter() - started
+            await asyncio.sleep(3)  # every socket has read its (empty) mailbox and waits
+            during = resident_mib(pid) if pid else math.nan
+            async with session.get(url + "/healthz") as response:
+                healthy = response.status == 200
+        finally:
+            await asyncio.gather(*(ws.close() for ws in opened), return_exceptions=True)
+    return {
+        "connections": float(len(opened)),
+        "opened_in_s": opened_in,
+        "rss_before_mib": before,
+        "rss_with_connections_mib": during,
+        "per_connection_kib": (during - before) * 1024 / max(1, len(opened)),
+        "healthy_while_held": float(healthy),
+    }
 
 
 # --- the report --------------------------------------------------------------------------------
@@ -960,6 +1040,7 @@ async def run_bench(
 GOALS = {
     "throughput": 10_000.0,
     "latency_p99_ms": 25.0,
+    "idle_rss_mib": 500.0,
 }
 
 
@@ -1016,6 +1097,16 @@ def report_table(report: Report) -> Table:
                 f"{t['accepted_per_s'] / c['frames_per_s']:.0%}",
                 "",
             )
+    idle = report.idle
+    if idle:
+        table.add_row(
+            f"idle WebSockets held by one relay process: {idle['connections']:,.0f}, "
+            "resident memory (MiB)",
+            f"{idle['rss_with_connections_mib']:,.0f}",
+            f"< {GOALS['idle_rss_mib']:,.0f}",
+        )
+        table.add_row("  before they opened (MiB)", f"{idle['rss_before_mib']:,.0f}", "")
+        table.add_row("  per connection (KiB)", f"{idle['per_connection_kib']:,.1f}", "")
     table.caption = f"{report.machine}; store: {report.store}"
     return table
 

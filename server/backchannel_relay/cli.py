@@ -273,7 +273,27 @@ def invite(
 
 
 @main.command()
-@click.option("--relay", "relay_url", metavar="URL", help="Drive this running relay instead.")
+@click.option(
+    "--relays",
+    "--relay",
+    "relay_urls",
+    metavar="URL[,URL...]",
+    help="Drive these running relays (sharing one store) instead of starting one.",
+)
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 16),
+    default=1,
+    show_default=True,
+    help="Relay processes to start on --database (several only on PostgreSQL).",
+)
+@click.option(
+    "--idle-connections",
+    type=click.IntRange(1, 100_000),
+    default=5_000,
+    show_default=True,
+    help="WebSockets the idle phase holds open (run it with --phase idle).",
+)
 @click.option(
     "--admin-token",
     envvar="BACKCHANNEL_RELAY_ADMIN_TOKEN",
@@ -325,13 +345,15 @@ def invite(
 @click.option(
     "--phase",
     "phases",
-    type=click.Choice(["throughput", "latency", "fetch", "ceiling"]),
+    type=click.Choice(["throughput", "latency", "fetch", "ceiling", "idle"]),
     multiple=True,
-    help="Run only these phases (repeatable) [default: all].",
+    help="Run only these phases (repeatable) [default: all but idle].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def bench(
-    relay_url: str | None,
+    relay_urls: str | None,
+    processes: int,
+    idle_connections: int,
     admin_token: str | None,
     database_url: str | None,
     senders: int,
@@ -360,10 +382,14 @@ def bench(
         latency_duration=latency_duration,
         fill=fill,
         phases=phases or ALL_PHASES,
+        idle_connections=idle_connections,
     )
+    urls = [u.strip() for u in (relay_urls or "").split(",") if u.strip()]
     console = Console(stderr=as_json)
     try:
-        report = asyncio.run(run_bench(settings, relay_url, admin_token, database_url, console))
+        report = asyncio.run(
+            run_bench(settings, urls, admin_token, database_url, console, processes)
+        )
     except (RuntimeError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:

@@ -10,6 +10,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.relay.conftest import _postgres
 
 
 def test_relay_bench_reports_every_phase() -> None:
@@ -32,3 +38,43 @@ def test_relay_bench_reports_every_phase() -> None:
     assert fetch["large_store_envelopes"] >= fetch["small_store_envelopes"]
     assert report["ceiling"]["frames_per_s"] > 0
     assert "SQLite" in report["store"]
+
+
+@pytest.fixture
+def postgres_url(tmp_path: Path) -> Iterator[str]:
+    for backend in _postgres(tmp_path):
+        yield backend.store_args[1]
+
+
+def test_relay_bench_drives_two_processes_on_postgresql_and_holds_idle_sockets(
+    postgres_url: str,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "backchannel_relay", "bench", "--database", postgres_url,
+         "--processes", "2", "--senders", "4", "--duration", "0.5", "--warmup", "0.2",
+         "--latency-duration", "0.5", "--rate", "40", "--phase", "throughput", "--phase",
+         "latency", "--phase", "idle", "--idle-connections", "40", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["relay"].count("http://") == 2 and "2 relay processes" in report["store"]
+    assert report["throughput"]["accepted_in_window"] > 0
+    assert report["throughput"]["undelivered"] == 0
+    assert report["latency"]["samples"] == 20 and report["latency"]["lost"] == 0
+    idle = report["idle"]
+    assert idle["connections"] == 40 and idle["healthy_while_held"] == 1
+    assert idle["rss_with_connections_mib"] > 0
+
+
+def test_several_processes_need_postgresql() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "backchannel_relay", "bench", "--processes", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0 and "PostgreSQL" in done.stderr
+    assert "Traceback" not in done.stderr
