@@ -41,12 +41,12 @@ from .appkeys import (
     STORE,
 )
 from .config import RelayConfig
-from .database import migrate, open_engine
+from .database import is_sqlite, migrate, open_engine
 from .delivery import GroupCommitter, Hub
 from .drops import Drops
 from .errors import RelayError, StoreUnavailable, Unauthorized
 from .exercises import Exercises
-from .limits import ConnectionGate, RateLimiter
+from .limits import ConnectionGate, RateLimiter, SharedRateLimiter
 from .metrics import Metrics
 from .notary import Notary
 from .routes import PUBLIC, SEALED, SILENT, routes
@@ -151,7 +151,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> StreamRespo
     who = await request.app[STORE].participant_for_token(token)
     if who is None:
         raise Unauthorized("the session token is unknown or expired", code="bad_token")
-    request.app[LIMITER].take(who.id)
+    if route_template(request) in SILENT:  # opening a drop leaves no trace, not even a bucket
+        request.app[PUBLIC_LIMITER].take(("drop", who.id))
+    else:
+        await request.app[LIMITER].take_async(who.id)
     request[PARTICIPANT] = who
     return await handler(request)
 
@@ -186,6 +189,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         raise StoreUnavailable(f"cannot open the {config.describe_store()}: {exc}") from None
     store = Store(engine, config.limits)
     await store.load_keys()
+    if not is_sqlite(engine):  # several processes may serve this database: one limit for all
+        app[LIMITER] = SharedRateLimiter(config.rate, engine)
     app[STORE] = store
     app[RELAY_ID], _ = await store.meta_secret("relay_id", 16)
     notary_key, _ = await store.meta_secret("notary_key", 32)

@@ -8,7 +8,7 @@ from .config import RelayConfig
 from .delivery import GroupCommitter, Hub
 from .drops import Drops
 from .exercises import Exercises
-from .limits import ConnectionGate, RateLimiter
+from .limits import ConnectionGate, IdentityLimiter, RateLimiter
 from .metrics import Metrics
 from .notary import Notary
 from .store import ParticipantInfo, Store
@@ -18,7 +18,8 @@ STORE = web.AppKey("store", Store)
 HUB = web.AppKey("hub", Hub)
 COMMITTER = web.AppKey("committer", GroupCommitter)
 METRICS = web.AppKey("metrics", Metrics)
-LIMITER = web.AppKey("limiter", RateLimiter)
+LIMITER = web.AppKey("limiter", IdentityLimiter)
+"""Per identity: in memory on SQLite, in the database on PostgreSQL (`limits.py`)."""
 PUBLIC_LIMITER = web.AppKey("public_limiter", RateLimiter)
 """Unauthenticated POSTs (register, challenge, token, admin), per client address."""
 GATE = web.AppKey("gate", ConnectionGate)

@@ -1,6 +1,10 @@
 """Per-identity rate limiting: token buckets, Signal-Server's shape (a burst, then a steady rate).
 
-Buckets live in this process's memory; with several relay processes each enforces its own share.
+On SQLite (one process) the buckets live in memory. On PostgreSQL, where several relay processes
+may serve one database, the per-identity buckets live in the database, so the limit holds across
+processes (`SharedRateLimiter`); the per-address limit on unauthenticated requests and the
+per-drop limit stay in each process's memory, since neither an address nor a drop may be written
+down.
 """
 
 from __future__ import annotations
@@ -8,6 +12,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .errors import TooManyRequests
 
@@ -16,6 +24,12 @@ from .errors import TooManyRequests
 class RateLimit:
     burst: float = 60.0
     per_second: float = 1.0
+
+
+class IdentityLimiter(Protocol):
+    """What the authentication middleware asks of the per-identity limit."""
+
+    async def take_async(self, key: int, cost: float = 1.0) -> None: ...
 
 
 class RateLimiter:
@@ -37,6 +51,9 @@ class RateLimiter:
         if len(self._buckets) > 100_000:  # forget idle buckets (they would be full anyway)
             self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 3600}
 
+    async def take_async(self, key: Hashable, cost: float = 1.0) -> None:
+        self.take(key, cost)
+
 
 class ConnectionGate:
     """Counts requests in flight (a WebSocket counts for as long as it is open)."""
@@ -56,3 +73,38 @@ class ConnectionGate:
 
     def leave(self) -> None:
         self.open -= 1
+
+
+_NOW = "CAST(extract(epoch FROM clock_timestamp()) AS double precision)"
+_BURST, _RATE, _COST = (f"CAST(:{n} AS double precision)" for n in ("burst", "rate", "cost"))
+_LEVEL = f"LEAST({_BURST}, rate_buckets.tokens + ({_NOW} - rate_buckets.at) * {_RATE})"
+SHARED_TAKE = text(
+    f"""
+    INSERT INTO rate_buckets (key, tokens, at) VALUES (:key, {_BURST} - {_COST}, {_NOW})
+    ON CONFLICT (key) DO UPDATE SET tokens = {_LEVEL} - {_COST}, at = {_NOW}
+    WHERE {_LEVEL} >= {_COST}
+    RETURNING tokens
+    """
+)
+SHARED_LEVEL = text(f"SELECT {_LEVEL} FROM rate_buckets WHERE key = :key")
+
+
+class SharedRateLimiter:
+    """The per-identity limit when several relay processes share one PostgreSQL database: the
+    buckets live in the database (an UNLOGGED table, keyed by the participant's internal id), so
+    a client spreading its requests over every process still gets one limit. The database's
+    clock is the only clock, so processes on several hosts agree. One upsert per request."""
+
+    def __init__(self, limit: RateLimit, engine: AsyncEngine) -> None:
+        self.limit = limit
+        self.engine = engine
+
+    async def take_async(self, key: int, cost: float = 1.0) -> None:
+        values = {"key": str(key), "burst": self.limit.burst, "rate": self.limit.per_second,
+                  "cost": cost}  # fmt: skip
+        async with self.engine.begin() as connection:
+            if (await connection.execute(SHARED_TAKE, values)).first() is not None:
+                return
+            level = (await connection.execute(SHARED_LEVEL, values)).scalar() or 0.0
+        wait = (cost - float(level)) / self.limit.per_second
+        raise TooManyRequests("too many requests; slow down", retry_after=max(wait, 0.001))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -212,3 +213,13 @@ class ExerciseRoleRow(Base):
     __tablename__ = "exercise_roles"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     exercise: Mapped[str] = mapped_column(ForeignKey("exercises.name"), index=True)
+
+
+class RateBucketRow(Base):
+    """A per-identity token bucket shared by every relay process on PostgreSQL (`limits.py`);
+    keyed by the participant's internal id; UNLOGGED there, as it is worthless after a crash."""
+
+    __tablename__ = "rate_buckets"
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    at: Mapped[float] = mapped_column(Float)

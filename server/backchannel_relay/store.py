@@ -47,6 +47,7 @@ T = TypeVar("T")
 ROLES = ("party", "mediator", "observer")
 CACHE_ENTRIES = 100_000
 """At most this many session tokens, and as many names, remembered in memory."""
+MAILBOX_LOCK = 0x6263_6D61_696C_626F  # "bcmailbo": one envelope writer at a time across processes
 IN_CHUNK = 500
 """Values per `IN (...)` list (well under any database's limit on bound parameters)."""
 
@@ -434,6 +435,12 @@ class Store:
         now_ms = self.now_ms()
 
         def work(connection: Connection) -> tuple[list[list[Receipt] | Exception], list[int]]:
+            if self._write_lock is None:
+                # Several processes may insert at once, and PostgreSQL numbers rows when they
+                # are inserted, not when they commit: without this lock a reader could see seq
+                # 126 before 101 commits, move its cursor past 101, and never push it. Held to
+                # the commit, the lock makes commit order the seq order (SQLite has one writer).
+                connection.execute(select(func.pg_advisory_xact_lock(MAILBOX_LOCK)))
             deltas: dict[int, tuple[int, int]] = {}  # participant -> change of its counters
             acknowledged = []
             for (rid, _), (count, size) in zip(

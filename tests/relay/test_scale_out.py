@@ -139,3 +139,31 @@ async def test_killing_one_relay_loses_nothing_it_acknowledged(postgres: Backend
     finally:
         doomed.kill()
         survivor.kill()
+
+
+async def test_the_rate_limit_is_one_limit_across_processes(postgres: Backend) -> None:
+    """A client spreading its requests over both relays gets the configured burst once, not
+    once per process: the buckets live in the database."""
+    strict = ("--rate-burst", "6", "--rate-per-second", "0.01", "--public-rate-burst", "1000")
+    relays = [make_relay(postgres, *strict), make_relay(postgres, *strict)]
+    try:
+        first = await join(relays[0], "limited")  # registration and login are not counted
+        second = await relogin(relays[1], first)
+        allowed = 0
+        refusal = None
+        for attempt in range(12):
+            client = (first, second)[attempt % 2].client
+            try:
+                await client.prekey_counts()
+                allowed += 1
+            except RelayRequestError as exc:
+                refusal = exc
+                break
+        assert allowed == 6 and refusal is not None
+        assert (refusal.status, refusal.code) == (429, "rate_limited")
+        assert refusal.retry_after is not None and refusal.retry_after >= 1
+        for member in (first, second):
+            await member.client.close()
+    finally:
+        for relay in relays:
+            relay.kill()
