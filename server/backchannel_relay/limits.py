@@ -93,18 +93,50 @@ class SharedRateLimiter:
     """The per-identity limit when several relay processes share one PostgreSQL database: the
     buckets live in the database (an UNLOGGED table, keyed by the participant's internal id), so
     a client spreading its requests over every process still gets one limit. The database's
-    clock is the only clock, so processes on several hosts agree. One upsert per request."""
+    clock is the only clock, so processes on several hosts agree.
 
-    def __init__(self, limit: RateLimit, engine: AsyncEngine) -> None:
+    A process takes tokens from the database a lease at a time (a tenth of the burst, at most a
+    second's refill, at least one request) and spends them locally for up to a second: one
+    statement per lease, not per request. A client spreading over N processes can thus get at
+    most N leases beyond the limit; at the default limits a lease is one request, so it is exact.
+    """
+
+    LEASE_SECONDS = 1.0
+
+    def __init__(
+        self, limit: RateLimit, engine: AsyncEngine, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.limit = limit
         self.engine = engine
+        self.clock = clock
+        self._leases: dict[int, tuple[float, float]] = {}
+        """key -> (tokens left, when the lease lapses)."""
 
     async def take_async(self, key: int, cost: float = 1.0) -> None:
-        values = {"key": str(key), "burst": self.limit.burst, "rate": self.limit.per_second,
-                  "cost": cost}  # fmt: skip
-        async with self.engine.begin() as connection:
-            if (await connection.execute(SHARED_TAKE, values)).first() is not None:
+        now = self.clock()
+        left, lapses = self._leases.get(key, (0.0, 0.0))
+        if now < lapses and left >= cost:
+            self._leases[key] = (left - cost, lapses)
+            return
+        lease = max(cost, min(self.limit.burst / 10, self.limit.per_second))
+        for amount in (lease, cost) if lease > cost else (cost,):
+            if await self._draw(key, amount):
+                self._leases[key] = (amount - cost, now + self.LEASE_SECONDS)
+                if len(self._leases) > 100_000:  # forget lapsed leases
+                    self._leases = {k: v for k, v in self._leases.items() if v[1] > now}
                 return
-            level = (await connection.execute(SHARED_LEVEL, values)).scalar() or 0.0
-        wait = (cost - float(level)) / self.limit.per_second
+        async with self.engine.connect() as connection:
+            level = (await connection.execute(SHARED_LEVEL, self._values(key, cost))).scalar()
+        wait = (cost - float(level or 0.0)) / self.limit.per_second
         raise TooManyRequests("too many requests; slow down", retry_after=max(wait, 0.001))
+
+    async def _draw(self, key: int, amount: float) -> bool:
+        """Take `amount` tokens from the shared bucket if it holds them (one statement)."""
+        async with self.engine.connect() as connection:
+            autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            drawn = await autocommit.execute(SHARED_TAKE, self._values(key, amount))
+            return drawn.first() is not None
+
+    def _values(self, key: int, cost: float) -> dict[str, object]:
+        return {"key": str(key), "burst": self.limit.burst, "rate": self.limit.per_second,
+                "cost": cost}  # fmt: skip
