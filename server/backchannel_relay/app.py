@@ -42,7 +42,7 @@ from .appkeys import (
 )
 from .config import RelayConfig
 from .database import is_sqlite, migrate, open_engine
-from .delivery import GroupCommitter, Hub
+from .delivery import GroupCommitter, Hub, MailboxFeed
 from .drops import Drops
 from .errors import RelayError, StoreUnavailable, Unauthorized
 from .exercises import Exercises
@@ -230,6 +230,8 @@ async def _cross_process_wakeups(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     origin = origin_token()
+    feed = MailboxFeed(store, app[HUB])
+    feed.start()
     listener = Listener(app[CONFIG].url, app[HUB], origin)
     listener.start()
     with contextlib.suppress(TimeoutError):  # it keeps trying; the store stays the truth
@@ -238,6 +240,7 @@ async def _cross_process_wakeups(app: web.Application) -> AsyncIterator[None]:
     yield
     store.wake_origin = None
     await listener.stop()
+    await feed.stop()
 
 
 async def _sweeper(app: web.Application) -> AsyncIterator[None]:

@@ -55,7 +55,9 @@ def open_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url, pool_size=8, max_overflow=8)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # Enough connections kept open for a busy process (opening one costs more than most
+    # statements); two processes at their most stay well under PostgreSQL's default 100.
+    return create_async_engine(url, pool_size=24, max_overflow=8, pool_pre_ping=True)
 
 
 def open_sync_sqlite_engine(url: URL) -> Engine | None:

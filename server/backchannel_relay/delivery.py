@@ -2,8 +2,14 @@
 
 `GroupCommitter` turns concurrent send requests into few transactions: while one commit is
 syncing, new requests queue, and the next commit takes them all. `Hub` wakes the WebSocket of
-each recipient whose mailbox just changed; the socket then reads its mailbox from the database,
-so a wake-up carries no data and a missed one loses nothing (reconnects resume from the store).
+each recipient whose mailbox just changed and hands it what was committed; the database stays
+the truth, so a missed wake-up loses nothing (reconnects resume from the store).
+
+When several processes share one database, a process cannot hand over its own commits: one made
+here may have come after another process's commit to the same mailbox whose wake-up is still on
+its way, and pushing ours first would move the socket past theirs. There `MailboxFeed` turns
+every wake-up, ours and theirs, into a read of the woken mailboxes, in one statement for all of
+them, from each socket's cursor.
 """
 
 from __future__ import annotations
@@ -23,16 +29,19 @@ MAX_REQUESTS_PER_COMMIT = 256
 class Subscription(asyncio.Event):
     """One live connection's wake-up, with what was committed for it since it last looked.
 
-    `pending` holds envelopes committed in this process, in seq order, so the connection can
-    push them without reading them back; `stale` says the database must be read instead
-    (first pass, a wake-up without data, or more arrived than `MAX_PENDING`). The database
-    stays the truth: anything not in `pending` is found there.
+    `pending` holds envelopes the Hub handed over (committed in this process, or read by the
+    `MailboxFeed`), in seq order, so the connection can push them without reading them itself;
+    `stale` says the connection must read the database instead (first pass, a wake-up without
+    data, or more arrived than `MAX_PENDING`). The database stays the truth: anything not in
+    `pending` is found there.
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.pending: list[StoredEnvelope] = []
         self.stale = True
+        self.cursor = 0
+        """Every envelope up to this seq has been pushed or is in `pending`."""
 
     def take(self) -> tuple[list[StoredEnvelope], bool]:
         """-> (envelopes to push, whether to read the database for more) and start afresh."""
@@ -51,6 +60,8 @@ class Hub:
 
     def __init__(self) -> None:
         self._waiters: dict[int, set[Subscription]] = {}
+        self.feed: MailboxFeed | None = None
+        """Set while other processes share the database: every wake-up then goes through it."""
 
     def subscribe(self, participant_id: int) -> Subscription:
         subscription = Subscription()
@@ -65,33 +76,120 @@ class Hub:
                 del self._waiters[participant_id]
 
     def notify(self, participant_ids: Iterable[int]) -> None:
-        """Wake these recipients' connections to read their mailboxes from the database."""
+        """These recipients' mailboxes changed: their connections read them from the database."""
+        if self.feed is not None:
+            self.feed.wake(participant_ids)
+            return
+        self.mark_stale(participant_ids)
+
+    def notify_all(self) -> None:
+        """Wake every live connection to re-read its mailbox (after wake-ups may have been lost)."""
+        self.mark_stale(list(self._waiters))
+
+    def mark_stale(self, participant_ids: Iterable[int]) -> None:
         for participant_id in participant_ids:
             for subscription in self._waiters.get(participant_id, ()):
                 subscription.stale = True
                 subscription.pending = []
                 subscription.set()
 
-    def notify_all(self) -> None:
-        """Wake every live connection to re-read its mailbox (after wake-ups may have been lost)."""
-        self.notify(list(self._waiters))
+    def committed(self, participant_id: int, envelopes: Sequence[StoredEnvelope]) -> None:
+        """This process just committed these envelopes (in seq order) for this recipient."""
+        if self.feed is not None:
+            self.feed.wake((participant_id,))
+        else:
+            self.deliver(participant_id, envelopes)
 
     def deliver(self, participant_id: int, envelopes: Sequence[StoredEnvelope]) -> None:
-        """Hand just-committed envelopes (in seq order) to this recipient's connections."""
+        """Hand envelopes (in seq order, none missing after a connection's cursor) to this
+        recipient's connections, each from its own cursor on."""
         for subscription in self._waiters.get(participant_id, ()):
-            if not subscription.stale:
-                if len(subscription.pending) + len(envelopes) > MAX_PENDING:
-                    subscription.stale = True
-                    subscription.pending = []
-                else:
-                    subscription.pending.extend(envelopes)
+            if subscription.stale:
+                subscription.set()
+                continue
+            fresh = [e for e in envelopes if e.seq > subscription.cursor]
+            if not fresh:
+                continue
+            if len(subscription.pending) + len(fresh) > MAX_PENDING:
+                subscription.stale = True
+                subscription.pending = []
+            else:
+                subscription.pending.extend(fresh)
+                subscription.cursor = fresh[-1].seq
             subscription.set()
+
+    def cursors(self, participant_ids: Iterable[int]) -> dict[int, int]:
+        """Recipient -> the lowest cursor of its connections that are not about to read the
+        database anyway (recipients with none are left out)."""
+        out = {}
+        for participant_id in participant_ids:
+            live = [s.cursor for s in self._waiters.get(participant_id, ()) if not s.stale]
+            if live:
+                out[participant_id] = min(live)
+        return out
 
     def connections_of(self, participant_id: int) -> int:
         return len(self._waiters.get(participant_id, ()))
 
     def connections(self) -> int:
         return sum(len(waiters) for waiters in self._waiters.values())
+
+
+FEED_PAGE = 100
+"""Envelopes read per mailbox per round of `MailboxFeed` (a full page asks for another)."""
+
+
+class MailboxFeed:
+    """Reads woken mailboxes for this process's connections, all in one statement per round.
+
+    While one round reads, new wake-ups gather for the next, so a busy relay makes few large
+    reads instead of one per connection per wake-up. A round reads each mailbox from the lowest
+    cursor of its connections: everything after it that has been committed (a mailbox's commits
+    become visible in seq order, see `Store.commit_group`), so what it hands over has no gaps.
+    """
+
+    def __init__(self, store: Store, hub: Hub) -> None:
+        self.store = store
+        self.hub = hub
+        self._due: set[int] = set()
+        self._woken = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self, participant_ids: Iterable[int]) -> None:
+        self._due.update(participant_ids)
+        self._woken.set()
+
+    def start(self) -> None:
+        self.hub.feed = self
+        self._task = asyncio.create_task(self._run(), name="mailbox-feed")
+
+    async def stop(self) -> None:
+        self.hub.feed = None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await self._woken.wait()
+            self._woken.clear()
+            due, self._due = self._due, set()
+            cursors = self.hub.cursors(due)
+            if not cursors:
+                continue
+            try:
+                pages = await self.store.mailbox_pages(cursors, FEED_PAGE)
+            except Exception as exc:  # the sockets read for themselves instead
+                log.error("mailbox feed read failed: %s", type(exc).__name__)
+                self.hub.mark_stale(cursors)
+                await asyncio.sleep(0.1)
+                continue
+            for participant_id, page in pages.items():
+                if page:
+                    self.hub.deliver(participant_id, page)
+                if len(page) == FEED_PAGE:  # more is waiting: read on from the new cursor
+                    self.wake((participant_id,))
 
 
 class _Send:
@@ -201,7 +299,7 @@ class GroupCommitter:
             if not send.future.done():
                 send.future.set_result(result)
         for rid, envelopes in arrived.items():
-            self.hub.deliver(rid, envelopes)
+            self.hub.committed(rid, envelopes)
 
 
 def _fail(item: _Send | _Ack, exc: Exception) -> None:

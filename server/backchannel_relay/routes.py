@@ -422,6 +422,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 await ws.send_str(_push_frame(envelope))
                 last = envelope.seq
                 pushed += 1
+            wake.cursor = max(wake.cursor, last)
             delivered.inc(pushed)
             if not wake.is_set():
                 waiter = asyncio.create_task(wake.wait())

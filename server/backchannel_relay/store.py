@@ -20,7 +20,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Table,
+    bindparam,
+    column,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    true,
+    update,
+    values,
+)
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -47,7 +61,7 @@ T = TypeVar("T")
 ROLES = ("party", "mediator", "observer")
 CACHE_ENTRIES = 100_000
 """At most this many session tokens, and as many names, remembered in memory."""
-MAILBOX_LOCK = 0x6263_6D61_696C_626F  # "bcmailbo": one envelope writer at a time across processes
+MAILBOX_LOCKS = 0x6263_6D62  # "bcmb": with a participant id, one writer of that mailbox at a time
 IN_CHUNK = 500
 """Values per `IN (...)` list (well under any database's limit on bound parameters)."""
 
@@ -436,11 +450,7 @@ class Store:
 
         def work(connection: Connection) -> tuple[list[list[Receipt] | Exception], list[int]]:
             if self._write_lock is None:
-                # Several processes may insert at once, and PostgreSQL numbers rows when they
-                # are inserted, not when they commit: without this lock a reader could see seq
-                # 126 before 101 commits, move its cursor past 101, and never push it. Held to
-                # the commit, the lock makes commit order the seq order (SQLite has one writer).
-                connection.execute(select(func.pg_advisory_xact_lock(MAILBOX_LOCK)))
+                _lock_mailboxes(connection, batches)
             deltas: dict[int, tuple[int, int]] = {}  # participant -> change of its counters
             acknowledged = []
             for (rid, _), (count, size) in zip(
@@ -627,6 +637,38 @@ class Store:
             results.append(receipts)
         return results
 
+    async def mailbox_pages(
+        self, cursors: dict[int, int], limit: int
+    ) -> dict[int, list[StoredEnvelope]]:
+        """`mailbox_page` for many mailboxes (recipient -> after) in one statement per
+        `IN_CHUNK` of them (on PostgreSQL, a LATERAL page per mailbox); SQLite reads each."""
+        if is_sqlite(self.engine):
+            return {rid: await self.mailbox_page(rid, at, limit) for rid, at in cursors.items()}
+        pages: dict[int, list[StoredEnvelope]] = {rid: [] for rid in cursors}
+        items = sorted(cursors.items())
+        async with self.read() as session:
+            for at in range(0, len(items), IN_CHUNK):
+                wanted = values(
+                    column("rid", Integer), column("after", BigInteger), name="cursor"
+                ).data(items[at : at + IN_CHUNK])
+                page = (
+                    select(ENVELOPES.c.seq, ENVELOPES.c.received_at, ENVELOPES.c.body)
+                    .where(ENVELOPES.c.recipient_id == wanted.c.rid)
+                    .where(ENVELOPES.c.seq > wanted.c.after)
+                    .where(ENVELOPES.c.expires_at >= self.now())
+                    .order_by(ENVELOPES.c.seq)
+                    .limit(limit)
+                    .lateral("page")
+                )
+                rows = await session.execute(
+                    select(wanted.c.rid, page.c.seq, page.c.received_at, page.c.body)
+                    .select_from(wanted.join(page, true()))
+                    .order_by(wanted.c.rid, page.c.seq)
+                )
+                for rid, seq, received_at, body in rows.tuples():
+                    pages[rid].append(StoredEnvelope(seq, received_at, body))
+        return pages
+
     async def mailbox_page(self, recipient_id: int, after: int, limit: int) -> list[StoredEnvelope]:
         """Unacknowledged, unexpired envelopes in arrival order, by keyset (cost ~ page size)."""
         async with self.read() as session:
@@ -660,7 +702,7 @@ class Store:
                 entry = per_recipient.setdefault(rid, [0, 0])
                 entry[0] += 1
                 entry[1] += int(size)
-            for rid, (count, size) in per_recipient.items():
+            for rid, (count, size) in sorted(per_recipient.items()):  # the order commits use
                 await session.execute(
                     update(Participant)
                     .where(Participant.id == rid)
@@ -746,6 +788,37 @@ def _insert_message_ids(
         )
 
 
+def _lock_mailboxes(
+    connection: Connection, batches: Sequence[Sequence[tuple[int, NewEnvelope]]]
+) -> None:
+    """On PostgreSQL, take the advisory lock of every mailbox written to, in id order, to the
+    commit.
+
+    Several processes may insert at once, and PostgreSQL numbers rows when they are inserted,
+    not when they commit: without these locks a reader could see a mailbox's seq 126 before 101
+    commits, move its cursor past 101, and never push it. Held to the commit, a mailbox's lock
+    makes its commit order its seq order, and keeps its seen-id check and mailbox-full check to
+    one writer. Transactions writing to different mailboxes never wait for each other, and
+    acknowledgements take no lock (deleting does not reorder; the counters change relatively).
+    No two transactions wait in a cycle: every lock is taken first, in one order, and counters
+    are updated last, in id order. SQLite has one writer anyway.
+    """
+    mailboxes = sorted({rid for batch in batches for rid, _ in batch})
+    if mailboxes:
+        connection.execute(_LOCK_MAILBOXES, {"space": MAILBOX_LOCKS, "ids": mailboxes})
+
+
+_DELETE_ACKNOWLEDGED = text(  # every acknowledgement of a group, each from its own mailbox
+    "DELETE FROM envelopes USING unnest(CAST(:rids AS integer[]), CAST(:seqs AS bigint[]))"
+    " AS acked(rid, seq) WHERE envelopes.recipient_id = acked.rid AND envelopes.seq = acked.seq"
+    " RETURNING envelopes.recipient_id, envelopes.seq, length(envelopes.body)"
+)
+_LOCK_MAILBOXES = text(  # one compiled statement whatever the number of ids; taken in array order
+    "SELECT pg_advisory_xact_lock(CAST(:space AS integer), id)"
+    " FROM unnest(CAST(:ids AS integer[])) AS id"
+)
+
+
 def _add_to_counters(connection: Connection, deltas: dict[int, tuple[int, int]]) -> None:
     """Add to participants' queued counts and bytes: relative (never a stale absolute value
     written over another transaction's change), one compiled statement run for every row."""
@@ -776,24 +849,26 @@ def _delete_acknowledged(
 
     On SQLite (one writer at a time, so what is read stays true until the commit) every
     acknowledgement of the group costs the same two statements: find the envelopes with one
-    SELECT, keep those in the acknowledger's own mailbox, DELETE them by seq. Elsewhere each is a
-    DELETE ... RETURNING, exact under concurrent transactions from other processes.
+    SELECT, keep those in the acknowledger's own mailbox, DELETE them by seq. On PostgreSQL the
+    whole group is one DELETE ... RETURNING, exact under concurrent transactions from other
+    processes (a row two of them delete counts for whichever deleted it).
     """
+    if not acks:
+        return []
     if connection.dialect.name != "sqlite":
-        out = []
-        for recipient_id, seqs in acks:
-            count = size = 0
-            wanted = sorted(set(seqs))
-            for at in range(0, len(wanted), IN_CHUNK):
-                mine = (ENVELOPES.c.recipient_id == recipient_id) & ENVELOPES.c.seq.in_(
-                    wanted[at : at + IN_CHUNK]
-                )
-                gone = connection.execute(
-                    delete(ENVELOPES).where(mine).returning(func.length(ENVELOPES.c.body))
-                )
-                sizes = [int(n) for (n,) in gone.tuples()]
-                count, size = count + len(sizes), size + sum(sizes)
-            out.append((count, size))
+        owner: dict[tuple[int, int], int] = {}  # (recipient, seq) -> the first ack naming it
+        for index, (recipient_id, seqs) in enumerate(acks):
+            for seq in seqs:
+                owner.setdefault((recipient_id, seq), index)
+        out = [(0, 0)] * len(acks)
+        pairs = sorted(owner)
+        gone = connection.execute(
+            _DELETE_ACKNOWLEDGED,
+            {"rids": [rid for rid, _ in pairs], "seqs": [seq for _, seq in pairs]},
+        )
+        for rid, seq, size in gone.tuples():
+            index = owner[(rid, seq)]
+            out[index] = (out[index][0] + 1, out[index][1] + int(size))
         return out
     wanted = sorted({seq for _, seqs in acks for seq in seqs})
     found: dict[int, tuple[int, int]] = {}  # seq -> (recipient, bytes)
