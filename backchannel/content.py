@@ -21,7 +21,7 @@ from .keys import SIGNATURE_SIZE
 from .otr import OtrControl
 
 if TYPE_CHECKING:
-    from .mediation import Forwarded, ReleasedOffer, SignedIntroduction
+    from .mediation import Forwarded, ReleasedOffer, SignedConsent, SignedIntroduction
 from .primitives import AEAD_NONCE_SIZE, aead_decrypt, aead_encrypt, sha256
 from .proposals import (
     DIGEST_SIZE,
@@ -48,6 +48,7 @@ class ContentKind(IntEnum):
     CONTROL = 7
     FORWARDED = 8
     EXCHANGE_RELEASE = 9
+    FORWARD_CONSENT = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,7 +370,7 @@ def _read_acknowledgement(reader: Reader) -> StatementContent | SignedAcknowledg
 
 Content: TypeAlias = (
     "SignedLetter | Receipt | ProposalContent | StatementContent | SignedAcknowledgement"
-    " | OtrControl | SignedIntroduction | Forwarded | ReleasedOffer"
+    " | OtrControl | SignedIntroduction | Forwarded | ReleasedOffer | SignedConsent"
 )
 
 
@@ -399,12 +400,18 @@ def decode_content(data: bytes) -> Content:
 
 
 def _mediation_readers() -> dict[int, Callable[[Reader], Content]]:
-    from .mediation import Forwarded, ReleasedOffer, read_introduction  # builds on this module
+    from .mediation import (  # builds on this module
+        Forwarded,
+        ReleasedOffer,
+        read_consent,
+        read_introduction,
+    )
 
     return {
         ContentKind.INTRODUCTION: read_introduction,
         ContentKind.FORWARDED: Forwarded.read,
         ContentKind.EXCHANGE_RELEASE: ReleasedOffer.read,
+        ContentKind.FORWARD_CONSENT: read_consent,
     }
 
 

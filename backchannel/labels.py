@@ -22,6 +22,7 @@ SIG_NOTARY = b"notary receipt"
 SIG_INJECT = b"exercise inject"
 SIG_INTRODUCTION = b"introduction"
 SIG_EXCHANGE_RELEASE = b"exchange release"
+SIG_FORWARD_CONSENT = b"forward consent"
 
 # Hash and KDF info strings.
 FINGERPRINT = PREFIX + b"fingerprint"

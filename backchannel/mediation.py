@@ -6,7 +6,9 @@ when A holds none, and then writes to B directly, on or off the record.
 
 A **forwarded** message (content kind 8) carries a letter or a sealed proposal verbatim, with its
 author's signature, so the recipient can check who wrote it even though the mediator sent it;
-the mediator's own session vouches only for having passed it on.
+the mediator's own session vouches only for having passed it on. By default nothing said to a
+mediator is passed on: a verbatim forward also carries the author's signed **consent** (content
+kind 10, sent by the author to the mediator), naming the message, the mediator and to whom.
 """
 
 from __future__ import annotations
@@ -15,15 +17,19 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from . import labels
-from .content import MAX_SEALED_BYTES, ContentKind, Letter, SignedLetter
+from .content import MAX_SEALED_BYTES, ContentKind, Letter, SignedLetter, letter_digest
 from .encoding import Reader, Writer
 from .errors import IdentityMismatchError, InvalidFieldError, LetterSignatureError
 from .identity import IDENTITY_PUBLIC_SIZE, IdentityKeyPair, IdentityPublic
 from .keys import SIGNATURE_SIZE, SigningPublicKey
-from .proposals import MAX_NAME_BYTES, NotaryReceipt, Party, SealedProposal
+from .proposals import MAX_NAME_BYTES, NotaryReceipt, Party, SealedProposal, text_field
 
 INTRODUCTION_VERSION = 1
-FORWARD_VERSION = 1
+FORWARD_VERSION = 2
+CONSENT_VERSION = 1
+DIGEST_SIZE = 32
+ANYONE = ""
+"""A consent's `to` when the author leaves the choice of recipient to the mediator."""
 MAX_RECEIPT_BYTES = 4096
 
 
@@ -52,12 +58,7 @@ class Introduction:
             raise InvalidFieldError(f"introduction version {version} is not supported")
         introducer = Party.read(reader, "introducer")
         recipient = Party.read(reader, "recipient")
-        try:
-            subject = reader.var8(MAX_NAME_BYTES, "subject").decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidFieldError("the subject's name is not UTF-8") from None
-        if not subject:
-            raise InvalidFieldError("the subject's name is empty")
+        subject = text_field(reader.var8(MAX_NAME_BYTES, "subject"), "subject name", empty=False)
         identity = reader.fixed(IDENTITY_PUBLIC_SIZE)
         IdentityPublic.from_bytes(identity)  # a well-formed, self-bound identity
         return cls(introducer, recipient, subject, identity, reader.u64())
@@ -94,6 +95,77 @@ def read_introduction(reader: Reader) -> SignedIntroduction:
     return SignedIntroduction(Introduction.read(reader), reader.fixed(SIGNATURE_SIZE))
 
 
+@dataclass(frozen=True, slots=True)
+class ForwardConsent:
+    """`u8 version (= 1) ‖ Party author ‖ Party mediator ‖ fixed[32] subject ‖ var8 to
+    ‖ u64 at (ms)`: the author lets this mediator pass on verbatim the letter or proposal whose
+    digest is `subject`, to `to` (empty: to whomever the mediator chooses)."""
+
+    author: Party
+    mediator: Party
+    subject: bytes
+    to: str
+    at_ms: int
+
+    def canonical(self) -> bytes:
+        writer = Writer().u8(CONSENT_VERSION)
+        self.author.write(writer)
+        self.mediator.write(writer)
+        writer.fixed(self.subject, DIGEST_SIZE).var8(self.to.encode("utf-8"))
+        return bytes(writer.u64(self.at_ms))
+
+    @classmethod
+    def read(cls, reader: Reader) -> ForwardConsent:
+        version = reader.u8()
+        if version != CONSENT_VERSION:
+            raise InvalidFieldError(f"forwarding consent version {version} is not supported")
+        author = Party.read(reader, "author")
+        mediator = Party.read(reader, "mediator")
+        subject = reader.fixed(DIGEST_SIZE)
+        to = text_field(reader.var8(MAX_NAME_BYTES, "to"), "the consent's recipient")
+        return cls(author, mediator, subject, to, reader.u64())
+
+    def allows(self, to: str) -> bool:
+        return self.to in (ANYONE, to)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedConsent:
+    consent: ForwardConsent
+    signature: bytes
+
+    def encoded(self) -> bytes:
+        return self.consent.canonical() + self.signature
+
+    def to_content(self) -> bytes:
+        return bytes((ContentKind.FORWARD_CONSENT,)) + self.encoded()
+
+    def verify(self) -> None:
+        """Signed with the keys of the author it names (callers compare those keys and the
+        other fields with what they hold)."""
+        signing = SigningPublicKey.from_bytes(self.consent.author.keys[:32])
+        body = labels.signing_input(labels.SIG_FORWARD_CONSENT, self.consent.canonical())
+        signing.verify(self.signature, body, LetterSignatureError)
+
+    def verify_as_mediator(self, author: IdentityPublic, me: Party) -> None:
+        """Received by the mediator it names, from the author it names (the session's peer)."""
+        if self.consent.author.keys != author.keys:
+            raise IdentityMismatchError("the consent names another author than the session's")
+        if self.consent.mediator != me:
+            raise IdentityMismatchError("the consent is for another mediator")
+        self.verify()
+
+
+def sign_consent(identity: IdentityKeyPair, consent: ForwardConsent) -> SignedConsent:
+    if consent.author.keys != identity.public.keys:
+        raise ValueError("a consent is signed by the author it names")
+    return SignedConsent(consent, identity.sign(labels.SIG_FORWARD_CONSENT, consent.canonical()))
+
+
+def read_consent(reader: Reader) -> SignedConsent:
+    return SignedConsent(ForwardConsent.read(reader), reader.fixed(SIGNATURE_SIZE))
+
+
 class ForwardForm(IntEnum):
     LETTER = 1
     PROPOSAL = 2
@@ -101,9 +173,11 @@ class ForwardForm(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Forwarded:
-    """`u8 8 ‖ u8 version (= 1) ‖ u8 form ‖ (1) var32 (LetterCanonical ‖ fixed[64] signature)
-    | (2) var32 Sealed ‖ var16 Receipt of its commitment`."""
+    """`u8 8 ‖ u8 version (= 2) ‖ u8 form ‖ (1) var32 (LetterCanonical ‖ fixed[64] signature)
+    | (2) var32 Sealed ‖ var16 Receipt of its commitment; then var16 (ConsentCanonical ‖
+    fixed[64] signature)`: the author's consent to this forward."""
 
+    consent: SignedConsent
     letter: SignedLetter | None = None
     sealed: SealedProposal | None = None
     receipt: NotaryReceipt | None = None
@@ -112,10 +186,12 @@ class Forwarded:
         writer = Writer().u8(ContentKind.FORWARDED).u8(FORWARD_VERSION)
         if self.letter is not None:
             signed = self.letter.letter.canonical() + self.letter.signature
-            return bytes(writer.u8(ForwardForm.LETTER).var32(signed))
-        assert self.sealed is not None and self.receipt is not None
-        writer.u8(ForwardForm.PROPOSAL).var32(self.sealed.to_bytes())
-        return bytes(writer.var16(self.receipt.to_bytes()))
+            writer.u8(ForwardForm.LETTER).var32(signed)
+        else:
+            assert self.sealed is not None and self.receipt is not None
+            writer.u8(ForwardForm.PROPOSAL).var32(self.sealed.to_bytes())
+            writer.var16(self.receipt.to_bytes())
+        return bytes(writer.var16(self.consent.encoded()))
 
     @classmethod
     def read(cls, reader: Reader) -> Forwarded:
@@ -123,19 +199,22 @@ class Forwarded:
         if version != FORWARD_VERSION:
             raise InvalidFieldError(f"forwarded content version {version} is not supported")
         form = reader.u8()
+        letter = sealed = receipt = None
         if form == ForwardForm.LETTER:
             inner = Reader(reader.var32(MAX_SEALED_BYTES, "forwarded letter"), "forwarded letter")
-            letter = Letter.read(inner)
-            signature = inner.fixed(SIGNATURE_SIZE)
+            letter = SignedLetter(Letter.read(inner), inner.fixed(SIGNATURE_SIZE))
             inner.finish()
-            return cls(letter=SignedLetter(letter, signature))
-        if form == ForwardForm.PROPOSAL:
+        elif form == ForwardForm.PROPOSAL:
             sealed = SealedProposal.from_bytes(reader.var32(MAX_SEALED_BYTES, "sealed proposal"))
             receipt = NotaryReceipt.from_bytes(reader.var16(MAX_RECEIPT_BYTES, "receipt"))
             if receipt.entry.subject != sealed.commitment:
                 raise InvalidFieldError("the receipt is for another proposal's commitment")
-            return cls(sealed=sealed, receipt=receipt)
-        raise InvalidFieldError(f"unknown forwarded form {form}")
+        else:
+            raise InvalidFieldError(f"unknown forwarded form {form}")
+        consent = Reader(reader.var16(MAX_RECEIPT_BYTES, "consent"), "consent")
+        signed_consent = read_consent(consent)
+        consent.finish()
+        return cls(signed_consent, letter, sealed, receipt)
 
     def author(self) -> Party:
         if self.letter is not None:
@@ -143,6 +222,24 @@ class Forwarded:
             return Party(letter.sender, letter.sender_keys)
         assert self.sealed is not None
         return self.sealed.proposal.author
+
+    def subject(self) -> bytes:
+        """The digest a consent names: of the letter's signed encoding, or the proposal's."""
+        if self.letter is not None:
+            return letter_digest(self.letter.letter)
+        assert self.sealed is not None
+        return self.sealed.digest
+
+    def verify_consent(self, mediator: Party, recipient: str) -> None:
+        """The author consented to this mediator passing this message on to `recipient`."""
+        consent = self.consent.consent
+        if consent.author != self.author() or consent.subject != self.subject():
+            raise IdentityMismatchError("the consent is for another message or author")
+        if consent.mediator != mediator:
+            raise IdentityMismatchError("the consent names another mediator")
+        if not consent.allows(recipient):
+            raise IdentityMismatchError(f"the author consented to forwarding to {consent.to}")
+        self.consent.verify()
 
     def verify_author(self) -> None:
         """The author's signature, checked against the keys the original names (the caller

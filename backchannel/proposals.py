@@ -90,7 +90,7 @@ class Party:
 
     @classmethod
     def read(cls, reader: Reader, what: str) -> Party:
-        name = _text(reader.var8(MAX_NAME_BYTES, what), f"{what} name", empty=False)
+        name = text_field(reader.var8(MAX_NAME_BYTES, what), f"{what} name", empty=False)
         return cls(name, reader.fixed(KEYS_SIZE))
 
     @classmethod
@@ -166,12 +166,13 @@ class Proposal:
             raise InvalidFieldError(f"a proposal has 1 to {MAX_ADDRESSEES} addressees")
         addressees = tuple(Party.read(reader, "addressee") for _ in range(count))
         mediator = _flagged(reader, "mediator")
-        title = _text(reader.var16(MAX_TITLE_BYTES, "title"), "title", empty=False)
+        title = text_field(reader.var16(MAX_TITLE_BYTES, "title"), "title", empty=False)
         count = reader.u8()
         if not 0 < count <= MAX_TERMS:
             raise InvalidFieldError(f"a proposal has 1 to {MAX_TERMS} terms")
         terms = tuple(
-            _text(reader.var16(MAX_TERM_BYTES, "term"), "term", empty=False) for _ in range(count)
+            text_field(reader.var16(MAX_TERM_BYTES, "term"), "term", empty=False)
+            for _ in range(count)
         )
         count = reader.u8()
         if count > MAX_CONDITIONS:
@@ -312,7 +313,7 @@ class Statement:
         counter = reader.optional(DIGEST_SIZE, "counter")
         if (counter is not None) != (kind == StatementKind.COUNTERED):
             raise InvalidFieldError("a counter statement, and only one, names a counter-proposal")
-        reason = _text(reader.var16(MAX_REASON_BYTES, "reason"), "reason")
+        reason = text_field(reader.var16(MAX_REASON_BYTES, "reason"), "reason")
         return cls(kind, digest, proposal_commitment, author, at_ms, accepted_with, counter, reason)
 
     def digest(self) -> bytes:
@@ -547,7 +548,8 @@ def _encode(value: str, limit: int, what: str, empty: bool = False) -> bytes:
     return raw
 
 
-def _text(raw: bytes, what: str, empty: bool = True) -> str:
+def text_field(raw: bytes, what: str, empty: bool = True) -> str:
+    """UTF-8 text read off the wire, or a clear error naming the field."""
     if not raw and not empty:
         raise InvalidFieldError(f"{what} is empty")
     try:

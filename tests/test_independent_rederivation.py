@@ -1001,19 +1001,38 @@ def test_mediation_and_exercise_statements() -> None:
     r.u64()
     r.done()
 
-    # §16.6: u8 8 ‖ version ‖ form 1 ‖ var32 (LetterCanonical ‖ signature), signed by its author.
+    # §16.6: u8 8 ‖ version 2 ‖ form 1 ‖ var32 (LetterCanonical ‖ signature), signed by its
+    # author ‖ var16 (ConsentCanonical ‖ signature), the author's consent (§16.8).
     forwarded = h(v["forwarded_content"])
     r = Reader(forwarded)
-    assert (r.u8(), r.u8(), r.u8()) == (8, 1, 1)
+    assert (r.u8(), r.u8(), r.u8()) == (8, 2, 1)
     inner = r.fixed(r.u32())
+    consent_signed = r.fixed(r.u16())
     r.done()
     letter, signature = inner[:-64], inner[-64:]
     lr = Reader(letter)
     lr.u8(), lr.fixed(16)
     assert lr.fixed(lr.u8()) == b"khrushchev"
-    author_key = lr.fixed(64)[:32]
-    Ed25519PublicKey.from_public_bytes(author_key).verify(
+    author_keys = lr.fixed(64)
+    Ed25519PublicKey.from_public_bytes(author_keys[:32]).verify(
         signature, signing_input("letter", letter)
+    )
+
+    # §16.8: the consent: version ‖ Party author ‖ Party mediator ‖ fixed[32] digest of the
+    # letter (labelled hash "letter digest") ‖ var8 to ‖ u64 at, signed by the author.
+    consent = h(v["consent_canonical"])
+    assert consent_signed == consent + h(v["consent_signature"])
+    assert h(v["consent_content"]) == u8(10) + consent_signed
+    cr = Reader(consent)
+    assert cr.u8() == 1
+    assert cr.fixed(cr.u8()) == b"khrushchev" and cr.fixed(64) == author_keys
+    assert cr.fixed(cr.u8()) == b"u-thant" and cr.fixed(64)[:32] == public
+    assert cr.fixed(32) == labelled_hash("letter digest", letter)
+    assert cr.fixed(cr.u8()) == b"kennedy"
+    cr.u64()
+    cr.done()
+    Ed25519PublicKey.from_public_bytes(author_keys[:32]).verify(
+        h(v["consent_signature"]), signing_input("forward consent", consent)
     )
 
     # §16.7: the release body and the mediator's signature over it.

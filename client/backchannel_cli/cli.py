@@ -280,10 +280,21 @@ def verify(ctx: Context, name: str, yes: bool, as_json: bool) -> None:
     "--file", "file", type=click.File("r", encoding="utf-8"), help="Read TEXT from a file."
 )
 @click.option("--reply-to", metavar="ID", help="The message this letter answers.")
+@click.option(
+    "--may-forward",
+    metavar="TO",
+    help="NAME is a mediator, and may forward this letter verbatim to TO ('anyone': their choice).",
+)
 @json_option
 @pass_ctx
 def send(
-    ctx: Context, name: str, text: str | None, file: Any, reply_to: str | None, as_json: bool
+    ctx: Context,
+    name: str,
+    text: str | None,
+    file: Any,
+    reply_to: str | None,
+    may_forward: str | None,
+    as_json: bool,
 ) -> None:
     """Send a signed letter to NAME (TEXT, --file, or standard input)."""
     from .render import emit_json
@@ -307,11 +318,30 @@ def send(
             raise click.BadParameter(
                 "a message id is 32 hex digits", param_hint="--reply-to"
             ) from None
-    shown = _run(ctx, lambda p: p.send_letter(name, body, reply_to))
+    if may_forward is not None and not may_forward.strip():
+        raise click.BadParameter(
+            "name whom the letter may go to, or 'anyone'", param_hint="--may-forward"
+        )
+
+    async def send_it(participant: Participant) -> Any:
+        shown = await participant.send_letter(name, body, reply_to)
+        if may_forward is not None:
+            await participant.mediation.consent(shown.id, _consent_to(may_forward))
+        return shown
+
+    shown = _run(ctx, send_it)
     if as_json:
         emit_json(shown.as_json())
     else:
         click.echo(f"Sent letter {shown.id} to {name} ({shown.status}).")
+        if may_forward is not None:
+            click.echo(f"{name} may forward it verbatim to {may_forward}.")
+
+
+def _consent_to(to: str) -> str:
+    from backchannel.mediation import ANYONE
+
+    return ANYONE if to.strip().lower() == "anyone" else to.strip()
 
 
 keep_option = click.option(
@@ -1006,6 +1036,27 @@ def forward(
             f"Sent {done['id'][:12]} to {to} as your own; its link to {done['original'][:12]} "
             "is kept in your profile only."
         )
+
+
+@main.command()
+@click.argument("ident", metavar="ID")
+@click.option("--to", "to", metavar="NAME", help="Whom the mediator may forward it to.")
+@click.option("--anyone", is_flag=True, help="The mediator may forward it to whomever it chooses.")
+@json_option
+@pass_ctx
+def consent(ctx: Context, ident: str, to: str | None, anyone: bool, as_json: bool) -> None:
+    """Let the mediator you sent letter or proposal ID to forward it verbatim, with your
+    signature (by default nothing you tell a mediator is passed on)."""
+    from .render import emit_json
+
+    if (to is None) == (not anyone):
+        raise click.UsageError("give --to NAME or --anyone")
+    given = _run(ctx, lambda p: p.mediation.consent(ident, _consent_to(to or "anyone")))
+    if as_json:
+        emit_json(given)
+    else:
+        whom = given["to"] or "anyone they choose"
+        click.echo(f"{given['mediator']} may forward {given['original'][:12]} verbatim to {whom}.")
 
 
 def _reworded(ctx: Context, ident: str) -> str | None:

@@ -108,6 +108,17 @@ class ForwardLink(Base):
     original: Mapped[str] = mapped_column(String(64))
 
 
+class ForwardConsentRow(Base):
+    """A mediator's copy of an author's signed consent to forwarding one message verbatim
+    (`to` is empty when the author left the recipient to the mediator)."""
+
+    __tablename__ = "forward_consents"
+    subject: Mapped[str] = mapped_column(String(64), primary_key=True)
+    to: Mapped[str] = mapped_column(String(64), primary_key=True)
+    author: Mapped[str] = mapped_column(String(64))
+    signed: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class HeldOffer(Base):
     """A mediator's side of a simultaneous exchange: an offer it holds until both are in. The
     offer itself is sealed with the data key; the rest is what the notary's log shows anyway."""

@@ -2,7 +2,8 @@
 
 A mediator introduces two parties (each gets the other's identity key, signed by the mediator,
 and checks it against the key it holds or pins it), forwards a letter or proposal verbatim (the
-author's signature travels with it, so the recipient knows who wrote it), or re-words it as its
+author's signature travels with it, so the recipient knows who wrote it) once its author has
+sent a signed consent (`backchannel consent`, or `send --may-forward`), or re-words it as its
 own (`--as-own`: the recipient sees the mediator's text, and only the mediator's profile keeps
 the link to the original). Blind forwarding, where the mediator carries what it cannot read,
 is in `service.py` (`_carry`), since it happens below the content.
@@ -14,14 +15,20 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from backchannel.content import ProposalContent, SignedLetter
+from backchannel.content import ProposalContent, SignedLetter, letter_digest
+from backchannel.encoding import Reader
 from backchannel.errors import BackchannelError, IdentityMismatchError
 from backchannel.identity import IdentityPublic, format_fingerprint
 from backchannel.mediation import (
+    ANYONE,
+    ForwardConsent,
     Forwarded,
     Introduction,
     ReleasedOffer,
+    SignedConsent,
     SignedIntroduction,
+    read_consent,
+    sign_consent,
     sign_introduction,
     sign_release,
 )
@@ -29,11 +36,22 @@ from backchannel.proposals import NotaryReceipt, Party, Reveal, SealedProposal
 from backchannel.records import ProposalRecord
 
 from .errors import CliError
-from .localstore import Contact, ForwardLink, HeldOffer, LetterSignature, Message, ProposalRow
+from .localstore import (
+    Contact,
+    ForwardConsentRow,
+    ForwardLink,
+    HeldOffer,
+    LetterSignature,
+    Message,
+    ProposalRow,
+)
 from .render import when
 
 if TYPE_CHECKING:
     from .service import Participant
+
+
+NOT_YOURS = "consent is given for a letter you sent, or a proposal you made, to a mediator"
 
 
 def now_ms() -> int:
@@ -87,7 +105,7 @@ class Mediation:
             text, verified = self._introduction(db, sender, peer, content)
             kind, at = "introduction", content.introduction.at_ms
         else:
-            text, verified = self._forwarded(db, sender, content)
+            text, verified = self._forwarded(db, sender, peer, content)
             kind, at = "forwarded", now_ms()
         self.p.store.add_message(
             db, text, id=envelope_id, direction="in", peer=sender, kind=kind, sent_at=at,
@@ -127,13 +145,19 @@ class Mediation:
         text = f"{sender} introduces {subject}, fingerprint {fingerprint}: {verdict}. {then}"
         return text, verified
 
-    def _forwarded(self, db: Any, sender: str, forwarded: Forwarded) -> tuple[str, str]:
+    def _forwarded(
+        self, db: Any, sender: str, peer: IdentityPublic, forwarded: Forwarded
+    ) -> tuple[str, str]:
         author = forwarded.author()
         try:
             forwarded.verify_author()
             verified = f"signed by {author.name}"
         except BackchannelError:
             verified = "BAD SIGNATURE"
+        try:
+            forwarded.verify_consent(Party(sender, peer.keys), self.p.name)
+        except BackchannelError:
+            verified += f"; NO CONSENT from {author.name} to forward it"
         contact: Contact | None = db.get(Contact, author.name)
         if contact is None:
             key = f"you hold no key for {author.name} to compare"
@@ -175,13 +199,25 @@ class Mediation:
         if text is not None:
             raise CliError("--text re-words a message: use it with --as-own")
         if letter is not None:
-            content = Forwarded(letter=letter).to_content()
+            subject = letter_digest(letter.letter)
             original, author = letter.letter.message_id.hex(), letter.letter.sender
         else:
             assert proposal is not None
-            content = proposal.to_content()
-            assert proposal.sealed is not None
-            original, author = proposal.sealed.digest.hex(), proposal.sealed.proposal.author.name
+            subject = proposal.sealed.digest
+            original, author = subject.hex(), proposal.sealed.proposal.author.name
+        consent = self._consent(subject, to)
+        if consent is None:
+            raise CliError(
+                f"{author} has not consented to {to} being given this message verbatim: ask "
+                f"them to run `backchannel consent {original[:12]} --to {to}` (or --anyone), or "
+                "pass it on in your own words with --as-own"
+            )
+        if letter is not None:
+            forwarded = Forwarded(consent, letter=letter)
+        else:
+            assert proposal is not None
+            forwarded = Forwarded(consent, sealed=proposal.sealed, receipt=proposal.receipt)
+        content = forwarded.to_content()
         contact = await self.p.contact(to)
         message_id = os.urandom(16)
         await self.p.queue(
@@ -193,7 +229,7 @@ class Mediation:
         return {"id": message_id.hex(), "to": to, "original": original, "author": author,
                 "verbatim": True}  # fmt: skip
 
-    def _original(self, ident: str) -> tuple[SignedLetter | None, Forwarded | None]:
+    def _original(self, ident: str) -> tuple[SignedLetter | None, ProposalRecord | None]:
         with self.p.store.transaction() as db:
             message = db.get(Message, ident) or _unique(
                 [m for m in self.p.store.messages(db) if m.id.startswith(ident)]
@@ -215,10 +251,81 @@ class Mediation:
             record = self.p.negotiation._record(db, row)
             if record is None:
                 raise CliError("this proposal is still sealed until its reveal time")
-            return None, Forwarded(sealed=record.sealed, receipt=record.receipt)
+            return None, record
+
+    def _consent(self, subject: bytes, to: str) -> SignedConsent | None:
+        with self.p.store.transaction() as db:
+            for row in (db.get(ForwardConsentRow, (subject.hex(), name)) for name in (to, ANYONE)):
+                if row is not None:
+                    return read_consent(Reader(row.signed, "consent"))
+        return None
+
+    # --- consent --------------------------------------------------------------------------------
+
+    async def consent(self, ident: str, to: str) -> dict[str, Any]:
+        """As the author of a letter or proposal sent to a mediator: let it pass the message on
+        verbatim, to `to` (or ANYONE)."""
+        with self.p.store.transaction() as db:
+            message = db.get(Message, ident) or _unique(
+                [m for m in self.p.store.messages(db) if m.id.startswith(ident)]
+            )
+            if message is not None:
+                if (message.kind, message.direction) != ("letter", "out"):
+                    raise CliError(NOT_YOURS)
+                mediator = message.peer
+                contact = db.get(Contact, mediator)
+                assert contact is not None
+                keys = IdentityPublic.from_bytes(contact.identity).keys
+                subject = letter_digest(self.p._letter(message, mediator, keys))
+                original = message.id
+            else:
+                row: ProposalRow = self.p.negotiation._find(db, ident)
+                record = self.p.negotiation._record(db, row)
+                if record is None or record.sealed.proposal.author.name != self.p.name:
+                    raise CliError(NOT_YOURS)
+                addressees = record.sealed.proposal.addressees
+                if len(addressees) != 1:
+                    raise CliError("this proposal has several addressees; none is its mediator")
+                mediator, keys = addressees[0].name, addressees[0].keys
+                subject, original = record.sealed.digest, row.digest
+        if to == mediator:
+            raise CliError(f"{mediator} has the message already; name whom they may pass it to")
+        me = Party(self.p.name, self.p.me.identity.public.keys)
+        signed = sign_consent(
+            self.p.me.identity, ForwardConsent(me, Party(mediator, keys), subject, to, now_ms())
+        )
+        whom = to or "anyone they choose"
+        contact_row = await self.p.contact(mediator)
+        await self.p.queue(
+            mediator, IdentityPublic.from_bytes(contact_row.identity), signed.to_content(),
+            os.urandom(16), f"consent: {mediator} may forward {original[:12]} verbatim to {whom}",
+            kind="consent", sent_at=now_ms(),
+        )  # fmt: skip
+        await self.p.flush_outbox()
+        return {"original": original, "mediator": mediator, "to": to or None}
+
+    def receive_consent(
+        self, db: Any, envelope_id: str, sender: str, peer: IdentityPublic, signed: SignedConsent
+    ) -> None:
+        """Keep an author's consent to our forwarding one of their messages (raises if forged)."""
+        signed.verify_as_mediator(peer, Party(self.p.name, self.p.me.identity.public.keys))
+        consent = signed.consent
+        db.merge(ForwardConsentRow(subject=consent.subject.hex(), to=consent.to, author=sender,
+                                   signed=signed.encoded()))  # fmt: skip
+        whom = consent.to or "anyone you choose"
+        self.p.store.add_message(
+            db, f"{sender} consents to your forwarding their message {consent.subject.hex()[:12]} "
+            f"verbatim to {whom}.", id=envelope_id, direction="in", peer=sender, kind="consent",
+            sent_at=consent.at_ms, stored_at=now_ms(), status="delivered", verified="signed",
+            in_reply_to=None,
+        )  # fmt: skip
 
     async def _as_own(
-        self, letter: SignedLetter | None, proposal: Forwarded | None, to: str, text: str | None
+        self,
+        letter: SignedLetter | None,
+        proposal: ProposalRecord | None,
+        to: str,
+        text: str | None,
     ) -> dict[str, Any]:
         if letter is not None:
             if not text or not text.strip():
@@ -226,7 +333,7 @@ class Mediation:
             shown = await self.p.send_letter(to, text)
             new, original = shown.id, letter.letter.message_id.hex()
         else:
-            assert proposal is not None and proposal.sealed is not None
+            assert proposal is not None
             offer = proposal.sealed.proposal
             title = text.strip() if text and text.strip() else offer.title
             made = await self.p.negotiation.propose(to, title, offer.terms,

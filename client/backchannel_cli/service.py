@@ -34,7 +34,7 @@ from backchannel.content import (
 from backchannel.envelope import Envelope, Route
 from backchannel.errors import BackchannelError, IdentityMismatchError
 from backchannel.identity import IdentityPublic, format_fingerprint, safety_number
-from backchannel.mediation import Forwarded, ReleasedOffer, SignedIntroduction
+from backchannel.mediation import Forwarded, ReleasedOffer, SignedConsent, SignedIntroduction
 from backchannel.otr import OtrControl
 from backchannel.prekeys import KemPrekey, OneTimePrekey, PrekeyBundle, PrekeySecrets
 from backchannel.session import (
@@ -654,6 +654,12 @@ class Participant:
         if isinstance(content, (SignedIntroduction, Forwarded)):
             try:
                 self.mediation.receive(db, envelope_id, sender, session.peer, content)
+            except BackchannelError as exc:
+                return unreadable(exc)
+            return Outcome()
+        if isinstance(content, SignedConsent):
+            try:
+                self.mediation.receive_consent(db, envelope_id, sender, session.peer, content)
             except BackchannelError as exc:
                 return unreadable(exc)
             return Outcome()

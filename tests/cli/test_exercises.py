@@ -156,10 +156,25 @@ def test_cuba_1962_a_full_scripted_run(make_relay: Any, store: tuple[str, ...], 
     assert (said["from"], said["verified"]) == ("kennedy", "deniable")
     kennedy.ok("otr", "close", "dobrynin")
 
-    # Shuttle: Castro writes to U Thant; U Thant forwards verbatim to Khrushchev (Castro's
-    # signature intact), and re-words it as his own to Kennedy (who sees U Thant's letter).
-    letter = castro.send("u-thant", "Cuba will accept UN inspection only with guarantees.")
-    (received,) = thant.inbox()
+    # Shuttle: Castro writes to U Thant, who may pass it on verbatim to Khrushchev only (Castro's
+    # signed consent), forwards it there (Castro's signature intact), and re-words it as his own
+    # to Kennedy (who sees U Thant's letter). Nothing said to a mediator goes on without consent.
+    letter = castro.send(
+        "u-thant", "Cuba will accept UN inspection only with guarantees.",
+        "--may-forward", "khrushchev",
+    )  # fmt: skip
+    received, consented = thant.inbox()
+    assert (consented["kind"], consented["verified"]) == ("consent", "signed")
+    assert "verbatim to khrushchev" in consented["text"]
+    assert "castro has not consented" in thant.fails("forward", letter, "--to", "kennedy")
+    secret = castro.send("u-thant", "Between us: Havana fears Moscow will trade it away.")
+    thant.inbox()
+    assert "has not consented" in thant.fails("forward", secret, "--to", "khrushchev")
+    assert "--to NAME or --anyone" in castro.fails("consent", secret)
+    assert "has the message already" in castro.fails("consent", secret, "--to", "u-thant")
+    assert "consent is given for a letter you sent" in thant.fails(
+        "consent", received["id"], "--anyone"
+    )
     verbatim = thant.json("forward", received["id"], "--to", "khrushchev")
     assert verbatim["verbatim"] and verbatim["author"] == "castro"
     (shuttled,) = [m for m in khrushchev.inbox() if m["kind"] == "forwarded"]
@@ -167,6 +182,19 @@ def test_cuba_1962_a_full_scripted_run(make_relay: Any, store: tuple[str, ...], 
         shuttled["verified"] == "signed by castro"
         and "forwarded verbatim by u-thant" in (shuttled["text"])
     )
+    # A proposal made to the mediator goes on verbatim only with consent too.
+    offer = castro.json(
+        "propose", "u-thant", "--title", "Inspection", "--term", "UN inspectors may visit.",
+    )  # fmt: skip
+    thant.inbox()
+    assert "has not consented" in thant.fails("forward", offer["id"], "--to", "khrushchev")
+    assert "anyone they choose" in castro.ok("consent", offer["id"][:12], "--anyone")
+    thant.inbox()
+    thant.ok("forward", offer["id"], "--to", "khrushchev")
+    (passed_on,) = [
+        m for m in khrushchev.inbox() if m["kind"] == "forwarded" and "Inspection" in m["text"]
+    ]
+    assert passed_on["verified"] == "signed by castro"
     own = thant.json(
         "forward", letter, "--to", "kennedy", "--as-own",
         "--text", "I believe inspection could be arranged with guarantees on both sides.",

@@ -42,9 +42,11 @@ from backchannel.identity import (
 )
 from backchannel.keys import DHPublicKey, KEMPublicKey, SigningKeyPair
 from backchannel.mediation import (
+    ForwardConsent,
     Forwarded,
     Introduction,
     ReleasedOffer,
+    sign_consent,
     sign_introduction,
     sign_release,
 )
@@ -600,8 +602,15 @@ def build_mediation() -> Vector:
         Letter(rng(16), BOB, bob.public.keys, MEDIATOR, thant.public.keys, 1_793_059_300_000,
                "Tell them we will consider inspection."),
     )  # fmt: skip
-    forwarded = Forwarded(letter=letter)
+    consent = sign_consent(
+        bob,
+        ForwardConsent(khrushchev, mediator, letter_digest(letter.letter), ALICE,
+                       1_793_059_350_000),
+    )  # fmt: skip
+    consent.verify_as_mediator(bob.public, mediator)
+    forwarded = Forwarded(consent, letter=letter)
     forwarded.verify_author()
+    forwarded.verify_consent(mediator, ALICE)
     notary = SigningKeyPair.from_private_bytes(rng(32))
     relay_id = rng(16)
     offers, entries = [], []
@@ -634,15 +643,18 @@ def build_mediation() -> Vector:
     inject = Inject(1, -227_304_000_000, ("all",), "The quarantine",
                     "The President has announced a quarantine of Cuba.")  # fmt: skip
     return {
-        "description": "A mediator's introduction (kind 6), a letter forwarded verbatim "
-        "(kind 8), a simultaneous exchange's release to Kennedy (kind 9), and an inject signed "
-        "by the control key (PROTOCOL.md §16)",
+        "description": "A mediator's introduction (kind 6), the author's consent to forwarding "
+        "(kind 10), the letter forwarded verbatim (kind 8), a simultaneous exchange's release "
+        "to Kennedy (kind 9), and an inject signed by the control key (PROTOCOL.md §16)",
         "random_draws": rng.take_new(),
         "mediator": MEDIATOR,
         "mediator_identity_private": thant.private_bytes().hex(),
         "introduction_canonical": introduction.introduction.canonical().hex(),
         "introduction_signature": introduction.signature.hex(),
         "introduction_content": introduction.to_content().hex(),
+        "consent_canonical": consent.consent.canonical().hex(),
+        "consent_signature": consent.signature.hex(),
+        "consent_content": consent.to_content().hex(),
         "forwarded_content": forwarded.to_content().hex(),
         "notary_private": notary.private_bytes().hex(),
         "relay_id": relay_id.hex(),
