@@ -394,6 +394,11 @@ def read_party(r: Reader) -> tuple[str, bytes]:
     return r.name(), r.fixed(64)
 
 
+def listed_party(listed: dict[str, str]) -> tuple[str, bytes]:
+    """A vector's `{"name", "keys"}` as the (name, keys) pair the decoders return."""
+    return listed["name"], h(listed["keys"])
+
+
 def decode_proposal(data: bytes) -> dict[str, Any]:
     """§14.1 Proposal, decoded field by field (the vector gives only the canonical bytes)."""
     r = Reader(data)
@@ -712,11 +717,10 @@ def test_letter_and_padding() -> None:
     assert content == h(v["content"])
     assert pad(content) == h(v["padded_content"])
 
-    # §7.4: the vector gives no separate field for the acknowledgement's time; read it from the
-    # last 8 bytes of the canonical acknowledgement (the u64 `at`).
+    # §7.4: the formal acknowledgement, built from its listed fields.
     digest = labelled_hash("letter digest", canonical)
     assert digest == h(v["letter_digest"])
-    ack_at = int.from_bytes(h(v["acknowledgement_canonical"])[-8:], "big")
+    ack_at = v["acknowledged_at_ms"]
     ack = (
         u8(1)
         + h(v["message_id"])
@@ -809,11 +813,27 @@ def test_proposal_and_notary() -> None:
     author = Identity(h(v["author_identity_private"]))
     addressee = Identity(h(v["addressee_identity_private"]))
 
-    # §14.1: the vector gives the canonical bytes only; decode them per the grammar and re-encode.
+    # §14.1: built from the listed fields, and decoded back per the grammar.
     canonical = h(v["canonical"])
+    f = v["proposal"]
+    built = {
+        "version": f["version"],
+        "id": h(f["proposal_id"]),
+        "author": listed_party(f["author"]),
+        "addressees": [listed_party(a) for a in f["addressees"]],
+        "mediator": None if f["mediator"] is None else listed_party(f["mediator"]),
+        "title": f["title"],
+        "terms": f["terms"],
+        "conditions": [h(c) for c in f["conditions"]],
+        "answers": None if f["answers"] is None else h(f["answers"]),
+        "created_at": f["created_at_ms"],
+        "expires_at": f["expires_at_ms"],
+        "reveal": f["reveal"],
+        "reveal_arg": f["reveal_at_ms"],
+    }
+    assert encode_proposal(built) == canonical
     p = decode_proposal(canonical)
-    assert encode_proposal(p) == canonical
-    assert p["version"] == 1
+    assert p == built
     assert p["author"] == ("khrushchev", author.keys)
     assert p["addressees"] == [("kennedy", addressee.keys)]
     assert p["reveal"] == 1  # §14.3: "a conditional proposal with a timed reveal"
@@ -832,9 +852,21 @@ def test_proposal_and_notary() -> None:
     sealed = canonical + h(v["signature"]) + nonce
     assert sealed == h(v["sealed"])
 
-    # §14.2: the acceptance statement.
+    # §14.2: the acceptance statement, built from its listed fields.
     statement = h(v["statement_canonical"])
+    g = v["statement"]
     s = decode_statement(statement)
+    assert s == {
+        "version": g["version"],
+        "kind": g["kind"],
+        "digest": digest,
+        "commitment": commitment,
+        "author": listed_party(g["author"]),
+        "at": g["at_ms"],
+        "accepted_with": [h(d) for d in g["accepted_with"]],
+        "counter": None if g["counter"] is None else h(g["counter"]),
+        "reason": g["reason"],
+    }
     assert encode_statement(s) == statement
     assert (s["version"], s["kind"]) == (1, 4)  # accepted
     assert (s["digest"], s["commitment"]) == (digest, commitment)
@@ -857,8 +889,8 @@ def test_proposal_and_notary() -> None:
     previous, last_at = bytes(32), 0
     receipts = []
     for seq, (logged, (kind, value)) in enumerate(zip(v["log"], values, strict=True), start=1):
-        # The vector has no separate field for the entry's time: take the u64 `at` from the entry.
-        at = int.from_bytes(h(logged["entry"])[8:16], "big")
+        assert (logged["seq"], logged["kind"]) == (seq, kind)
+        at = logged["at_ms"]
         assert at >= last_at
         entry = notary_entry(seq, at, kind, commitment, value, previous)
         assert entry == h(logged["entry"])
@@ -998,7 +1030,7 @@ def test_mediation_and_exercise_statements() -> None:
     r.fixed(64)
     assert r.fixed(r.u8()) == b"khrushchev"
     r.fixed(128)
-    r.u64()
+    assert r.u64() == v["introduced_at_ms"]
     r.done()
 
     # §16.6: u8 8 ‖ version 2 ‖ form 1 ‖ var32 (LetterCanonical ‖ signature), signed by its
@@ -1029,7 +1061,7 @@ def test_mediation_and_exercise_statements() -> None:
     assert cr.fixed(cr.u8()) == b"u-thant" and cr.fixed(64)[:32] == public
     assert cr.fixed(32) == labelled_hash("letter digest", letter)
     assert cr.fixed(cr.u8()) == b"kennedy"
-    cr.u64()
+    assert cr.u64() == v["consent_at_ms"]
     cr.done()
     Ed25519PublicKey.from_public_bytes(author_keys[:32]).verify(
         h(v["consent_signature"]), signing_input("forward consent", consent)

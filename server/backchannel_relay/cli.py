@@ -384,7 +384,14 @@ def bench(
         phases=phases or ALL_PHASES,
         idle_connections=idle_connections,
     )
-    urls = [u.strip() for u in (relay_urls or "").split(",") if u.strip()]
+    urls = [u.strip().rstrip("/") for u in (relay_urls or "").split(",") if u.strip()]
+    for url in urls:
+        if not url.startswith(("http://", "https://")):
+            raise click.BadParameter(
+                f"{url!r} is not an http:// or https:// URL", param_hint="--relays"
+            )
+    if relay_urls is not None and not urls:
+        raise click.BadParameter("name at least one relay URL", param_hint="--relays")
     console = Console(stderr=as_json)
     try:
         report = asyncio.run(

@@ -69,12 +69,20 @@ def test_relay_bench_drives_two_processes_on_postgresql_and_holds_idle_sockets(
     assert idle["rss_with_connections_mib"] > 0
 
 
-def test_several_processes_need_postgresql() -> None:
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        (["--processes", "2"], "share a PostgreSQL --database"),
+        (["--relays", "relay1:8470"], "'relay1:8470' is not an http:// or https:// URL"),
+        (["--relays", " , "], "name at least one relay URL"),
+    ],
+)
+def test_bad_bench_flags_get_one_clear_line(args: list[str], why: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "backchannel_relay", "bench", "--processes", "2"],
+        [sys.executable, "-m", "backchannel_relay", "bench", *args],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert done.returncode != 0 and "PostgreSQL" in done.stderr
-    assert "Traceback" not in done.stderr
+    assert done.returncode != 0 and why in done.stderr
+    assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr

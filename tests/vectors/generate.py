@@ -349,6 +349,7 @@ def build_letter() -> Vector:
         "padded_content": padding.pad(signed.to_content()).hex(),
         "recipient_identity_private": bob.private_bytes().hex(),
         "letter_digest": letter_digest(letter).hex(),
+        "acknowledged_at_ms": ack.acknowledgement.at_ms,
         "acknowledgement_canonical": ack.acknowledgement.canonical().hex(),
         "acknowledgement_signature": ack.signature.hex(),
         "acknowledgement_content": ack.to_content().hex(),
@@ -435,6 +436,10 @@ def build_relay_auth() -> Vector:
     }
 
 
+def _party_json(party: Party) -> dict[str, str]:
+    return {"name": party.name, "keys": party.keys.hex()}
+
+
 def build_proposal() -> Vector:
     """A conditional proposal, its commitment, an acceptance naming its condition, and the
     notary's receipts and log for both (PROTOCOL.md §14)."""
@@ -486,6 +491,21 @@ def build_proposal() -> Vector:
         "for both over a hash-chained log (PROTOCOL.md §14)",
         "author_identity_private": bob.private_bytes().hex(),
         "addressee_identity_private": alice.private_bytes().hex(),
+        "proposal": {  # every field of §14.1, to build the canonical bytes from
+            "version": 1,
+            "proposal_id": proposal.proposal_id.hex(),
+            "author": _party_json(proposal.author),
+            "addressees": [_party_json(a) for a in proposal.addressees],
+            "mediator": None,
+            "title": proposal.title,
+            "terms": list(proposal.terms),
+            "conditions": [c.hex() for c in proposal.conditions],
+            "answers": None,
+            "created_at_ms": proposal.created_at_ms,
+            "expires_at_ms": proposal.expires_at_ms,
+            "reveal": int(proposal.reveal),
+            "reveal_at_ms": proposal.reveal_at_ms,
+        },
         "canonical": proposal.canonical().hex(),
         "digest": sealed.digest.hex(),
         "signing_input": labels.signing_input(labels.SIG_PROPOSAL, proposal.canonical()).hex(),
@@ -493,6 +513,15 @@ def build_proposal() -> Vector:
         "nonce": sealed.nonce.hex(),
         "commitment": sealed.commitment.hex(),
         "sealed": sealed.to_bytes().hex(),
+        "statement": {  # every field of §14.2 but the digest and commitment above
+            "version": 1,
+            "kind": int(acceptance.statement.kind),
+            "author": _party_json(acceptance.statement.author),
+            "at_ms": acceptance.statement.at_ms,
+            "accepted_with": [d.hex() for d in acceptance.statement.accepted_with],
+            "counter": None,
+            "reason": acceptance.statement.reason,
+        },
         "statement_canonical": acceptance.statement.canonical().hex(),
         "statement_digest": acceptance.statement.digest().hex(),
         "statement_signature": acceptance.signature.hex(),
@@ -501,6 +530,9 @@ def build_proposal() -> Vector:
         "relay_id": relay_id.hex(),
         "log": [
             {
+                "seq": r.entry.seq,
+                "at_ms": r.entry.at_ms,
+                "kind": int(r.entry.kind),
                 "entry": r.entry.to_bytes().hex(),
                 "chain_hash": r.entry.chain_hash().hex(),
                 "receipt": r.to_bytes().hex(),
@@ -652,6 +684,8 @@ def build_mediation() -> Vector:
         "introduction_canonical": introduction.introduction.canonical().hex(),
         "introduction_signature": introduction.signature.hex(),
         "introduction_content": introduction.to_content().hex(),
+        "introduced_at_ms": introduction.introduction.at_ms,
+        "consent_at_ms": consent.consent.at_ms,
         "consent_canonical": consent.consent.canonical().hex(),
         "consent_signature": consent.signature.hex(),
         "consent_content": consent.to_content().hex(),
