@@ -98,12 +98,16 @@ class Mediation:
         envelope_id: str,
         sender: str,
         peer: IdentityPublic,
-        content: SignedIntroduction | Forwarded,
+        content: SignedIntroduction | Forwarded | SignedConsent,
     ) -> None:
-        """Check and store an introduction or a forwarded message (raises if it is forged)."""
+        """Check and store an introduction, a forwarded message or an author's consent to
+        forwarding (raises if it is forged)."""
         if isinstance(content, SignedIntroduction):
             text, verified = self._introduction(db, sender, peer, content)
             kind, at = "introduction", content.introduction.at_ms
+        elif isinstance(content, SignedConsent):
+            text, verified = self._consent_received(db, sender, peer, content), "signed"
+            kind, at = "consent", content.consent.at_ms
         else:
             text, verified = self._forwarded(db, sender, peer, content)
             kind, at = "forwarded", now_ms()
@@ -272,12 +276,7 @@ class Mediation:
             if message is not None:
                 if (message.kind, message.direction) != ("letter", "out"):
                     raise CliError(NOT_YOURS)
-                mediator = message.peer
-                contact = db.get(Contact, mediator)
-                assert contact is not None
-                keys = IdentityPublic.from_bytes(contact.identity).keys
-                subject = letter_digest(self.p._letter(message, mediator, keys))
-                original = message.id
+                mediator, original = message.peer, message.id
             else:
                 row: ProposalRow = self.p.negotiation._find(db, ident)
                 record = self.p.negotiation._record(db, row)
@@ -286,39 +285,44 @@ class Mediation:
                 addressees = record.sealed.proposal.addressees
                 if len(addressees) != 1:
                     raise CliError("this proposal has several addressees; none is its mediator")
-                mediator, keys = addressees[0].name, addressees[0].keys
-                subject, original = record.sealed.digest, row.digest
+                mediator, original = addressees[0].name, row.digest
+            contact: Contact | None = db.get(Contact, mediator)
+            if contact is None:
+                raise CliError(f"no key is pinned for {mediator}")
+            peer = IdentityPublic.from_bytes(contact.identity)
+            if message is not None:
+                subject = letter_digest(self.p._letter(message, mediator, peer.keys))
+            else:
+                subject = bytes.fromhex(original)
         if to == mediator:
             raise CliError(f"{mediator} has the message already; name whom they may pass it to")
-        me = Party(self.p.name, self.p.me.identity.public.keys)
-        signed = sign_consent(
-            self.p.me.identity, ForwardConsent(me, Party(mediator, keys), subject, to, now_ms())
-        )
+        consent = ForwardConsent(self._me(), Party.of(mediator, peer), subject, to, now_ms())
+        signed = sign_consent(self.p.me.identity, consent)
         whom = to or "anyone they choose"
-        contact_row = await self.p.contact(mediator)
         await self.p.queue(
-            mediator, IdentityPublic.from_bytes(contact_row.identity), signed.to_content(),
-            os.urandom(16), f"consent: {mediator} may forward {original[:12]} verbatim to {whom}",
+            mediator, peer, signed.to_content(), os.urandom(16),
+            f"consent: {mediator} may forward {original[:12]} verbatim to {whom}",
             kind="consent", sent_at=now_ms(),
         )  # fmt: skip
         await self.p.flush_outbox()
         return {"original": original, "mediator": mediator, "to": to or None}
 
-    def receive_consent(
-        self, db: Any, envelope_id: str, sender: str, peer: IdentityPublic, signed: SignedConsent
-    ) -> None:
+    def _consent_received(
+        self, db: Any, sender: str, peer: IdentityPublic, signed: SignedConsent
+    ) -> str:
         """Keep an author's consent to our forwarding one of their messages (raises if forged)."""
-        signed.verify_as_mediator(peer, Party(self.p.name, self.p.me.identity.public.keys))
+        signed.verify_as_mediator(peer, self._me())
         consent = signed.consent
         db.merge(ForwardConsentRow(subject=consent.subject.hex(), to=consent.to, author=sender,
                                    signed=signed.encoded()))  # fmt: skip
         whom = consent.to or "anyone you choose"
-        self.p.store.add_message(
-            db, f"{sender} consents to your forwarding their message {consent.subject.hex()[:12]} "
-            f"verbatim to {whom}.", id=envelope_id, direction="in", peer=sender, kind="consent",
-            sent_at=consent.at_ms, stored_at=now_ms(), status="delivered", verified="signed",
-            in_reply_to=None,
-        )  # fmt: skip
+        return (
+            f"{sender} consents to your forwarding their message {consent.subject.hex()[:12]} "
+            f"verbatim to {whom}."
+        )
+
+    def _me(self) -> Party:
+        return Party.of(self.p.name, self.p.me.identity.public)
 
     async def _as_own(
         self,

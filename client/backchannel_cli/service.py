@@ -651,15 +651,9 @@ class Participant:
                 in_reply_to=content.acknowledgement.letter_id.hex(),
             )
             return Outcome()
-        if isinstance(content, (SignedIntroduction, Forwarded)):
+        if isinstance(content, (SignedIntroduction, Forwarded, SignedConsent)):
             try:
                 self.mediation.receive(db, envelope_id, sender, session.peer, content)
-            except BackchannelError as exc:
-                return unreadable(exc)
-            return Outcome()
-        if isinstance(content, SignedConsent):
-            try:
-                self.mediation.receive_consent(db, envelope_id, sender, session.peer, content)
             except BackchannelError as exc:
                 return unreadable(exc)
             return Outcome()

@@ -641,9 +641,8 @@ class Store:
         self, cursors: dict[int, int], limit: int
     ) -> dict[int, list[StoredEnvelope]]:
         """`mailbox_page` for many mailboxes (recipient -> after) in one statement per
-        `IN_CHUNK` of them (on PostgreSQL, a LATERAL page per mailbox); SQLite reads each."""
-        if is_sqlite(self.engine):
-            return {rid: await self.mailbox_page(rid, at, limit) for rid, at in cursors.items()}
+        `IN_CHUNK` of them, a LATERAL page per mailbox. PostgreSQL only: it serves the
+        `MailboxFeed`, which runs where processes share the database."""
         pages: dict[int, list[StoredEnvelope]] = {rid: [] for rid in cursors}
         items = sorted(cursors.items())
         async with self.read() as session:

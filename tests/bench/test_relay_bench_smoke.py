@@ -18,14 +18,16 @@ import pytest
 from tests.relay.conftest import _postgres
 
 
+def bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`backchannel-relay bench ARGS` in a process of its own."""
+    command = [sys.executable, "-m", "backchannel_relay", "bench", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
 def test_relay_bench_reports_every_phase() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "backchannel_relay", "bench", "--senders", "3", "--duration",
-         "0.5", "--warmup", "0.2", "--latency-duration", "0.5", "--rate", "50", "--fill",
-         "1000", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    done = bench(
+        "--senders", "3", "--duration", "0.5", "--warmup", "0.2", "--latency-duration", "0.5",
+        "--rate", "50", "--fill", "1000", "--json",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
@@ -49,14 +51,10 @@ def postgres_url(tmp_path: Path) -> Iterator[str]:
 def test_relay_bench_drives_two_processes_on_postgresql_and_holds_idle_sockets(
     postgres_url: str,
 ) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "backchannel_relay", "bench", "--database", postgres_url,
-         "--processes", "2", "--senders", "4", "--duration", "0.5", "--warmup", "0.2",
-         "--latency-duration", "0.5", "--rate", "40", "--phase", "throughput", "--phase",
-         "latency", "--phase", "idle", "--idle-connections", "40", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    done = bench(
+        "--database", postgres_url, "--processes", "2", "--senders", "4", "--duration", "0.5",
+        "--warmup", "0.2", "--latency-duration", "0.5", "--rate", "40", "--phase", "throughput",
+        "--phase", "latency", "--phase", "idle", "--idle-connections", "40", "--json",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
@@ -78,11 +76,6 @@ def test_relay_bench_drives_two_processes_on_postgresql_and_holds_idle_sockets(
     ],
 )
 def test_bad_bench_flags_get_one_clear_line(args: list[str], why: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "backchannel_relay", "bench", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = bench(*args, timeout=60)
     assert done.returncode != 0 and why in done.stderr
     assert done.stderr.strip().count("\n") == 0 and "Traceback" not in done.stderr
