@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from .errors import CliError
+from .errors import ABORTED, INTERNAL, CliError, error_code
+from .render import hint, say
 
 if TYPE_CHECKING:
     from .service import Participant, Shown
@@ -57,6 +58,7 @@ def _run(ctx: Context, work: Callable[[Participant], Coroutine[Any, Any, T]]) ->
     import asyncio
 
     from .profile import keystore_needs_passphrase, read_info, unlock
+    from .render import note
     from .service import Participant
 
     def action() -> T:
@@ -70,8 +72,8 @@ def _run(ctx: Context, work: Callable[[Participant], Coroutine[Any, Any, T]]) ->
                 result = await work(participant)
             finally:
                 await participant.close()
-            for note in participant.take_notes():  # what catching up met
-                click.echo(f"Note: {note}", err=True)
+            for text in participant.take_notes():  # what catching up met
+                note(text)
             return result
 
         return asyncio.run(main())
@@ -87,21 +89,86 @@ def _guard(ctx: Context, action: Callable[[], T]) -> T:
     except KeyboardInterrupt:
         raise click.Abort() from None
     except Exception as exc:  # a bug: one line unless --debug
-        if ctx.debug:
-            traceback.print_exc()
-        raise CliError(f"internal error: {type(exc).__name__}: {exc}") from None
+        raise _internal(exc, ctx.debug) from None
+
+
+def _internal(exc: Exception, debug: bool) -> CliError:
+    if debug:
+        traceback.print_exc()
+    return CliError(f"internal error: {type(exc).__name__}: {exc}", code=INTERNAL)
+
+
+JSON_META = "backchannel.json"
+"""Set in click's context when the command line asks for `--json`: errors are JSON then too."""
+
+
+def _asks_json(args: list[str]) -> bool:
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
+
+
+class JsonError(click.ClickException):
+    """Any error of a `--json` command: `{"error": CODE, "message": ...}` on standard output, with
+    the exit code the error has without `--json` (`JsonUsageError`: a usage mistake's)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def show(self, file: Any = None) -> None:
+        from .render import json_error
+
+        click.echo(json_error(self.code, self.message))
+
+
+class JsonUsageError(JsonError):
+    exit_code = click.UsageError.exit_code
+
+
+def _json_error(code: str, message: str, exit_code: int) -> JsonError:
+    return (JsonUsageError if exit_code == JsonUsageError.exit_code else JsonError)(code, message)
 
 
 class OneLineGroup(click.Group):
-    """Usage mistakes are one line too (`Error: No such option '--x'.`), like every other error;
-    `--help` still shows the usage."""
+    """Every error ends a command the same way, whichever command (and whoever wrote it): one
+    line, `Error: ...` (usage mistakes too; `--help` still shows the usage), command suggestions
+    naming the profile in use; with `--json` on the command line, a JSON object instead. A bug
+    is one line too (`internal error: ...`), with a traceback only under `--debug`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if _asks_json(args):
+            ctx.meta[JSON_META] = True
+        try:
+            return super().parse_args(ctx, args)
+        except click.ClickException as exc:
+            raise _one_line(ctx, exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except click.UsageError as exc:
-            exc.ctx = None
+        except (JsonError, click.exceptions.Exit):
             raise
+        except click.ClickException as exc:
+            raise _one_line(ctx, exc) from None
+        except (click.Abort, KeyboardInterrupt, EOFError):
+            if ctx.meta.get(JSON_META):
+                raise JsonError(ABORTED, "Aborted!") from None
+            raise
+        except Exception as exc:  # a bug outside any command's guard
+            context = ctx.find_object(Context)
+            internal = _internal(exc, context is not None and context.debug)
+            raise _one_line(ctx, internal) from None
+
+
+def _one_line(ctx: click.Context, exc: click.ClickException) -> click.ClickException:
+    if isinstance(exc, (JsonError, click.exceptions.NoArgsIsHelpError)):
+        return exc
+    if isinstance(exc, click.UsageError):
+        exc.ctx = None
+    if isinstance(exc, CliError):
+        exc.shown = hint(exc.message)
+    if ctx.meta.get(JSON_META):
+        return _json_error(error_code(exc), exc.format_message(), exc.exit_code)
+    return exc
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
@@ -126,7 +193,9 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON f
 def main(click_ctx: click.Context, home: Path | None, profile: str, debug: bool) -> None:
     """Backchannel: secure backchannel messaging for crisis-diplomacy exercises."""
     from .profile import default_home
+    from .render import PROFILE_META
 
+    click_ctx.meta[PROFILE_META] = profile
     click_ctx.obj = Context(home or default_home(), profile, debug)
 
 
@@ -145,7 +214,7 @@ pass_ctx = click.make_pass_decorator(Context)
 def init(ctx: Context, name: str, relay: str, no_passphrase: bool, as_json: bool) -> None:
     """Create identity keys and prekeys for NAME in this profile."""
     from .profile import ProfileInfo, create
-    from .render import emit_json
+    from .render import command, emit_json
     from .service import Participant
 
     if not 0 < len(name.encode("utf-8")) <= 64:
@@ -177,9 +246,9 @@ def init(ctx: Context, name: str, relay: str, no_passphrase: bool, as_json: bool
             }
         )
     else:
-        click.echo(f"Created {name} in profile {ctx.profile!r} ({ctx.directory}).")
-        click.echo(f"Fingerprint: {fingerprint}")
-        click.echo("Next: backchannel register INVITE")
+        say(f"Created {name} in profile {ctx.profile!r} ({ctx.directory}).")
+        say(f"Fingerprint: {fingerprint}")
+        say(f"Next: {command('register INVITE')}")
 
 
 @main.command()
@@ -188,13 +257,43 @@ def init(ctx: Context, name: str, relay: str, no_passphrase: bool, as_json: bool
 @pass_ctx
 def register(ctx: Context, invite: str, as_json: bool) -> None:
     """Register with the relay using the INVITE from exercise control."""
-    from .render import emit_json
+    from .errors import RelayRefusedError
+    from .render import command, emit_json
 
-    result = _run(ctx, lambda p: p.register(invite))
+    async def work(participant: Participant) -> dict[str, Any]:
+        try:
+            return await participant.register(invite)
+        except RelayRefusedError as refusal:
+            await _registered_already(participant)
+            raise refusal from None
+
+    result = _run(ctx, work)
     if as_json:
         emit_json(result)
     else:
-        click.echo(f"Registered {result['name']} as {result['role']}.")
+        say(f"Registered {result['name']} as {result['role']}.")
+        say(f"Next: {command('directory')}")
+
+
+async def _registered_already(participant: Participant) -> None:
+    """After a refused registration: say so if the name is registered already, with this
+    profile's key or (a profile created again) another one."""
+    from .hints import name_taken
+    from .relay import RelayRequestError, RelayUnreachable
+
+    name, relay = participant.name, participant.relay.base_url
+    try:
+        await participant.relay.login(participant.me.identity, name)  # a fresh proof, no token
+    except RelayRequestError as exc:
+        if exc.code == "bad_proof":
+            raise name_taken(name, relay) from None
+        return
+    except RelayUnreachable:
+        return
+    raise CliError(
+        f"this profile is registered already: {name} at {relay}; nothing to do",
+        "already_registered",
+    )
 
 
 @main.command()
@@ -208,7 +307,7 @@ def directory(ctx: Context, as_json: bool) -> None:
     if as_json:
         emit_json(
             [
-                {k: e[k] for k in ("name", "role", "fingerprint", "verified", "key_changed")}
+                {k: e[k] for k in ("name", "role", "fingerprint", "verified", "key_changed", "me")}
                 for e in entries
             ]
         )
@@ -223,7 +322,7 @@ def directory(ctx: Context, as_json: bool) -> None:
                 else ("verified" if e["verified"] else "not verified")
             )
         )
-        click.echo(f"{e['name']:<24} {e['role']:<9} {e['fingerprint']}  [{mark}]")
+        say(f"{e['name']:<24} {e['role']:<9} {e['fingerprint']}  [{mark}]")
 
 
 @main.command()
@@ -255,17 +354,27 @@ def verify(ctx: Context, name: str, yes: bool, as_json: bool) -> None:
             return
         if not as_json:
             if changed:
-                click.echo(f"WARNING: {name}'s identity key has CHANGED since you first saw it.")
-            click.echo(f"Safety number with {name}:\n  {format_safety_number(number)}")
-            click.echo("Compare it with theirs, aloud or in person.")
-        if yes or click.confirm("Does it match?", default=False):
+                say(f"WARNING: {name}'s identity key has CHANGED since you first saw it.")
+            say(f"Safety number with {name}:\n  {format_safety_number(number)}")
+            say("Compare it with theirs, aloud or in person.")
+        try:
+            matches = yes or click.confirm("Does it match?", default=False)
+        except click.Abort:  # Ctrl-C at the question, or no answer to read (no terminal)
+            if sys.stdin.isatty():
+                raise
+            raise CliError(
+                f"there is no terminal to confirm on: run `backchannel verify {name} --yes` "
+                "once you have compared the numbers",
+                "no_terminal",
+            ) from None
+        if matches:
             participant.mark_verified(name, compared)
             if as_json:
                 emit_json({"name": name, "safety_number": number, "verified": True})
             else:
-                click.echo(f"{name} is now verified.")
+                say(f"{name} is now verified.")
         elif not as_json:
-            click.echo(f"{name} is NOT verified.")
+            say(f"{name} is NOT verified.")
 
     _run(ctx, work)
 
@@ -296,7 +405,9 @@ def send(
     may_forward: str | None,
     as_json: bool,
 ) -> None:
-    """Send a signed letter to NAME (TEXT, --file, or standard input)."""
+    """Send a signed letter to NAME (TEXT, --file, or standard input).
+
+    A letter holds at most 65536 bytes (64 KiB) of UTF-8 text."""
     from .render import emit_json
 
     if text is not None and file is not None:
@@ -309,22 +420,14 @@ def send(
         raise CliError("the letter is not valid UTF-8 text") from None
     if not body.strip():
         raise CliError("the letter is empty")
-    if reply_to is not None:
-        try:
-            bytes.fromhex(reply_to)
-            if len(reply_to) != 32:
-                raise ValueError
-        except ValueError:
-            raise click.BadParameter(
-                "a message id is 32 hex digits", param_hint="--reply-to"
-            ) from None
     if may_forward is not None and not may_forward.strip():
         raise click.BadParameter(
             "name whom the letter may go to, or 'anyone'", param_hint="--may-forward"
         )
 
     async def send_it(participant: Participant) -> Any:
-        shown = await participant.send_letter(name, body, reply_to)
+        answers = participant.reply_target(reply_to) if reply_to is not None else None
+        shown = await participant.send_letter(name, body, answers)
         if may_forward is not None:
             await participant.mediation.consent(shown.id, _consent_to(may_forward))
         return shown
@@ -333,9 +436,9 @@ def send(
     if as_json:
         emit_json(shown.as_json())
     else:
-        click.echo(f"Sent letter {shown.id} to {name} ({shown.status}).")
+        say(f"Sent letter {shown.id} to {name} ({shown.status}).")
         if may_forward is not None:
-            click.echo(f"{name} may forward it verbatim to {may_forward}.")
+            say(f"{name} may forward it verbatim to {may_forward}.")
 
 
 def _consent_to(to: str) -> str:
@@ -371,6 +474,8 @@ def inbox(
     """
     from .render import emit_json, message_lines
 
+    watching = False
+
     def show(batch: list[Any]) -> None:
         if as_json and not watch:
             emit_json([m.as_json() for m in batch])
@@ -379,12 +484,15 @@ def inbox(
             if as_json:
                 emit_json(message.as_json())
             else:
-                click.echo(message_lines(message.as_json()))
+                say(message_lines(message.as_json()))
 
     def notice(line: str) -> None:
-        click.echo(line, err=True)
+        if line.startswith("Note: cannot reach the relay"):
+            return  # an outage is told once, by the connection that waits for the relay
+        say(hint(line), err=True)
 
     async def work(participant: Participant) -> None:
+        nonlocal watching
         participant.hold_exchanges = hold
         fresh, synced = await participant.fetch()
         shown: list[Shown] | None = None
@@ -406,13 +514,19 @@ def inbox(
             if synced.held:
                 raise CliError(_held(synced.held))
             if not shown and not as_json:
-                click.echo("No new messages.")
+                say("No new messages.")
             return
         if synced.held:
             notice(f"Warning: {_held(synced.held)}")
+        watching = True
         await participant.watch(show, read_receipts=not no_read_receipts, notice=notice, keep=keep)
 
-    _run(ctx, work)
+    try:
+        _run(ctx, work)
+    except click.Abort:
+        if not watching:
+            raise
+        say("Stopped watching.", err=True)  # Ctrl-C is how a watch ends: not a failure
 
 
 def _held(held: dict[str, int]) -> str:
@@ -430,23 +544,25 @@ def _held(held: dict[str, int]) -> str:
 @json_option
 @pass_ctx
 def show(ctx: Context, message_id: str, no_read_receipts: bool, as_json: bool) -> None:
-    """One message with its status and signature verification.
+    """One message with its status, signature verification and the thread it belongs to.
 
     Receipts waiting on the relay are fetched first, so a letter's status is current (when the
     relay cannot be reached, the status last known is shown, with a note).
     """
-    from .render import emit_json, message_lines
+    from .render import emit_json, history_line, message_lines
 
-    async def work(participant: Participant) -> tuple[Shown | dict[str, Any], str | None]:
+    async def work(
+        participant: Participant,
+    ) -> tuple[Shown | dict[str, Any], list[Shown], str | None]:
         note = None
         try:
             await participant.sync()
         except CliError as exc:
             note = exc.message
-        try:
-            shown = participant.show(message_id)
-        except CliError:
-            return await _opened(participant, message_id, no_read_receipts), note
+        found = participant.find(message_id, "message", "proposal")
+        if found.kind == "proposal":
+            return await _opened(participant, found.id, no_read_receipts), [], note
+        shown = participant.show(found.id)
         unread = shown.direction == "in" and shown.kind == "letter" and shown.status == "delivered"
         if unread and not no_read_receipts:
             try:
@@ -454,17 +570,22 @@ def show(ctx: Context, message_id: str, no_read_receipts: bool, as_json: bool) -
                 shown = participant.show(shown.id)
             except CliError as exc:
                 note = exc.message
-        return shown, note
+        return shown, participant.thread(shown.id), note
 
-    shown, note = _run(ctx, work)
+    shown, thread, note = _run(ctx, work)
     if note is not None:
-        click.echo(f"Note: the status shown is the last one known here; {note}", err=True)
+        say(hint(f"Note: the status shown is the last one known here; {note}"), err=True)
     if isinstance(shown, dict):
         _show_proposal(shown, as_json)
     elif as_json:
-        emit_json(shown.as_json())
+        emit_json({**shown.as_json(), "thread": [m.as_json() for m in thread]})
     else:
-        click.echo(message_lines(shown.as_json()))
+        say(message_lines(shown.as_json(), full=True))
+        if len(thread) > 1:
+            say("Thread:")
+            for message in thread:
+                mark = "*" if message.id == shown.id else " "
+                say(f" {mark} {history_line(message.as_json())}")
 
 
 # --- proposals ---------------------------------------------------------------------------------
@@ -472,18 +593,28 @@ def show(ctx: Context, message_id: str, no_read_receipts: bool, as_json: bool) -
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+MAX_DURATION = 366 * 86400
+
+
 def _duration_ms(text: str, param: str) -> int:
-    """`90s`, `30m`, `2h`, `7d` as milliseconds."""
-    unit = DURATION_UNITS.get(text[-1:].lower())
+    """`90s`, `30m`, `2h`, `7d` as milliseconds (a limit is stated in the unit given)."""
+    from .render import amount
+
+    letter = text[-1:].lower()
+    unit = DURATION_UNITS.get(letter)
     try:
-        amount = float(text[:-1])
+        count = float(text[:-1])
     except ValueError:
-        amount = -1
-    if unit is None or not 0 < amount <= 366 * 86400 / unit:
+        count = -1
+    if unit is None or not 0 < count < float("inf"):
         raise CliError(
-            f"{param}: {text!r} is not a duration like 90s, 30m, 2h or 7d (up to a year)"
+            f"{param}: {text!r} is not a duration like 90s, 30m, 2h or 7d", "bad_duration"
         )
-    return int(amount * unit * 1000)
+    if count * unit > MAX_DURATION:
+        raise CliError(
+            f"{param}: {text} is too long: at most {amount(MAX_DURATION, letter)}", "bad_duration"
+        )
+    return int(count * unit * 1000)
 
 
 def _time_ms(text: str, param: str) -> int:
@@ -523,21 +654,16 @@ def _show_proposal(view: dict[str, Any], as_json: bool, verb: str = "") -> None:
     if as_json:
         emit_json(view)
     elif verb:
-        click.echo(f"{verb} proposal {view['id'][:12]} ({view['status']}).")
+        say(f"{verb} proposal {view['id'][:12]} ({view['status']}).")
     else:
-        click.echo(proposal_lines(view, full=True))
+        say(proposal_lines(view, full=True))
 
 
 async def _opened(participant: Participant, ident: str, no_read_receipts: bool) -> dict[str, Any]:
     """A proposal by id; the first time one made to us is shown, we state that it was opened
     (the proposal's read receipt, signed and notarised), unless read receipts are off."""
     negotiation = participant.negotiation
-    try:
-        view = negotiation.view(ident)
-    except CliError as exc:
-        if exc.message.startswith("no proposal"):
-            raise CliError(f"no message or proposal with id {ident!r}") from None
-        raise
+    view = negotiation.view(ident)
     if view["direction"] == "in" and not no_read_receipts:
         await negotiation.opened([view["message"]])
         view = negotiation.view(view["id"])
@@ -622,18 +748,16 @@ def proposals(ctx: Context, as_json: bool) -> None:
         try:
             await participant.sync()
         except CliError as exc:
-            click.echo(
-                f"Note: the status shown is the last one known here; {exc.message}", err=True
-            )
+            say(hint(f"Note: the status shown is the last one known here; {exc.message}"), err=True)
         return participant.negotiation.views()
 
     views = _run(ctx, work)
     if as_json:
         emit_json(views)
     elif not views:
-        click.echo("No proposals.")
+        say("No proposals.")
     for view in [] if as_json else views:
-        click.echo(proposal_lines(view))
+        say(proposal_lines(view))
 
 
 def _statement_command(name: str, kind_name: str, help_text: str, reason: bool = False) -> None:
@@ -646,19 +770,15 @@ def _statement_command(name: str, kind_name: str, help_text: str, reason: bool =
     @pass_ctx
     def command(ctx: Context, /, proposal_id: str, as_json: bool, **options: Any) -> None:
         async def work(participant: Participant) -> dict[str, Any] | Shown:
-            try:
-                return await participant.negotiation.state(
-                    proposal_id, kind, reason=options.get("reason") or ""
-                )
-            except CliError as exc:
-                if kind_name != "ACKNOWLEDGED" or not exc.message.startswith("no proposal"):
-                    raise
-            try:  # `ack` of a letter: a signed acknowledgement naming its digest
-                return await participant.acknowledge_letter(proposal_id)
-            except CliError as exc:
-                if exc.message.startswith("no message"):
-                    raise CliError(f"no message or proposal with id {proposal_id!r}") from None
-                raise
+            await participant.sync()
+            letters_too = kind_name == "ACKNOWLEDGED"  # `ack` of a letter: signed, its digest
+            found = participant.find(proposal_id, *(("message",) if letters_too else ()),
+                                     "proposal")  # fmt: skip
+            if found.kind == "message":
+                return await participant.acknowledge_letter(found.id)
+            return await participant.negotiation.state(
+                found.id, kind, reason=options.get("reason") or "", sync=False
+            )
 
         done = _run(ctx, work)
         if isinstance(done, dict):
@@ -668,7 +788,7 @@ def _statement_command(name: str, kind_name: str, help_text: str, reason: bool =
 
             emit_json(done.as_json())
         else:
-            click.echo(f"Acknowledged letter {done.id} from {done.peer} (signed).")
+            say(f"Acknowledged letter {done.id} from {done.peer} (signed).")
 
     command.__doc__ = help_text
     if reason:
@@ -751,34 +871,49 @@ def counter(
 @main.command()
 @click.argument("proposal_id", metavar="ID")
 @click.option("--out", type=click.Path(dir_okay=False, writable=True), help="Write to this file.")
+@json_option
 @pass_ctx
-def export(ctx: Context, proposal_id: str, out: str | None) -> None:
-    """Export proposal ID's record (with those it depends on) for `verify-record`."""
+def export(ctx: Context, proposal_id: str, out: str | None, as_json: bool) -> None:
+    """Export proposal ID's record (with those it depends on) for `verify-record`.
+
+    The record is JSON: on standard output, or in the --out file (then --json prints where)."""
     import json
+
+    from .render import emit_json
 
     async def work(participant: Participant) -> dict[str, Any]:
         return participant.negotiation.export(proposal_id)
 
-    text = json.dumps(_run(ctx, work), indent=2) + "\n"
+    record = _run(ctx, work)
+    text = json.dumps(record, indent=2) + "\n"
     if out is None:
         click.echo(text, nl=False)
         return
     try:
         Path(out).write_text(text, encoding="utf-8")
     except OSError as exc:
-        raise CliError(f"cannot write {out}: {exc.strerror}") from None
-    click.echo(f"Wrote {out}.", err=True)
+        raise CliError(f"cannot write {out}: {exc.strerror}", "cannot_write") from None
+    if as_json:
+        emit_json(
+            {"out": out, "records": len(record["records"]), "notary_key": record["notary_key"]}
+        )
+    else:
+        say(f"Wrote {out}.", err=True)
 
 
 @main.command(name="verify-record")
 @click.argument("file", type=click.File("r", encoding="utf-8"))
-@click.option("--notary-key", metavar="BASE64", help="The relay's notary key, as you trust it.")
+@click.option(
+    "--notary-key",
+    metavar="KEY",
+    help="The relay's notary key as you trust it, in base64 (as /v1/info and `notary-log "
+    "--json` print it) or hex.",
+)
 @json_option
 @pass_ctx
 def verify_record(ctx: Context, file: Any, notary_key: str | None, as_json: bool) -> None:
     """Check an exported proposal record offline: signatures, commitment, notary receipts."""
     import base64
-    import binascii
     import json
     import time
 
@@ -787,10 +922,7 @@ def verify_record(ctx: Context, file: Any, notary_key: str | None, as_json: bool
 
     from .render import emit_json, when
 
-    try:
-        key = base64.b64decode(notary_key, validate=True) if notary_key else None
-    except (ValueError, binascii.Error):
-        raise CliError("--notary-key: not base64") from None
+    key = _notary_key(notary_key) if notary_key else None
     try:
         export = Export.from_json(json.loads(file.read()))
     except (ValueError, UnicodeError, BackchannelError) as exc:
@@ -821,13 +953,13 @@ def verify_record(ctx: Context, file: Any, notary_key: str | None, as_json: bool
     else:
         for r in results:
             verdict_text = f"VALID, {r['status']}" if r["valid"] else f"INVALID: {r['error']}"
-            click.echo(
+            say(
                 f"{r['digest'][:12]} {r['title']!r} from {r['from']} to {', '.join(r['to'])}: "
                 f"{verdict_text} (notarised {when(r['notarised_at'])}, "
                 f"{r['statements']} statements)"
             )
         if key is None:
-            click.echo(
+            say(
                 "Note: checked against the notary key in the file; compare it with the relay's "
                 "(`notary_key` at /v1/info) or pass --notary-key.",
                 err=True,
@@ -836,18 +968,53 @@ def verify_record(ctx: Context, file: Any, notary_key: str | None, as_json: bool
         raise click.exceptions.Exit(1)  # the reasons are printed above, one per record
 
 
+NOTARY_KEY_BYTES = 32
+
+
+def _notary_key(text: str) -> bytes:
+    """A notary key in base64 or in hex (64 digits; spaces and colons between them allowed)."""
+    import base64
+    import binascii
+    import re
+
+    digits = re.sub(r"[\s:]", "", text)
+    try:
+        if len(digits) == 2 * NOTARY_KEY_BYTES and re.fullmatch(r"[0-9a-fA-F]+", digits):
+            key = bytes.fromhex(digits)
+        else:
+            key = base64.b64decode(text.strip(), validate=True)
+    except (ValueError, binascii.Error):
+        key = b""
+    if len(key) != NOTARY_KEY_BYTES:
+        raise CliError(
+            "--notary-key: not a notary key (32 bytes, in base64 as /v1/info gives it, or in "
+            "64 hex digits)",
+            "bad_key",
+        )
+    return key
+
+
 @main.command(name="notary-log")
 @json_option
 @pass_ctx
 def notary_log(ctx: Context, as_json: bool) -> None:
     """Check the relay's whole notary log: chain, signatures, and our receipts in it."""
+    import base64
+
     from .render import emit_json
 
-    result = _run(ctx, lambda p: p.negotiation.check_log())
+    async def work(participant: Participant) -> dict[str, Any]:
+        checked = await participant.negotiation.check_log()
+        key = (await participant.negotiation.notary()).key.raw
+        # The key as /v1/info and `verify-record --notary-key` have it; its fingerprint to read.
+        return {**checked, "notary_key": base64.b64encode(key).decode(),
+                "notary_fingerprint": checked["notary_key"]}  # fmt: skip
+
+    result = _run(ctx, work)
     if as_json:
         emit_json(result)
     else:
-        click.echo(
+        say(
             f"Notary log intact: {result['entries']} entries chained and signed; "
             f"{result['ours_checked']} receipts held here are in it unchanged."
         )
@@ -881,11 +1048,11 @@ def otr_open(ctx: Context, name: str, ttl: str, as_json: bool) -> None:
     from .render import emit_json, when
 
     ttl_ms = _duration_ms(ttl, "--ttl")
-    opened = _run(ctx, lambda p: p.offrecord.open(name, ttl_ms))
+    opened = _run(ctx, lambda p: p.offrecord.open(name, ttl_ms, ttl[-1:].lower()))
     if as_json:
         emit_json(opened)
     else:
-        click.echo(
+        say(
             f"Offered {name} an off-the-record channel until {when(opened['expires_at'])}; "
             f"it opens when their client answers (their next `backchannel inbox`). "
             "Exercise control can learn at most that it exists."
@@ -914,16 +1081,22 @@ def otr_send(ctx: Context, name: str, text: str | None, keep: bool, as_json: boo
         emit_json(shown.as_json())
     else:
         kept = "a copy kept, marked unverifiable" if keep else "nothing kept"
-        click.echo(f"Sent off the record to {name} ({kept}).")
+        say(f"Sent off the record to {name} ({kept}).")
 
 
 @otr.command("close")
 @click.argument("name")
+@json_option
 @pass_ctx
-def otr_close(ctx: Context, name: str) -> None:
+def otr_close(ctx: Context, name: str, as_json: bool) -> None:
     """Close the channel with NAME: its keys are wiped here and NAME is told to wipe theirs."""
+    from .render import emit_json
+
     _run(ctx, lambda p: p.offrecord.close(name))
-    click.echo(f"Closed the off-the-record channel with {name}; its keys are wiped.")
+    if as_json:
+        emit_json({"with": name, "status": "closed", "keys_wiped": True})
+    else:
+        say(f"Closed the off-the-record channel with {name}; its keys are wiped.")
 
 
 @otr.command("list")
@@ -937,7 +1110,7 @@ def otr_list(ctx: Context, as_json: bool) -> None:
         try:
             await participant.sync()  # an answer or a close may be waiting
         except CliError as exc:
-            click.echo(f"Note: as last known here; {exc.message}", err=True)
+            say(hint(f"Note: as last known here; {exc.message}"), err=True)
         return participant.offrecord.listing()
 
     channels = _run(ctx, work)
@@ -945,9 +1118,9 @@ def otr_list(ctx: Context, as_json: bool) -> None:
         emit_json(channels)
         return
     if not channels:
-        click.echo("No off-the-record channels are open.")
+        say("No off-the-record channels are open.")
     for channel in channels:
-        click.echo(f"{channel['with']}: {channel['status']} until {when(channel['expires_at'])}")
+        say(f"{channel['with']}: {channel['status']} until {when(channel['expires_at'])}")
 
 
 # --- exercises -------------------------------------------------------------------------------
@@ -967,20 +1140,47 @@ def exercise_view(ctx: Context, as_json: bool) -> None:
 
     view = _run(ctx, work)
     if view is None:
-        raise CliError("this profile has no role in an exercise on its relay")
+        raise CliError("this profile has no role in an exercise on its relay", "no_exercise")
     if as_json:
-        emit_json(view)
+        emit_json(_exercise_json(view))
         return
     clock, role = view["clock"], view["role"]
     now = scenario_time_text(clock["scenario_now"], clock["utc_offset_minutes"])
     state = "paused" if clock["paused"] else f"running at {clock['speed']:g}x"
-    click.echo(f"{view['title']} ({view['exercise']})")
-    click.echo(f"Scenario time: {now} ({state})")
-    click.echo(f"\nYou are {role['name']}, {role['title']} ({role['kind']}).\n{role['brief']}")
-    click.echo(f"\n{view['brief']}\n")
+    say(f"{view['title']} ({view['exercise']})")
+    say(f"Scenario time: {now} ({state})")
+    say(f"\nYou are {role['name']}, {role['title']} ({role['kind']}).\n{role['brief']}")
+    say(f"\n{view['brief']}\n")
     for name, channel in sorted(view["channels"].items()):
         how = "directly" if channel["direct"] else f"through {channel['via']}"
-        click.echo(f"  you may write to {name} {how}")
+        say(f"  you may write to {name} {how}")
+
+
+def _exercise_json(view: dict[str, Any]) -> dict[str, Any]:
+    """The relay's view with its times as every JSON output has them: the clock's now as
+    `scenario_at` and `wall_at`, an inject's scenario time as `scenario_at` (milliseconds; the
+    scenario's own reading, with its UTC offset, in `scenario_time`)."""
+    from backchannel.exercise import scenario_time_text
+
+    clock = view["clock"]
+    offset = int(clock["utc_offset_minutes"])
+    injects = [
+        {**{k: v for k, v in inject.items() if k != "at"}, "scenario_at": inject["at"],
+         "scenario_time": scenario_time_text(inject["at"], offset)}
+        for inject in view.get("injects", [])
+    ]  # fmt: skip
+    return {
+        **{k: v for k, v in view.items() if k not in ("clock", "injects")},
+        "clock": {
+            "scenario_at": clock["scenario_now"],
+            "scenario_time": scenario_time_text(clock["scenario_now"], offset),
+            "wall_at": clock["wall_now"],
+            "paused": clock["paused"],
+            "speed": clock["speed"],
+            "utc_offset_minutes": offset,
+        },
+        "injects": injects,
+    }
 
 
 # --- mediators ---------------------------------------------------------------------------------
@@ -1000,7 +1200,7 @@ def introduce(ctx: Context, first: str, second: str, as_json: bool) -> None:
         emit_json(sent)
         return
     for item in sent:
-        click.echo(f"Introduced {item['introduces']} ({item['fingerprint']}) to {item['to']}.")
+        say(f"Introduced {item['introduces']} ({item['fingerprint']}) to {item['to']}.")
 
 
 @main.command()
@@ -1027,12 +1227,12 @@ def forward(
     if as_json:
         emit_json(done)
     elif done["verbatim"]:
-        click.echo(
+        say(
             f"Forwarded {done['author']}'s message {done['original'][:12]} to {to} verbatim, "
             "with its author's signature."
         )
     else:
-        click.echo(
+        say(
             f"Sent {done['id'][:12]} to {to} as your own; its link to {done['original'][:12]} "
             "is kept in your profile only."
         )
@@ -1056,7 +1256,7 @@ def consent(ctx: Context, ident: str, to: str | None, anyone: bool, as_json: boo
         emit_json(given)
     else:
         whom = given["to"] or "anyone they choose"
-        click.echo(f"{given['mediator']} may forward {given['original'][:12]} verbatim to {whom}.")
+        say(f"{given['mediator']} may forward {given['original'][:12]} verbatim to {whom}.")
 
 
 def _reworded(ctx: Context, ident: str) -> str | None:
@@ -1098,19 +1298,21 @@ def exchange_list(ctx: Context, as_json: bool) -> None:
         emit_json(found)
         return
     if not found:
-        click.echo("No exchanges are held here.")
+        say("No exchanges are held here.")
     for entry in found:
-        click.echo(f"[{entry['id'][:12]}] {' and '.join(entry['sides'])}: {entry['status']}")
+        say(f"[{entry['id'][:12]}] {' and '.join(entry['sides'])}: {entry['status']}")
         for offer in entry["offers"]:
-            click.echo(f"  {offer['from']} -> {offer['to']} (notary entry "
+            say(f"  {offer['from']} -> {offer['to']} (notary entry "
                        f"{offer['notary_seq']}): {offer['title']}")  # fmt: skip
 
 
 @exchange.command("release")
 @click.argument("ident", metavar="ID")
+@json_option
 @pass_ctx
-def exchange_release(ctx: Context, ident: str) -> None:
+def exchange_release(ctx: Context, ident: str, as_json: bool) -> None:
     """Release both offers of an exchange at once (ID: the exchange's id, or either offer's)."""
+    from .render import emit_json
 
     async def work(participant: Participant) -> str:
         participant.hold_exchanges = True
@@ -1118,4 +1320,130 @@ def exchange_release(ctx: Context, ident: str) -> None:
         return await participant.mediation.release(ident)
 
     released = _run(ctx, work)
-    click.echo(f"Released the exchange {released[:12]}: each side now has the other's offer.")
+    if as_json:
+        emit_json({"id": released, "status": "released"})
+    else:
+        say(f"Released the exchange {released[:12]}: each side now has the other's offer.")
+
+
+# --- reviewing: the outbox and the history ---------------------------------------------------
+
+
+@main.group(cls=OneLineGroup, invoke_without_command=True)
+@json_option
+@pass_ctx
+@click.pass_context
+def outbox(click_ctx: click.Context, ctx: Context, as_json: bool) -> None:
+    """What has not reached the relay: queued (it goes out with your next command) or refused
+    for good (never sent again by itself: `outbox retry ID` or `outbox cancel ID`)."""
+    if click_ctx.invoked_subcommand is not None:
+        return
+    from .render import emit_json, history_line
+
+    waiting = _run(ctx, lambda p: _no_wait(p.outbox()))
+    if as_json:
+        emit_json([m.as_json() for m in waiting])
+        return
+    if not waiting:
+        say("The outbox is empty: everything reached the relay.")
+    for message in waiting:
+        say(history_line(message.as_json()))
+        if message.refusal:
+            say(f"    refused: {message.refusal}")
+
+
+async def _no_wait(value: T) -> T:
+    return value
+
+
+@outbox.command("retry")
+@click.argument("ident", metavar="ID")
+@json_option
+@pass_ctx
+def outbox_retry(ctx: Context, ident: str, as_json: bool) -> None:
+    """Send a refused or queued message ID again (the same envelope, so never twice)."""
+    from .render import emit_json
+
+    shown = _run(ctx, lambda p: p.retry(ident))
+    if as_json:
+        emit_json(shown.as_json())
+    else:
+        say(f"Sent {shown.kind} {shown.id} to {shown.peer} ({shown.status}).")
+
+
+@outbox.command("cancel")
+@click.argument("ident", metavar="ID")
+@json_option
+@pass_ctx
+def outbox_cancel(ctx: Context, ident: str, as_json: bool) -> None:
+    """Take a queued or refused message ID out of the outbox for good."""
+    from .render import emit_json
+
+    shown = _run(ctx, lambda p: _no_wait(p.cancel(ident)))
+    if as_json:
+        emit_json(shown.as_json())
+    else:
+        say(f"Cancelled {shown.kind} {shown.id} to {shown.peer}; it will not be sent.")
+
+
+HISTORY_KINDS = (
+    "letter", "acknowledgement", "proposal", "statement", "introduction", "forwarded",
+    "consent", "exchange", "inject", "carried", "held offer", "otr", "unreadable",
+)  # fmt: skip
+
+
+def _past_ms(text: str, param: str) -> int:
+    """An ISO 8601 time (local time unless it names a zone), or a duration ago (`2h`)."""
+    import time
+    from datetime import datetime
+
+    if text[:1].isdigit() and text[-1:].lower() in DURATION_UNITS and "-" not in text:
+        return int(time.time() * 1000) - _duration_ms(text, param)
+    try:
+        return int(datetime.fromisoformat(text).timestamp() * 1000)
+    except (ValueError, OverflowError, OSError):
+        raise CliError(
+            f"{param}: {text!r} is neither a time like 2026-10-27T16:00 nor a duration like 2h"
+        ) from None
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option(
+    "--kind", "kinds", multiple=True, metavar="KIND",
+    help=f"Only this kind (repeat): {', '.join(HISTORY_KINDS)}.",
+)  # fmt: skip
+@click.option("--since", metavar="TIME", help="Sent at or after TIME (ISO time, or 2h: ago).")
+@click.option("--until", metavar="TIME", help="Sent at or before TIME (ISO time, or 2h: ago).")
+@json_option
+@pass_ctx
+def history(
+    ctx: Context,
+    name: str | None,
+    kinds: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    as_json: bool,
+) -> None:
+    """Every message held here, sent and received, in order (with NAME: only with NAME).
+
+    Letters, acknowledgements, proposals and their statements, introductions, forwards,
+    consents, exchanges and injects, each with its direction, kind, status, verification and
+    what it answers. Nothing is fetched or marked read: `inbox` does that."""
+    from .render import emit_json, history_line
+
+    unknown = sorted(set(kinds) - set(HISTORY_KINDS))
+    if unknown:
+        raise CliError(f"--kind: {unknown[0]!r} is not one of {', '.join(HISTORY_KINDS)}")
+    start = _past_ms(since, "--since") if since else None
+    end = _past_ms(until, "--until") if until else None
+    if start is not None and end is not None and start > end:
+        raise CliError("--since is after --until")
+    found = _run(ctx, lambda p: _no_wait(p.history(name, kinds, start, end)))
+    if as_json:
+        emit_json([m.as_json() for m in found])
+        return
+    if not found:
+        say("No messages" + (f" with {name}." if name else "."))
+    for message in found:
+        say(history_line(message.as_json()))

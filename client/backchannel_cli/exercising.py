@@ -98,19 +98,21 @@ class Exercise:
 
     # --- the clock ------------------------------------------------------------------------------
 
-    def scenario_time(self, wall_ms: int) -> str | None:
-        """The scenario time of a wall time, by the clock as last heard from the relay."""
+    def scenario_at(self, wall_ms: int) -> tuple[int, int] | None:
+        """(scenario ms, UTC offset minutes) of a wall time, by the clock as last heard from
+        the relay; recorded with a message when it is stored, never recomputed later."""
         view = self.view
         if view is None:
             return None
         clock = Clock.from_json(view["clock"])
-        return scenario_time_text(clock.now(wall_ms), view["clock"]["utc_offset_minutes"])
+        return clock.now(wall_ms), int(view["clock"]["utc_offset_minutes"])
 
     # --- injects --------------------------------------------------------------------------------
 
     async def take_injects(self) -> int:
-        """Store the injects now due that are not stored yet; -> how many were new."""
-        view = await self.refresh()
+        """Store the injects due by the relay's answer of this command (`ensure`: a caller that
+        runs for long refreshes first) that are not stored yet; -> how many were new."""
+        view = await self.ensure()
         if view is None or not view["injects"]:
             return 0
         key = await self._control_key()
@@ -135,7 +137,8 @@ class Exercise:
                     db, f"{inject.title} (scenario time {when})\n{inject.text}", id=ident,
                     direction="in", peer="control", kind="inject", sent_at=now_ms(),
                     stored_at=now_ms(), status="delivered", verified=verified,
-                    in_reply_to=None,
+                    in_reply_to=None, scenario_at=inject.at_ms,
+                    scenario_offset=view["clock"]["utc_offset_minutes"],
                 )  # fmt: skip
                 fresh += 1
         return fresh

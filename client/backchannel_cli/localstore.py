@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,22 @@ class Message(Base):
     envelope: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     """Outgoing only: the sealed envelope, kept until the relay's receipt so a retry resends it."""
     shown: Mapped[bool] = mapped_column(Boolean, default=False)
+    refusal: Mapped[str | None] = mapped_column(String(600), nullable=True)
+    """Outgoing only, status `refused`: the relay's reason and code. Never sent again by itself."""
+    subject: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    """What the message is about beyond `in_reply_to`: the proposal digest for a proposal and
+    its statements, the original for a forward or a consent; threads `history` and `show`."""
+    digest: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    """A letter's digest (what acknowledgements and consents name), so it works as an ID too."""
+    scenario_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The exercise's scenario time (ms) when it was sent, by the clock as known when stored:
+    recorded once, never recomputed after the clock is set."""
+    scenario_offset: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The scenario's UTC offset in minutes, for showing `scenario_at`."""
+    relay_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """When the relay received it (its receipt, ms since the epoch)."""
+    relay_scenario_at: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The scenario time of `relay_at`, recorded with it."""
 
 
 class LetterSignature(Base):
@@ -211,6 +227,7 @@ class LocalStore:
         event.listen(self.engine, "begin", _begin_immediate)
         try:
             Base.metadata.create_all(self.engine)
+            _add_missing_columns(self.engine)
         except OperationalError as exc:
             self.engine.dispose()
             raise CliError(f"cannot open the local state {path}: {exc.orig}") from None
@@ -219,6 +236,8 @@ class LocalStore:
             raise CliError(f"the local state {path} is damaged: {exc.orig}") from None
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         self.vault = Vault(data_key)
+        self.scenario_clock: Callable[[int], tuple[int, int] | None] = lambda _ms: None
+        """Wall ms -> (scenario ms, UTC offset minutes) in an exercise; set by the service."""
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -307,9 +326,30 @@ class LocalStore:
         return self.vault.open(f"message:{message.id}", message.text).decode("utf-8")
 
     def add_message(self, session: Session, text: str, **fields: Any) -> Message:
+        """Store a message; its scenario time is recorded now, from `sent_at`, unless given."""
+        if "scenario_at" not in fields and fields.get("sent_at"):
+            scenario = self.scenario_clock(fields["sent_at"])
+            if scenario is not None:
+                fields["scenario_at"], fields["scenario_offset"] = scenario
         message = Message(text=self.vault.seal(f"message:{fields['id']}", text.encode()), **fields)
         session.add(message)
         return message
+
+    def stamp_relay_time(
+        self, session: Session, message_id: str, received_at: int, direction: str
+    ) -> None:
+        """Record the relay's receipt time (and its scenario time) once, when first known."""
+        session.flush()
+        message = session.get(Message, message_id)
+        if message is None or message.direction != direction or message.relay_at is not None:
+            return
+        if received_at <= 0:
+            return
+        message.relay_at = received_at
+        scenario = self.scenario_clock(received_at)
+        if scenario is not None:
+            message.relay_scenario_at = scenario[0]
+            message.scenario_offset = message.scenario_offset or scenario[1]
 
     def forget_expired(self, session: Session, now: int) -> None:
         session.execute(delete(Processed).where(Processed.expires_at < now))
@@ -319,6 +359,22 @@ class LocalStore:
         if unshown_only:
             query = query.where(Message.shown.is_(False), Message.direction == "in")
         return list(session.scalars(query))
+
+
+def _add_missing_columns(engine: Any) -> None:
+    """A profile made by an earlier version gains the columns added since (all nullable)."""
+    with engine.connect() as connection:
+        for table in Base.metadata.sorted_tables:
+            have = {
+                row[1] for row in connection.exec_driver_sql(f"PRAGMA table_info({table.name})")
+            }
+            for column in table.columns:
+                if column.name not in have and column.nullable:
+                    kind = column.type.compile(engine.dialect)
+                    connection.exec_driver_sql(
+                        f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"
+                    )
+        connection.commit()
 
 
 def _pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -36,6 +36,7 @@ from backchannel.proposals import NotaryReceipt, Party, Reveal, SealedProposal
 from backchannel.records import ProposalRecord
 
 from .errors import CliError
+from .ids import resolve
 from .localstore import (
     Contact,
     ForwardConsentRow,
@@ -89,7 +90,7 @@ class Mediation:
             )  # fmt: skip
             sent.append({"to": to, "introduces": subject, "fingerprint": fingerprint,
                          "id": message_id.hex()})  # fmt: skip
-        await self.p.flush_outbox()
+        await self.p.flush_outbox(mine=[item["id"] for item in sent], what="the introduction")
         return sent
 
     def receive(
@@ -227,17 +228,16 @@ class Mediation:
         await self.p.queue(
             to, IdentityPublic.from_bytes(contact.identity), content, message_id,
             f"forwarded verbatim: {author}'s message {original[:12]}", kind="forwarded",
-            sent_at=now_ms(),
+            sent_at=now_ms(), subject=original,
         )  # fmt: skip
-        await self.p.flush_outbox()
+        await self.p.flush_outbox(mine=[message_id.hex()], what="the forward")
         return {"id": message_id.hex(), "to": to, "original": original, "author": author,
                 "verbatim": True}  # fmt: skip
 
     def _original(self, ident: str) -> tuple[SignedLetter | None, ProposalRecord | None]:
         with self.p.store.transaction() as db:
-            message = db.get(Message, ident) or _unique(
-                [m for m in self.p.store.messages(db) if m.id.startswith(ident)]
-            )
+            found = resolve(db, ident, "message", "proposal")
+            message = db.get(Message, found.id) if found.kind == "message" else None
             if message is not None:
                 if (message.kind, message.direction) != ("letter", "in"):
                     raise CliError("only a letter you received, or a proposal, is forwarded")
@@ -251,7 +251,7 @@ class Mediation:
                 keys = IdentityPublic.from_bytes(contact.identity).keys
                 rebuilt = self.p._letter(message, message.peer, keys)
                 return SignedLetter(rebuilt, signature.signature), None
-            row: ProposalRow = self.p.negotiation._find(db, ident)
+            row: ProposalRow = self.p.negotiation._find(db, found.id)
             record = self.p.negotiation._record(db, row)
             if record is None:
                 raise CliError("this proposal is still sealed until its reveal time")
@@ -270,15 +270,14 @@ class Mediation:
         """As the author of a letter or proposal sent to a mediator: let it pass the message on
         verbatim, to `to` (or ANYONE)."""
         with self.p.store.transaction() as db:
-            message = db.get(Message, ident) or _unique(
-                [m for m in self.p.store.messages(db) if m.id.startswith(ident)]
-            )
+            found = resolve(db, ident, "message", "proposal")
+            message = db.get(Message, found.id) if found.kind == "message" else None
             if message is not None:
                 if (message.kind, message.direction) != ("letter", "out"):
                     raise CliError(NOT_YOURS)
                 mediator, original = message.peer, message.id
             else:
-                row: ProposalRow = self.p.negotiation._find(db, ident)
+                row: ProposalRow = self.p.negotiation._find(db, found.id)
                 record = self.p.negotiation._record(db, row)
                 if record is None or record.sealed.proposal.author.name != self.p.name:
                     raise CliError(NOT_YOURS)
@@ -299,12 +298,12 @@ class Mediation:
         consent = ForwardConsent(self._me(), Party.of(mediator, peer), subject, to, now_ms())
         signed = sign_consent(self.p.me.identity, consent)
         whom = to or "anyone they choose"
-        await self.p.queue(
+        queued = await self.p.queue(
             mediator, peer, signed.to_content(), os.urandom(16),
             f"consent: {mediator} may forward {original[:12]} verbatim to {whom}",
-            kind="consent", sent_at=now_ms(),
+            kind="consent", sent_at=now_ms(), subject=original,
         )  # fmt: skip
-        await self.p.flush_outbox()
+        await self.p.flush_outbox(mine=[queued], what="the consent")
         return {"original": original, "mediator": mediator, "to": to or None}
 
     def _consent_received(
@@ -441,14 +440,9 @@ class Mediation:
     async def release(self, ident: str) -> str:
         """Send each side the other's offer, with the notary receipts of both and our signed
         statement that both were committed before either was revealed. -> the exchange id."""
-        ident = ident.lower()
-        entry = next(
-            (e for e in self.exchanges()
-             if e["id"].startswith(ident) or any(o["id"].startswith(ident) for o in e["offers"])),
-            None,
-        )  # fmt: skip
-        if entry is None or len(ident) < 4:
-            raise CliError(f"no exchange or offer {ident!r} is held here")
+        with self.p.store.transaction() as db:
+            held = resolve(db, ident, "exchange", what="exchange or offer held here").id
+        entry = next(e for e in self.exchanges() if e["id"] == held)
         if entry["status"] == "released":
             raise CliError(f"the exchange {entry['id'][:12]} was released already")
         if entry["status"] != "ready":
@@ -459,6 +453,7 @@ class Mediation:
         chosen = self._valid_offers(entry)
         me = Party.of(self.p.name, self.p.me.identity.public)
         exchange_id, released_at = bytes.fromhex(entry["id"]), now_ms()
+        released: list[str] = []
         with self.p.store.transaction() as db:
             offers = {}
             for author, digest in chosen.items():
@@ -485,14 +480,14 @@ class Mediation:
                 for row in db.query(HeldOffer).filter(HeldOffer.exchange == entry["id"]):
                     row.released_at = released_at
 
-            await self.p.queue(
+            released.append(await self.p.queue(
                 to, IdentityPublic.from_bytes(contact.identity), release.to_content(),
                 os.urandom(16),
                 f"released {offer.proposal.author.name}'s offer to {to} "
                 f"(exchange {entry['id'][:12]})", kind="exchange", sent_at=released_at,
-                also=mark,
-            )  # fmt: skip
-        await self.p.flush_outbox()
+                also=mark, subject=entry["id"],
+            ))  # fmt: skip
+        await self.p.flush_outbox(mine=released, what="the release")
         return str(entry["id"])
 
     def _valid_offers(self, entry: dict[str, Any]) -> dict[str, str]:
@@ -551,5 +546,3 @@ def _other(sides: list[str], present: set[str]) -> str:
     return ", ".join(s for s in sides if s not in present) or "the other side"
 
 
-def _unique(matches: list[Message]) -> Message | None:
-    return matches[0] if len(matches) == 1 else None

@@ -46,6 +46,7 @@ from backchannel.proposals import (
 from backchannel.records import Export, Notarised, ProposalRecord
 
 from .errors import CliError, RelayRefusedError
+from .ids import resolve
 from .localstore import Message, ProposalRow, StatementRow
 from .relay import RelayRequestError, b64, unb64
 
@@ -221,8 +222,9 @@ class Negotiation:
             kind="proposal",
             sent_at=proposal.created_at_ms,
             also=store,
+            subject=digest,
         )
-        await self._flush(f"the proposal is saved as {short(digest)}")
+        await self._flush(f"the proposal is saved as {short(digest)}", message_id.hex())
         return self.view(digest)
 
     # --- statements ------------------------------------------------------------------------------
@@ -374,6 +376,7 @@ class Negotiation:
                     kind="statement",
                     sent_at=statement.at_ms,
                     also=sent,
+                    subject=proposal_digest,
                 )
         return refusals
 
@@ -399,11 +402,12 @@ class Negotiation:
                 pass
         return f"{what}: {exc.message}"
 
-    async def _flush(self, saved: str) -> None:
-        try:
-            await self.p.flush_outbox()
-        except CliError as exc:
-            raise CliError(f"{exc.message}; {saved} and goes out with your next command") from None
+    async def _flush(self, saved: str, mine: str | None = None) -> None:
+        """Send what waits; a refusal of `mine` (the proposal just made) is an error, and so is
+        the relay being out of reach (the rest is told as notes)."""
+        flushed = await self.p.flush_outbox(mine=[mine] if mine else (), what="the proposal")
+        if flushed.waiting is not None and mine is None:
+            raise CliError(f"{flushed.waiting}; {saved} and goes out with your next command")
 
     # --- receiving (inside the transaction that decrypted it) -----------------------------------
 
@@ -465,7 +469,8 @@ class Negotiation:
             )
         if note:
             summary = f"[{note}]\n{summary}"
-        self._inbox(db, envelope_id, sender, "proposal", summary, content.receipt.entry.at_ms)
+        self._inbox(db, envelope_id, sender, "proposal", summary, content.receipt.entry.at_ms,
+                    digest)  # fmt: skip
 
     def _check_addressed(self, sealed: SealedProposal, sender: Party) -> None:
         me = Party.of(self.p.name, self.p.me.identity.public)
@@ -505,9 +510,12 @@ class Negotiation:
             text += f": {statement.reason}"
         if statement.counter is not None:
             text += f" (the counter-proposal is {short(statement.counter.hex())})"
-        self._inbox(db, envelope_id, sender.name, "statement", text, statement.at_ms)
+        self._inbox(db, envelope_id, sender.name, "statement", text, statement.at_ms,
+                    statement.proposal_digest.hex())  # fmt: skip
 
-    def _inbox(self, db: Any, envelope_id: str, sender: str, kind: str, text: str, at: int) -> None:
+    def _inbox(
+        self, db: Any, envelope_id: str, sender: str, kind: str, text: str, at: int, subject: str
+    ) -> None:
         self.p.store.add_message(
             db,
             text,
@@ -520,6 +528,7 @@ class Negotiation:
             status="delivered",
             verified="signed",
             in_reply_to=None,
+            subject=subject,
         )
 
     # --- catching up -----------------------------------------------------------------------------
@@ -633,22 +642,9 @@ class Negotiation:
     # --- reading ---------------------------------------------------------------------------------
 
     def _find(self, db: Any, ident: str) -> ProposalRow:
-        ident = ident.lower()
-        row: ProposalRow | None = db.get(ProposalRow, ident)
-        if row is None:
-            matches: list[ProposalRow] = (
-                list(db.query(ProposalRow).filter(ProposalRow.digest.startswith(ident)))
-                if len(ident) >= 4 and all(c in "0123456789abcdef" for c in ident)
-                else []
-            )
-            if len(matches) != 1:
-                raise CliError(
-                    f"no proposal with id {ident!r}"
-                    if not matches
-                    else f"{ident!r} names {len(matches)} proposals; give more digits"
-                )
-            row = matches[0]
-        return row
+        """A proposal by the ID rule (`ids.py`): its digest, or the message that carried it."""
+        found = resolve(db, ident, "proposal")
+        return _get(db, ProposalRow, found.id)
 
     def _record(self, db: Any, row: ProposalRow) -> ProposalRecord | None:
         if row.sealed is None:
@@ -709,7 +705,7 @@ class Negotiation:
             "direction": row.direction,
             "message": row.message_id,
             "relay": message.status if message is not None and row.direction == "out" else None,
-            "notary": {"seq": receipt.entry.seq, "at": receipt.entry.at_ms},
+            "notary": {"seq": receipt.entry.seq, "notarised_at": receipt.entry.at_ms},
             "reveal_at": row.reveal_at or None,
         }
         record = self._record(db, row)
@@ -731,7 +727,6 @@ class Negotiation:
                 title=None,
                 terms=[],
                 status="withdrawn" if withdrawn else "sealed",
-                sealed_until=row.reveal_at,
                 history=pending,
                 signature="not yet opened",
                 expires_at=None,
@@ -844,7 +839,7 @@ def _history_item(notarised: Notarised, effective: bool, note: str) -> dict[str,
     item: dict[str, Any] = {
         "kind": statement.kind.name.lower(),
         "by": statement.author.name,
-        "at": statement.at_ms,
+        "stated_at": statement.at_ms,
         "seq": entry.seq,
         "notarised_at": entry.at_ms,
         "effective": effective,

@@ -36,7 +36,7 @@ from backchannel.otr import OtrChannel, OtrControl, OtrForm, Role
 from .errors import CliError, RelayRefusedError
 from .localstore import Message, Secret
 from .relay import PushedEnvelope, RelayRequestError, RelayUnreachable
-from .render import when
+from .render import amount, when
 
 if TYPE_CHECKING:
     from .service import Participant, Shown
@@ -215,7 +215,8 @@ class OffTheRecord:
 
     # --- opening, answering, closing ------------------------------------------------------------
 
-    async def open(self, peer: str, ttl_ms: int) -> dict[str, Any]:
+    async def open(self, peer: str, ttl_ms: int, unit: str = "s") -> dict[str, Any]:
+        """`unit`: the one the user gave the TTL in, for stating the relay's cap in it."""
         participant = self.participant
         if peer == participant.name:
             raise CliError("an off-the-record channel is between you and someone else")
@@ -229,7 +230,9 @@ class OffTheRecord:
         cap = int(info["limits"].get("max_drop_ttl_seconds", 0))
         if ttl_ms > cap * 1000:
             raise CliError(
-                f"--ttl: this relay keeps an off-the-record channel for at most {cap} seconds"
+                "--ttl: this relay keeps an off-the-record channel for at most "
+                f"{amount(cap, unit)}",
+                "ttl_too_long",
             )
         with self.store.transaction() as db:
             self._expire(db)

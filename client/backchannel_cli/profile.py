@@ -57,7 +57,7 @@ class Unlocked:
 
 def profile_dir(home: Path, profile: str) -> Path:
     if not profile or "/" in profile or profile.startswith("."):
-        raise CliError(f"invalid profile name {profile!r}")
+        raise CliError(f"invalid profile name {profile!r}", code="usage")
     return home / "profiles" / profile
 
 
@@ -79,7 +79,7 @@ def create(
     params: keystore.ScryptParams | None = None,
 ) -> Unlocked:
     if (directory / KEYSTORE_FILE).exists():
-        raise CliError(f"a profile already exists in {directory}")
+        raise CliError(f"a profile already exists in {directory}", code="profile_exists")
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(directory, 0o700)
@@ -106,10 +106,11 @@ def read_info(directory: Path) -> ProfileInfo:
         )
     except FileNotFoundError:
         raise CliError(
-            f"no profile in {directory}; create one with `backchannel init NAME --relay URL`"
+            f"no profile in {directory}; create one with `backchannel init NAME --relay URL`",
+            code="no_profile",
         ) from None
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise CliError(f"{directory / PROFILE_FILE} is damaged") from None
+        raise CliError(f"{directory / PROFILE_FILE} is damaged", code="profile_damaged") from None
     except OSError as exc:
         raise CliError(f"cannot read {directory / PROFILE_FILE}: {exc.strerror}") from None
 
@@ -118,11 +119,11 @@ def keystore_needs_passphrase(directory: Path) -> bool:
     try:
         return keystore.is_protected((directory / KEYSTORE_FILE).read_bytes())
     except FileNotFoundError:
-        raise CliError(f"no keystore in {directory}") from None
+        raise CliError(f"no keystore in {directory}", code="no_keystore") from None
     except OSError as exc:
         raise CliError(f"cannot read {directory / KEYSTORE_FILE}: {exc.strerror}") from None
     except KeystoreError as exc:
-        raise CliError(f"the keystore is corrupt: {exc}") from None
+        raise CliError(f"the keystore is corrupt: {exc}", code="keystore_corrupt") from None
 
 
 def unlock(directory: Path, passphrase: str | None) -> Unlocked:
@@ -130,19 +131,24 @@ def unlock(directory: Path, passphrase: str | None) -> Unlocked:
     try:
         secret = keystore.open_sealed((directory / KEYSTORE_FILE).read_bytes(), passphrase)
     except FileNotFoundError:
-        raise CliError(f"no keystore in {directory}") from None
+        raise CliError(f"no keystore in {directory}", code="no_keystore") from None
     except OSError as exc:
         raise CliError(f"cannot read {directory / KEYSTORE_FILE}: {exc.strerror}") from None
     except WrongPassphraseError:
-        raise CliError("wrong passphrase (or the keystore was altered)") from None
+        raise CliError(
+            "wrong passphrase (or the keystore was altered)", code="wrong_passphrase"
+        ) from None
     except KeystoreError as exc:
-        raise CliError(f"the keystore is corrupt: {exc}") from None
+        raise CliError(f"the keystore is corrupt: {exc}", code="keystore_corrupt") from None
     if len(secret) != IDENTITY_PRIVATE_SIZE + DATA_KEY_SIZE:
-        raise CliError("the keystore is corrupt: unexpected contents")
+        raise CliError("the keystore is corrupt: unexpected contents", code="keystore_corrupt")
     try:
         identity = IdentityKeyPair.from_private_bytes(secret[:IDENTITY_PRIVATE_SIZE])
     except BackchannelError as exc:
-        raise CliError(f"the keystore is corrupt: {exc}") from None
+        raise CliError(f"the keystore is corrupt: {exc}", code="keystore_corrupt") from None
     if info.fingerprint is not None and identity.public.fingerprint().hex() != info.fingerprint:
-        raise CliError("the keystore is corrupt: it holds another identity than this profile's")
+        raise CliError(
+            "the keystore is corrupt: it holds another identity than this profile's",
+            code="keystore_corrupt",
+        )
     return Unlocked(directory, info, identity, secret[IDENTITY_PRIVATE_SIZE:])

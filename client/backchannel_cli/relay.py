@@ -41,6 +41,38 @@ class RelayUnreachable(Exception):
     pass
 
 
+GOING_AWAY = 1001
+"""The WebSocket close code of a relay that is shutting down (RFC 6455 §7.4.1)."""
+
+
+def unreachable(base_url: str, exc: BaseException) -> RelayUnreachable:
+    """`cannot reach the relay at URL: WHY`, in words rather than aiohttp's internals."""
+    return RelayUnreachable(f"cannot reach the relay at {base_url}: {_why(exc)}")
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return "its TLS certificate is not trusted"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "the TLS handshake failed"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "the host name is not known"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        cause = exc.os_error
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused (is it running?)"
+        if isinstance(cause, TimeoutError):
+            return "no answer in time"
+        return (cause.strerror or "cannot connect").lower()
+    if isinstance(exc, (aiohttp.ServerTimeoutError, TimeoutError)):
+        return "no answer in time"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "it closed the connection"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return "the connection failed"
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -72,6 +104,8 @@ class RelayClient:
         self._session = session
         self._owns_session = session is None
         self.token: str | None = None
+        self.close_code: int | None = None
+        """How the relay last closed the live WebSocket (`GOING_AWAY` when shutting down)."""
 
     async def __aenter__(self) -> RelayClient:
         if self._session is None:
@@ -126,8 +160,10 @@ class RelayClient:
                         error if isinstance(error, dict) else None,
                     )
                 return json.loads(text) if text else None
-        except aiohttp.ClientConnectionError as exc:
-            raise RelayUnreachable(f"cannot reach the relay at {self.base_url}: {exc}") from None
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise unreachable(self.base_url, exc) from None
+        except aiohttp.InvalidURL:
+            raise RelayUnreachable(f"the relay URL {self.base_url!r} is not valid") from None
 
     # --- public ---------------------------------------------------------------------------------
 
@@ -270,7 +306,8 @@ class RelayClient:
         self, on_open: Callable[[], None] | None = None
     ) -> AsyncIterator[tuple[PushedEnvelope, aiohttp.ClientWebSocketResponse]]:
         """Yield each pushed envelope with the socket (to send acks on it); `on_open` is called
-        once the relay has accepted the connection."""
+        once the relay has accepted the connection; `close_code` says how it ended."""
+        self.close_code = None
         try:
             async with self.session.ws_connect(
                 self.base_url + "/v1/ws", headers=self._headers(), heartbeat=30
@@ -288,10 +325,13 @@ class RelayClient:
                             ),
                             ws,
                         )
+                self.close_code = ws.close_code
         except aiohttp.WSServerHandshakeError as exc:
             raise RelayRequestError(exc.status, "websocket_refused", exc.message) from None
-        except aiohttp.ClientConnectionError as exc:
-            raise RelayUnreachable(f"cannot reach the relay at {self.base_url}: {exc}") from None
+        except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+            raise unreachable(self.base_url, exc) from None
+        except aiohttp.InvalidURL:
+            raise RelayUnreachable(f"the relay URL {self.base_url!r} is not valid") from None
 
 
 async def ack_on_socket(ws: aiohttp.ClientWebSocketResponse, ids: Sequence[int]) -> None:

@@ -9,12 +9,15 @@ loses nothing and a retry resends the same envelope, which the relay de-duplicat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
+
+from sqlalchemy import select
 
 from backchannel.content import (
     MAX_RECEIPT_IDS,
@@ -33,6 +36,7 @@ from backchannel.content import (
 )
 from backchannel.envelope import Envelope, Route
 from backchannel.errors import BackchannelError, IdentityMismatchError
+from backchannel.exercise import scenario_time_text
 from backchannel.identity import IdentityPublic, format_fingerprint, safety_number
 from backchannel.mediation import Forwarded, ReleasedOffer, SignedConsent, SignedIntroduction
 from backchannel.otr import OtrControl
@@ -49,12 +53,22 @@ from backchannel.session import (
 
 from .errors import CliError, RelayRefusedError, RelayUnreachableError
 from .exercising import Exercise
-from .localstore import Contact, LetterSignature, LocalStore, Message, Processed
+from .hints import name_taken, unknown_name, unknown_participant
+from .ids import Found, Kind, resolve
+from .localstore import Contact, LetterSignature, LocalStore, Message, Processed, ProposalRow
 from .mediator import Mediation
 from .negotiation import Negotiation
 from .offrecord import OffTheRecord
 from .profile import Unlocked
-from .relay import RelayClient, RelayRequestError, RelayUnreachable, ack_on_socket, b64, unb64
+from .relay import (
+    GOING_AWAY,
+    RelayClient,
+    RelayRequestError,
+    RelayUnreachable,
+    ack_on_socket,
+    b64,
+    unb64,
+)
 
 PREKEYS_SECRET = "prekeys"
 TOKEN_SECRET = "relay_token"
@@ -86,6 +100,17 @@ def refused(exc: RelayRequestError) -> RelayRefusedError:
     """The relay's own words, its code, and how long it asked us to wait."""
     wait = f"; retry in {max(1, round(exc.retry_after))} s" if exc.retry_after else ""
     return RelayRefusedError(f"relay refused: {exc.message} ({exc.code}{wait})", exc)
+
+
+TRANSIENT_STATUSES = frozenset({401, 408, 425, 429})
+"""Refusals that may pass later (with 5xx): everything else 4xx is the relay's final word."""
+
+
+def _permanent(exc: RelayRefusedError) -> bool:
+    error = exc.error
+    if not isinstance(error, RelayRequestError):
+        return False
+    return 400 <= error.status < 500 and error.status not in TRANSIENT_STATUSES
 
 
 class KeyChangedError(CliError):
@@ -134,26 +159,50 @@ class Shown:
     verified: str
     in_reply_to: str | None
     scenario_time: str | None = None
-    """In an exercise: the scenario time of `sent_at`, by the clock as last heard."""
+    """In an exercise: the scenario time when it was sent, as recorded when it was stored."""
+    relay_at: int | None = None
+    """When the relay received it (its receipt)."""
+    relay_scenario_time: str | None = None
+    refusal: str | None = None
+    """Status `refused`: the relay's reason."""
+    subject: str | None = None
+    """The proposal or original message it is about, beyond `in_reply_to`."""
 
     def as_json(self) -> dict[str, Any]:
+        """Times in ms since the epoch (`emit_json` adds their ISO 8601 siblings)."""
         sender = self.peer if self.direction == "in" else "me"
         recipient = "me" if self.direction == "in" else self.peer
         return {
             "id": self.id,
             "from": sender,
             "to": recipient,
+            "direction": self.direction,
             "kind": self.kind,
             "text": self.text,
             "sent_at": self.sent_at,
             "status": self.status,
             "verified": self.verified,
             "in_reply_to": self.in_reply_to,
+            "subject": self.subject,
             # What exercise control can learn of it (PRODUCT.md §3): a letter's envelope (who,
             # to whom, when, how big), an off-the-record message's existence at most.
             "control_sees": "existence" if self.kind == "otr" else "envelope",
             "scenario_time": self.scenario_time,
+            "relay_received_at": self.relay_at,
+            "relay_scenario_time": self.relay_scenario_time,
+            "refusal": self.refusal,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Flushed:
+    """What one pass over the outbox did."""
+
+    sent: frozenset[str]
+    refused: dict[str, str]
+    """Message id -> the relay's reason: refused for good, marked `refused`, not retried."""
+    waiting: str | None
+    """Why the rest stays queued (the relay unreachable, busy or failing), if it does."""
 
 
 class Participant:
@@ -168,6 +217,7 @@ class Participant:
         self.offrecord = OffTheRecord(self)
         self.exercise = Exercise(self)
         self.mediation = Mediation(self)
+        self.store.scenario_clock = self.exercise.scenario_at
         self.hold_exchanges = False
         """A mediator's choice: leave simultaneous exchanges for `exchange release`."""
         self.notes: list[str] = []
@@ -230,8 +280,11 @@ class Participant:
             if exc.code == "unknown_participant":
                 raise CliError(
                     f"{self.name} is not registered at {self.relay.base_url}; "
-                    "run `backchannel register INVITE`"
+                    "run `backchannel register INVITE`",
+                    "not_registered",
                 ) from None
+            if exc.code == "bad_proof":
+                raise name_taken(self.name, self.relay.base_url) from None
             raise refused(exc) from None
         except RelayUnreachable as exc:
             raise RelayUnreachableError(str(exc)) from None
@@ -296,7 +349,14 @@ class Participant:
         with self.store.transaction() as db:
             contact: Contact | None = db.get(Contact, name)
         if contact is None:
-            entry = await self.authed(lambda: self.relay.request("GET", f"/v1/directory/{name}"))
+            try:
+                entry = await self.authed(
+                    lambda: self.relay.request("GET", f"/v1/directory/{name}")
+                )
+            except RelayRefusedError as exc:
+                if exc.code != "unknown_participant":
+                    raise
+                raise await unknown_participant(self, name) from None
             with self.store.transaction() as db:
                 contact = self._pin(db, entry["name"], entry["role"], unb64(entry["identity"]))
         if contact.changed_identity is not None:
@@ -306,11 +366,11 @@ class Participant:
     async def safety_number(self, name: str) -> tuple[str, Contact]:
         if name == self.name:
             raise CliError("a safety number is between you and someone else")
-        await self.directory()
+        listing = await self.directory()
         with self.store.transaction() as db:
             contact = db.get(Contact, name)
         if contact is None:
-            raise CliError(f"no participant named {name!r}")
+            raise unknown_name(name, [e["name"] for e in listing if not e["me"]])
         current = contact.changed_identity or contact.identity
         number = safety_number(
             self.me.identity.public, self.name, IdentityPublic.from_bytes(current), name
@@ -370,14 +430,9 @@ class Participant:
             kind="letter",
             sent_at=letter.sent_at_ms,
             in_reply_to=in_reply_to,
+            digest=letter_digest(letter).hex(),
         )
-        try:
-            await self.flush_outbox()
-        except CliError as exc:
-            raise CliError(
-                f"{exc.message}; the letter is saved as {message_id.hex()} and goes out with "
-                "your next `backchannel send` or `backchannel inbox`"
-            ) from None
+        await self.flush_outbox(mine=[message_id.hex()], what="the letter")
         return self.show(message_id.hex())
 
     async def queue(
@@ -392,8 +447,11 @@ class Participant:
         sent_at: int,
         in_reply_to: str | None = None,
         also: Callable[[Any], None] | None = None,
-    ) -> None:
-        """Encrypt `content` to `to` and store it in the outbox (with `also(db)`, atomically).
+        subject: str | None = None,
+        digest: str | None = None,
+    ) -> str:
+        """Encrypt `content` to `to` and store it in the outbox (with `also(db)`, atomically);
+        -> its message id.
 
         One transaction reads the newest ratchet state, encrypts, and stores the successor with
         the message: stored before it leaves, so a crash loses nothing. The caller flushes."""
@@ -415,9 +473,12 @@ class Participant:
                 in_reply_to=in_reply_to,
                 envelope=envelope,
                 shown=True,
+                subject=subject,
+                digest=digest,
             )
             if also is not None:
                 also(db)
+        return message_id.hex()
 
     async def _bundle_unless_session(self, to: str, peer: IdentityPublic) -> PrekeyBundle | None:
         with self.store.transaction() as db:
@@ -496,18 +557,26 @@ class Participant:
                 chunk = tuple(ids[start : start + MAX_RECEIPT_IDS])
                 await self.send_receipt(peer, Receipt(kind, now_ms(), chunk))
 
-    async def flush_outbox(self) -> int:
-        """(Re)send every stored envelope the relay has not yet acknowledged receiving.
+    async def flush_outbox(
+        self, mine: Sequence[str] = (), what: str = "the message"
+    ) -> Flushed:
+        """(Re)send every queued envelope the relay has not yet acknowledged receiving.
 
         Envelopes go in requests of bounded size (the relay caps a request's envelopes and
         bytes); one whose expiry has passed is marked failed, since the relay would refuse it.
+        A permanent refusal (policy, unknown recipient, too large, bad request) marks only the
+        envelope refused, with the relay's reason: a batch refused as a whole is tried one by
+        one to find which. A transient failure (relay down, busy, failing) leaves the rest
+        queued for the next command. Neither blocks anything else: the others still go out
+        and the mailbox is still read. Both are told as notes, except for `mine` (what the
+        command itself just queued), which raise: the user hears of them on the spot.
         """
         now = int(time.time())
         with self.store.transaction() as db:
             pending: list[tuple[str, bytes]] = []
             for queued in db.query(Message).filter(
                 Message.status == "pending", Message.envelope.is_not(None)
-            ):
+            ).order_by(Message.stored_at, Message.id):
                 assert queued.envelope is not None
                 if Envelope.from_bytes(queued.envelope).expires_at <= now + EXPIRY_MARGIN:
                     queued.status, queued.envelope = "failed", None
@@ -521,22 +590,119 @@ class Participant:
                 size = 0
             batches[-1].append(item)
             size += len(item[1])
-        for batch in batches:
-            await self.authed(partial(self.relay.send, [envelope for _, envelope in batch]))
+        sent: set[str] = set()
+        refusals: dict[str, str] = {}
+        waiting: CliError | None = None
+        while batches and waiting is None:
+            batch = batches.pop(0)
+            try:
+                receipts = await self.authed(
+                    partial(self.relay.send, [envelope for _, envelope in batch])
+                )
+            except RelayRefusedError as exc:
+                if not _permanent(exc):
+                    waiting = exc
+                elif len(batch) > 1:  # which one? each on its own, in the same order
+                    batches[:0] = [[item] for item in batch]
+                else:
+                    refusals[batch[0][0]] = exc.message.removeprefix("relay refused: ")
+                    self._mark_refused(batch[0][0], refusals[batch[0][0]])
+                continue
+            except RelayUnreachableError as exc:
+                waiting = exc
+                continue
+            at = {r.get("message_id"): r.get("received_at") for r in receipts}
             with self.store.transaction() as db:
                 for message_id, _ in batch:
                     message = db.get(Message, message_id)
                     if message is not None and message.status == "pending":
                         message.status = "sent"
                         message.envelope = None
-        return len(pending)
+                        received_at = at.get(message_id)
+                        if isinstance(received_at, int):
+                            self.store.stamp_relay_time(db, message_id, received_at, "out")
+                    sent.add(message_id)
+        flushed = Flushed(frozenset(sent), refusals, waiting.message if waiting else None)
+        self._report(flushed, mine, what)
+        return flushed
+
+    def _mark_refused(self, message_id: str, reason: str) -> None:
+        with self.store.transaction() as db:
+            message = db.get(Message, message_id)
+            if message is not None and message.status == "pending":
+                message.status, message.refusal = "refused", reason
+
+    def _report(self, flushed: Flushed, mine: Sequence[str], what: str) -> None:
+        """Raise for what this command queued; tell the rest as notes."""
+        for message_id in mine:
+            if message_id in flushed.refused:
+                raise CliError(
+                    f"the relay refused {what} {message_id}: {flushed.refused[message_id]}; "
+                    "it is marked refused and will not be sent again by itself "
+                    "(`backchannel outbox`)"
+                )
+        if flushed.waiting is not None and any(m not in flushed.sent for m in mine):
+            raise CliError(
+                f"{flushed.waiting}; {what} is saved as {mine[0]} and goes out with your next "
+                "command (`backchannel outbox` lists what waits)"
+            )
+        for message_id, reason in flushed.refused.items():
+            if message_id not in mine:
+                self.notes.append(
+                    f"the relay refused your message {message_id}: {reason}; it is marked "
+                    "refused and will not be sent again by itself (`backchannel outbox`)"
+                )
+        if flushed.waiting is not None and not mine:
+            self.notes.append(
+                f"queued messages wait ({flushed.waiting}); they go out with your next command"
+            )
+
+    # --- the outbox ---------------------------------------------------------------------------
+
+    def outbox(self) -> list[Shown]:
+        """What has not reached the relay: pending (queued) or refused."""
+        with self.store.transaction() as db:
+            rows = db.query(Message).filter(
+                Message.direction == "out", Message.status.in_(("pending", "refused"))
+            ).order_by(Message.stored_at, Message.id)
+            return [self._shown(m) for m in rows]
+
+    def _outbox_row(self, db: Any, ident: str) -> Message:
+        found = resolve(db, ident, "message")
+        message: Message = db.get(Message, found.id)
+        if message.direction != "out" or message.status not in ("pending", "refused"):
+            raise CliError(
+                f"{message.kind} {message.id} is not in the outbox (its status is {message.status})"
+            )
+        return message
+
+    async def retry(self, ident: str) -> Shown:
+        """Send a refused (or queued) message again, as it was: the same envelope."""
+        with self.store.transaction() as db:
+            message = self._outbox_row(db, ident)
+            if message.envelope is None:
+                raise CliError(f"{message.kind} {message.id} has nothing left to send")
+            message.status, message.refusal = "pending", None
+            message_id = message.id
+        await self.flush_outbox(mine=[message_id])
+        return self.show(message_id)
+
+    def cancel(self, ident: str) -> Shown:
+        """Take a pending or refused message out of the outbox for good."""
+        with self.store.transaction() as db:
+            message = self._outbox_row(db, ident)
+            message.status, message.envelope = "cancelled", None
+            message_id = message.id
+        return self.show(message_id)
 
     # --- receiving ----------------------------------------------------------------------------
 
     async def sync(self) -> Synced:
         """Send the outbox; fetch, decrypt, verify and store, then acknowledge; send receipts.
 
-        Envelopes from a participant whose identity key changed are left on the relay."""
+        Envelopes from a participant whose identity key changed are left on the relay. The
+        outbox never stands in the way: what it cannot send is told as a note."""
+        await self.exercise.refresh()  # the clock to record scenario times by, and the injects
         await self.flush_outbox()
         await self.negotiation.notary()  # pinned before any receipt needs checking
         held: dict[str, int] = {}
@@ -545,7 +711,7 @@ class Participant:
             page, more = await self.authed(partial(self.relay.mailbox, after))
             if not page:
                 break
-            outcomes = [self.receive(item.envelope) for item in page]
+            outcomes = [self.receive(item.envelope, item.received_at) for item in page]
             done = [item.id for item, o in zip(page, outcomes, strict=True) if o.held_from is None]
             if done:
                 await self.authed(partial(self.relay.acknowledge, done))
@@ -576,14 +742,21 @@ class Participant:
         synced = await self.sync()
         return self.take_unshown(), synced
 
-    def receive(self, raw: bytes) -> Outcome:
-        """Decrypt and store one envelope in one transaction (with the ratchet state)."""
+    def receive(self, raw: bytes, received_at: int = 0) -> Outcome:
+        """Decrypt and store one envelope in one transaction (with the ratchet state), with
+        the relay's receipt time."""
         try:
             envelope = Envelope.from_bytes(raw)
         except BackchannelError:
             return Outcome()  # not ours to read; acknowledged so it does not block the mailbox
+        message_id = envelope.message_id
+        if envelope.route == Route.FORWARD:
+            with contextlib.suppress(BackchannelError):
+                message_id = Envelope.from_bytes(envelope.ciphertext).message_id
         with self.store.transaction() as db:
-            return self._receive(db, envelope)
+            outcome = self._receive(db, envelope)
+            self.store.stamp_relay_time(db, message_id.hex(), received_at, "in")
+            return outcome
 
     def _receive(self, db: Any, envelope: Envelope) -> Outcome:
         if envelope.route == Route.FORWARD:
@@ -704,6 +877,7 @@ class Participant:
             status="delivered",
             verified=verified,
             in_reply_to=letter.in_reply_to.hex() if letter.in_reply_to else None,
+            digest=letter_digest(letter).hex(),
         )
         if verified == "signed":
             db.add(LetterSignature(id=envelope_id, signature=content.signature))
@@ -825,11 +999,11 @@ class Participant:
         def mark(db: Any) -> None:
             db.get(Message, shown.id).status = "acknowledged"
 
-        await self.queue(
+        queued = await self.queue(
             shown.peer, peer, content, os.urandom(16), f"acknowledged letter {shown.id[:12]}",
             kind="acknowledgement", sent_at=ack.at_ms, in_reply_to=shown.id, also=mark,
         )  # fmt: skip
-        await self.flush_outbox()
+        await self.flush_outbox(mine=[queued], what="the acknowledgement")
         return self.show(shown.id)
 
     def _apply_receipt(self, db: Any, sender: str, receipt: Receipt) -> None:
@@ -909,8 +1083,10 @@ class Participant:
                 await self.offrecord.receive_all(show_any, keep)
                 if not self.hold_exchanges:
                     await self.mediation.release_ready()
-                if rounds % INJECT_POLL_ROUNDS == 0 and await self.exercise.take_injects():
-                    show_any(self.take_unshown())
+                if rounds % INJECT_POLL_ROUNDS == 0:
+                    await self.exercise.refresh()  # the clock, and injects newly due
+                    if await self.exercise.take_injects():
+                        show_any(self.take_unshown())
             except CliError as exc:
                 notice(f"Note: {exc.message}")
             for note in self.take_notes():
@@ -955,10 +1131,11 @@ class Participant:
         delay = RECONNECT_FIRST
         refused_token = False
         opened = 0
+        down = False  # said once per outage; the retries are quiet until the socket opens again
 
         def on_open() -> None:
-            nonlocal opened
-            opened += 1
+            nonlocal opened, down
+            opened, down = opened + 1, False
             notice(WATCHING if opened == 1 else "Reconnected.")
 
         while True:
@@ -967,7 +1144,7 @@ class Participant:
                 await self.login()
                 async for pushed, socket in self.relay.live(on_open):
                     refused_token = False
-                    outcome = self.receive(pushed.envelope)
+                    outcome = self.receive(pushed.envelope, pushed.received_at)
                     if outcome.held_from is not None:
                         notice(
                             f"Warning: {KeyChangedError(outcome.held_from).message}; "
@@ -989,7 +1166,11 @@ class Participant:
                         show(fresh)
                         if read_receipts:
                             await self.send_read_receipts(fresh)
-                reason = "the relay closed the connection"
+                reason = (
+                    f"the relay at {self.relay.base_url} is shutting down"
+                    if self.relay.close_code == GOING_AWAY
+                    else "the relay closed the connection"
+                )
             except (RelayUnreachable, RelayUnreachableError) as exc:
                 reason = str(exc.message if isinstance(exc, CliError) else exc)
             except RelayRequestError as exc:
@@ -1001,7 +1182,9 @@ class Participant:
                 continue
             if time.monotonic() - connected_at > RECONNECT_MAX:
                 delay = RECONNECT_FIRST
-            notice(f"{reason}; reconnecting in {delay:g} s")
+            if not down:
+                notice(f"{reason}; reconnecting in the background (Ctrl-C to stop)")
+                down = True
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX)
 
@@ -1025,6 +1208,11 @@ class Participant:
     # --- showing ------------------------------------------------------------------------------
 
     def _shown(self, message: Message) -> Shown:
+        def scenario(ms: int | None) -> str | None:
+            if ms is None or message.scenario_offset is None:
+                return None
+            return scenario_time_text(ms, message.scenario_offset)
+
         return Shown(
             message.id,
             message.direction,
@@ -1035,20 +1223,81 @@ class Participant:
             message.status,
             message.verified,
             message.in_reply_to,
-            self.exercise.scenario_time(message.sent_at),
+            scenario(message.scenario_at),
+            message.relay_at,
+            scenario(message.relay_scenario_at),
+            message.refusal,
+            message.subject,
         )
 
     def show(self, message_id: str) -> Shown:
-        """One message by its id or a unique prefix of it; it counts as shown from now on."""
+        """One message by its id (the ID rule of `ids.py`); it counts as shown from now on."""
         with self.store.transaction() as db:
-            message = db.get(Message, message_id)
-            if message is None:
-                matches = [m for m in self.store.messages(db) if m.id.startswith(message_id)]
-                if len(matches) != 1:
-                    raise CliError(f"no message with id {message_id!r}")
-                message = matches[0]
+            message = db.get(Message, resolve(db, message_id, "message").id)
+            assert message is not None  # resolved inside this transaction
             message.shown = True
             return self._shown(message)
+
+    def find(self, ident: str, *kinds: Kind) -> Found:
+        """What `ident` names among `kinds` (the ID rule of `ids.py`)."""
+        with self.store.transaction() as db:
+            return resolve(db, ident, *kinds)
+
+    def reply_target(self, ident: str) -> str:
+        """The message id a letter answers: a message's, or the one that carried a proposal."""
+        with self.store.transaction() as db:
+            found = resolve(db, ident, "message", "proposal", what="message")
+            if found.kind == "proposal":
+                row = db.get(ProposalRow, found.id)
+                assert row is not None
+                return row.message_id
+            return found.id
+
+    def thread(self, message_id: str) -> list[Shown]:
+        """The conversation a message belongs to, in order: what it answers and what answers
+        it (`in_reply_to`, followed both ways), and everything about the same proposal or
+        original (`subject`). Bounded by the profile's size, cycles included."""
+        with self.store.transaction() as db:
+            rows = list(self.store.messages(db))
+            by_id = {m.id: m for m in rows}
+            start = by_id.get(message_id)
+            if start is None:
+                return []
+            subjects = {s for s in (start.subject, start.id, start.digest) if s}
+            linked = {m.id for m in rows if m.subject in subjects or m.digest in subjects}
+            linked.add(start.id)
+            while True:  # the closure of replies, up and down
+                grown = set(linked)
+                for m in rows:
+                    if m.in_reply_to in linked or (m.id in linked and m.in_reply_to in by_id):
+                        grown.add(m.id)
+                        if m.in_reply_to in by_id:
+                            grown.add(m.in_reply_to)
+                if grown == linked:
+                    break
+                linked = grown
+            return [self._shown(m) for m in rows if m.id in linked]
+
+    def history(
+        self,
+        peer: str | None = None,
+        kinds: Sequence[str] = (),
+        since: int | None = None,
+        until: int | None = None,
+    ) -> list[Shown]:
+        """Every message held, sent and received, in the order it was stored, filtered by
+        peer, kind and a time range (ms, on `sent_at`). Nothing is marked shown."""
+        with self.store.transaction() as db:
+            query = select(Message).order_by(Message.stored_at, Message.id)
+            if peer is not None:
+                query = query.where(Message.peer == peer)
+            if kinds:
+                query = query.where(Message.kind.in_(list(kinds)))
+            if since is not None:
+                query = query.where(Message.sent_at >= since)
+            if until is not None:
+                query = query.where(Message.sent_at <= until)
+            return [self._shown(m) for m in db.scalars(query)]
 
     def fingerprint(self) -> str:
         return format_fingerprint(self.me.identity.public.fingerprint())

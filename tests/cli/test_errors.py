@@ -32,11 +32,10 @@ def pair(relay: Relay, home: Path) -> tuple[User, User]:
 def test_unknown_recipient(pair: tuple[User, User]) -> None:
     kennedy, _ = pair
     line = kennedy.fails("send", "castro", "Is anyone there?")
-    assert line == "Error: relay refused: no participant named 'castro' (unknown_participant)"
-    assert kennedy.fails("verify", "castro") == "Error: no participant named 'castro'"
-    assert (
-        kennedy.fails("show", "0123456789abcdef")
-        == "Error: no message or proposal with id '0123456789abcdef'"
+    assert line.startswith("Error: no participant named 'castro'")
+    assert kennedy.fails("verify", "castro").startswith("Error: no participant named 'castro'")
+    assert kennedy.fails("show", "0123456789abcdef").startswith(
+        "Error: no message or proposal with "
     )
 
 
@@ -82,16 +81,17 @@ def test_unregistered_or_missing_profile(relay: Relay, home: Path) -> None:
     kennedy = User(home, "kennedy", unique("kennedy"))
     kennedy.init(relay)
     not_registered = (
-        f"Error: {kennedy.name} is not registered at {relay.url}; run `backchannel register INVITE`"
+        f"Error: {kennedy.name} is not registered at {relay.url}; "
+        f"run `backchannel --profile {kennedy.profile} register INVITE`"
     )
     for command in (["directory"], ["inbox"], ["send", "khrushchev", "Hello?"]):
         assert kennedy.fails(*command) == not_registered, command
-    assert kennedy.fails("show", "00") == "Error: no message or proposal with id '00'"
+    assert kennedy.fails("show", "0000").startswith("Error: no message or proposal with ")
 
     ghost = User(home, "ghost")
     missing = (
         f"Error: no profile in {ghost.directory}; "
-        "create one with `backchannel init NAME --relay URL`"
+        "create one with `backchannel --profile ghost init NAME --relay URL`"
     )
     for command in (["directory"], ["inbox"], ["register", "0" * 32], ["show", "00"]):
         assert ghost.fails(*command) == missing, command
@@ -111,7 +111,7 @@ def test_registration_refused_with_the_relays_message(relay: Relay, home: Path) 
     invite = relay.invite(kennedy.name)
     kennedy.ok("register", invite)
     assert kennedy.fails("register", invite) == (
-        "Error: relay refused: the invite is unknown or already used (invalid_invite)"
+        f"Error: this profile is registered already: {kennedy.name} at {relay.url}; nothing to do"
     )
 
 
@@ -214,7 +214,7 @@ def test_errors_through_the_console_script(relay: Relay, home: Path) -> None:
         (["--profile", "ghost", "inbox"], "Error: no profile in "),
         (
             ["--profile", kennedy.profile, "send", "castro", "Hello?"],
-            "Error: relay refused: no participant named 'castro' (unknown_participant)",
+            "Error: no participant named 'castro'",
         ),
     ]
     for argv, expected in cases:

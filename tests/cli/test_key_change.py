@@ -38,7 +38,7 @@ def test_a_changed_key_is_refused_until_verified_and_nothing_is_lost(
         assert line == (
             f"Error: {khrushchev.name}'s identity key has changed: 1 message from them wait "
             f"on the relay until you compare safety numbers and run "
-            f"`backchannel verify {khrushchev.name}`"
+            f"`backchannel --profile {kennedy.profile} verify {khrushchev.name}`"
         )
         assert kennedy.fails("inbox") == line  # still held, still refused
 
@@ -46,7 +46,8 @@ def test_a_changed_key_is_refused_until_verified_and_nothing_is_lost(
         refused = kennedy.fails("send", khrushchev.name, "Who are you?")
         assert refused == (
             f"Error: {khrushchev.name}'s identity key has changed; compare safety numbers and "
-            f"run `backchannel verify {khrushchev.name}` before writing to or reading from them"
+            f"run `backchannel --profile {kennedy.profile} verify {khrushchev.name}` before "
+            "writing to or reading from them"
         )
         entry = next(e for e in kennedy.json("directory") if e["name"] == khrushchev.name)
         assert entry["key_changed"] is True and entry["verified"] is False
