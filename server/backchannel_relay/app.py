@@ -38,11 +38,12 @@ from .appkeys import (
     PARTICIPANT,
     PUBLIC_LIMITER,
     RELAY_ID,
+    SOCKETS,
     STORE,
 )
 from .config import RelayConfig
-from .database import is_sqlite, migrate, open_engine
-from .delivery import GroupCommitter, Hub, MailboxFeed
+from .database import is_sqlite, migrate, open_engine, store_error
+from .delivery import GroupCommitter, Hub, MailboxFeed, Sockets
 from .drops import Drops
 from .errors import RelayError, StoreUnavailable, Unauthorized
 from .exercises import Exercises
@@ -56,6 +57,11 @@ from .wakeups import Listener, origin_token
 log = logging.getLogger("backchannel_relay")
 Handler = Callable[[web.Request], Awaitable[StreamResponse]]
 ADMIN_TOKEN_KEY = "admin_token_hash"
+SOCKET_CLOSE_GRACE = 0.5
+"""Seconds a client has, when the relay stops, to answer its WebSocket's close (then it is cut)."""
+SHUTDOWN_TIMEOUT = 1.0
+"""Seconds requests still running when the relay stops may take to finish (then they are
+cancelled). With the grace above, a stopping relay is gone within 2 s."""
 
 
 def route_template(request: BaseRequest) -> str:
@@ -166,10 +172,12 @@ def create_app(config: RelayConfig) -> web.Application:
     app[CONFIG] = config
     app[METRICS] = Metrics()
     app[HUB] = Hub()
+    app[SOCKETS] = Sockets()
     app[LIMITER] = RateLimiter(config.rate)
     app[PUBLIC_LIMITER] = RateLimiter(config.public_rate)
     app[GATE] = ConnectionGate(config.max_connections)
     app.add_routes(routes)
+    app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_group_commit)
     app.cleanup_ctx.append(_cross_process_wakeups)
@@ -177,16 +185,26 @@ def create_app(config: RelayConfig) -> web.Application:
     return app
 
 
+async def _close_sockets(app: web.Application) -> None:
+    """Stopping: every WebSocket is closed as going away (1001), so that neither the relay
+    waits for its handlers nor the clients take it for a failure."""
+    await app[SOCKETS].close_all(SOCKET_CLOSE_GRACE)
+
+
 async def _database(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    if config.database_url is None:
-        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    engine = open_engine(config.url)
+    engine = None
     try:
+        if config.database_url is None:
+            config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        engine = open_engine(config.url)
         await migrate(engine)
     except (OSError, SQLAlchemyError) as exc:
-        await engine.dispose()
-        raise StoreUnavailable(f"cannot open the {config.describe_store()}: {exc}") from None
+        if engine is not None:
+            await engine.dispose()
+        raise StoreUnavailable(
+            f"cannot open the {config.describe_store()}: {store_error(exc)}"
+        ) from None
     store = Store(engine, config.limits)
     await store.load_keys()
     if not is_sqlite(engine):  # several processes may serve this database: one limit for all

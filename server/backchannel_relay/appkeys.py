@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .config import RelayConfig
-from .delivery import GroupCommitter, Hub
+from .delivery import GroupCommitter, Hub, Sockets
 from .drops import Drops
 from .exercises import Exercises
 from .limits import ConnectionGate, IdentityLimiter, RateLimiter
@@ -16,6 +16,8 @@ from .store import ParticipantInfo, Store
 CONFIG = web.AppKey("config", RelayConfig)
 STORE = web.AppKey("store", Store)
 HUB = web.AppKey("hub", Hub)
+SOCKETS = web.AppKey("sockets", Sockets)
+"""The open WebSockets, closed as "going away" when the relay stops."""
 COMMITTER = web.AppKey("committer", GroupCommitter)
 METRICS = web.AppKey("metrics", Metrics)
 LIMITER = web.AppKey("limiter", IdentityLimiter)

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import logging
+import signal
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from aiohttp import web
 
-from .config import DEFAULT_HOST, DEFAULT_PORT, RelayConfig, default_data_dir
-from .database import migrate, open_engine
-from .drops import DropLimits
+# Only light modules here: aiohttp, SQLAlchemy and the relay's own machinery are imported by
+# the commands that need them, so a Ctrl-C in the first second of `serve` meets its handler.
+from .config import DEFAULT_HOST, DEFAULT_MAX_OTR_TTL, DEFAULT_PORT, RelayConfig, default_data_dir
 from .errors import RelayError, StoreUnavailable
-from .limits import RateLimit
-from .names import text_problem
-from .store import ROLES, Limits, Store
+from .names import ROLES, text_problem
+
+if TYPE_CHECKING:
+    from .store import Store
 
 T = TypeVar("T")
 
@@ -70,16 +71,32 @@ def _store_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def _with_store(
     data_dir: Path, database_url: str | None, work: Callable[[Store], Coroutine[Any, Any, T]]
 ) -> T:
-    """Open (and migrate) the store the flags name, run `work` on it, close it."""
+    """Open (and migrate) the store the flags name, run `work` on it, close it. A store that
+    cannot be opened is one line naming it (its path, or its URL without the password)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .database import migrate, open_engine, store_error
+    from .store import Limits, Store
+
     config = RelayConfig(data_dir=data_dir, database_url=database_url)
 
     async def run() -> T:
-        if database_url is None:
-            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        engine = open_engine(config.url)
+        engine = None
         try:
+            if database_url is None:
+                data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            engine = open_engine(config.url)
             await migrate(engine)
+        except (OSError, SQLAlchemyError) as exc:
+            raise StoreUnavailable(
+                f"cannot open the {config.describe_store()}: {store_error(exc)}"
+            ) from None
+        try:
             return await work(Store(engine, Limits()))
+        except (OSError, SQLAlchemyError) as exc:
+            raise StoreUnavailable(
+                f"the {config.describe_store()} failed: {store_error(exc)}"
+            ) from None
         finally:
             await engine.dispose()
 
@@ -87,22 +104,66 @@ def _with_store(
 
 
 def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    import asyncio
+
     try:
         return asyncio.run(make())
     except RelayError as exc:
-        raise click.ClickException(exc.message) from None
-    except OSError as exc:
-        raise click.ClickException(f"cannot open the store: {exc.strerror or exc}") from None
+        raise CodedError(exc.message, exc.code) from None
+    except StoreUnavailable as exc:
+        raise CodedError(str(exc), "store_unavailable") from None
+
+
+def _store_used(data_dir: Path, database_url: str | None, as_json: bool) -> dict[str, str]:
+    """Name the store a control command used: a line on stderr (stdout stays what it was),
+    or, with --json, the `store` field returned here (the SQLite file's path, or the
+    database URL without its password). Control and `serve` must name the same one."""
+    config = RelayConfig(data_dir=data_dir, database_url=database_url)
+    if not as_json:
+        click.echo(f"backchannel-relay: store is the {config.describe_store()}", err=True)
+    return {"store": config.store_label()}
+
+
+def _interrupted(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+class CodedError(click.ClickException):
+    """A refusal with a stable code: the relay's own (`name_taken`, `role_conflict`, ...) or
+    the command's (`store_unavailable`, `store_in_use`, `unknown_scenario`)."""
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _error_code(exc: click.ClickException) -> str:
+    if isinstance(exc, CodedError):
+        return exc.code
+    if isinstance(exc, click.BadParameter):
+        return "invalid_argument"
+    return "usage" if isinstance(exc, click.UsageError) else "error"
+
+
+JSON_ERRORS = "backchannel_relay.json_errors"
 
 
 class OneLineGroup(click.Group):
-    """Usage mistakes are one line (`Error: No such option '--x'.`), like every other error."""
+    """Every error is one line, `Error: ...` on stderr (usage mistakes too: `Error: No such
+    option '--x'.`); with --json, `{"error": CODE, "message": ...}` on stdout as well."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[JSON_ERRORS] = "--json" in (args[: args.index("--")] if "--" in args else args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except click.UsageError as exc:
-            exc.ctx = None
+        except click.ClickException as exc:
+            if isinstance(exc, click.UsageError):
+                exc.ctx = None
+            if ctx.meta.get(JSON_ERRORS):
+                click.echo(json.dumps({"error": _error_code(exc), "message": exc.format_message()}))
             raise
 
 
@@ -170,7 +231,7 @@ def main() -> None:
 @click.option(
     "--max-otr-ttl",
     type=click.IntRange(min=1),
-    default=DropLimits().max_ttl,
+    default=DEFAULT_MAX_OTR_TTL,
     show_default=True,
     envvar="BACKCHANNEL_RELAY_MAX_OTR_TTL",
     help="The longest an off-the-record channel (its drops) may live, in seconds.",
@@ -188,36 +249,71 @@ def serve(
     sweep_interval: float,
     max_otr_ttl: int,
 ) -> None:
-    """Run the relay on HOST:PORT until interrupted."""
-    from .app import TemplateAccessLogger, create_app
-
-    config = RelayConfig(
-        host=host,
-        port=port,
-        data_dir=data_dir,
-        database_url=database_url,
-        access_log=not no_access_log,
-        rate=RateLimit(rate_burst, rate_per_second),
-        public_rate=RateLimit(public_rate_burst, public_rate_per_second),
-        sweep_interval=sweep_interval,
-        drops=DropLimits(max_ttl=max_otr_ttl),
-    )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    click.echo(f"backchannel-relay: store is the {config.describe_store()}")
+    """Run the relay on HOST:PORT until interrupted (Ctrl-C or SIGTERM: it closes every
+    WebSocket as going away and exits 0). One SQLite store is served by one process."""
+    signal.signal(signal.SIGTERM, _interrupted)  # until the relay's own handlers are set
     try:
-        web.run_app(
-            create_app(config),
+        from .drops import DropLimits
+        from .limits import RateLimit
+
+        config = RelayConfig(
             host=host,
             port=port,
-            # Called once the store is open and the socket bound: only then is it true.
-            print=lambda _: click.echo(f"backchannel-relay: listening on http://{host}:{port}"),
-            access_log=logging.getLogger("backchannel_relay.access") if config.access_log else None,
-            access_log_class=TemplateAccessLogger,
+            data_dir=data_dir,
+            database_url=database_url,
+            access_log=not no_access_log,
+            rate=RateLimit(rate_burst, rate_per_second),
+            public_rate=RateLimit(public_rate_burst, public_rate_per_second),
+            sweep_interval=sweep_interval,
+            drops=DropLimits(max_ttl=max_otr_ttl),
         )
-    except StoreUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
-    except OSError as exc:
-        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        _serve(config)
+    except KeyboardInterrupt:  # Ctrl-C (or SIGTERM) before the relay's own handlers were set
+        pass
+    click.echo("backchannel-relay: stopped.")
+
+
+def _serve(config: RelayConfig) -> None:
+    """Hold the store's lock (SQLite), run the relay until a signal, and close everything."""
+    from aiohttp import web
+
+    from .app import SHUTDOWN_TIMEOUT, TemplateAccessLogger, create_app
+    from .database import StoreInUse, serving_lock, store_error
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    with contextlib.ExitStack() as held:
+        try:
+            if config.database_url is None:
+                config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            held.enter_context(serving_lock(config.url))
+        except StoreInUse as exc:
+            raise CodedError(str(exc), "store_in_use") from None
+        except OSError as exc:
+            raise CodedError(
+                f"cannot open the {config.describe_store()}: {store_error(exc)}",
+                "store_unavailable",
+            ) from None
+        click.echo(f"backchannel-relay: store is the {config.describe_store()}")
+        address = f"{config.host}:{config.port}"
+        try:
+            web.run_app(
+                create_app(config),
+                host=config.host,
+                port=config.port,
+                # Called once the store is open and the socket bound: only then is it true.
+                print=lambda _: click.echo(f"backchannel-relay: listening on http://{address}"),
+                access_log=logging.getLogger("backchannel_relay.access")
+                if config.access_log
+                else None,
+                access_log_class=TemplateAccessLogger,
+                # On SIGINT or SIGTERM the sockets are closed at once (`on_shutdown`); requests
+                # still running get this long, so the relay is gone within 2 s.
+                shutdown_timeout=SHUTDOWN_TIMEOUT,
+            )
+        except StoreUnavailable as exc:
+            raise CodedError(str(exc), "store_unavailable") from None
+        except OSError as exc:
+            raise click.ClickException(f"cannot listen on {address}: {exc.strerror}") from None
 
 
 @main.command("migrate")
@@ -226,16 +322,10 @@ def migrate_command(data_dir: Path, database_url: str | None) -> None:
     """Bring the store's schema up to date (serve does this on start too)."""
     config = RelayConfig(data_dir=data_dir, database_url=database_url)
 
-    async def run() -> None:
-        if database_url is None:
-            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        engine = open_engine(config.url)
-        try:
-            await migrate(engine)
-        finally:
-            await engine.dispose()
+    async def nothing_more(_store: Store) -> None:  # opening the store migrates it
+        return None
 
-    _run(run)
+    _with_store(data_dir, database_url, nothing_more)
     click.echo(f"schema is up to date in the {config.describe_store()}")
 
 
@@ -264,10 +354,10 @@ def invite(
         return await store.create_invite(name, role, int(ttl_hours * 3600))
 
     code, expires_at = _with_store(data_dir, database_url, work)
+    store = _store_used(data_dir, database_url, as_json)
     if as_json:
-        click.echo(
-            json.dumps({"name": name, "role": role, "invite": code, "expires_at": expires_at})
-        )
+        answer = {"name": name, "role": role, "invite": code, "expires_at": expires_at, **store}
+        click.echo(json.dumps(answer))
     else:
         click.echo(f"invite for {name} ({role}): {code}")
 
@@ -368,6 +458,8 @@ def bench(
     as_json: bool,
 ) -> None:
     """Measure throughput, delivery latency and mailbox-fetch cost with simulated clients."""
+    import asyncio
+
     from rich.console import Console
 
     from .bench import ALL_PHASES, BenchSettings, report_table, run_bench
@@ -422,17 +514,18 @@ def _scenario_source(file_or_name: str) -> str:
         try:
             return path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise click.ClickException(f"cannot read {path}: {exc}") from None
+            raise CodedError(f"cannot read {path}: {exc}", "unreadable_scenario") from None
     shipped = files("backchannel_relay") / "scenarios"
     if not shipped.is_dir():
-        raise click.ClickException(f"no scenario file {file_or_name!r}")
+        raise CodedError(f"no scenario file {file_or_name!r}", "unknown_scenario")
     names = sorted(
         p.name.removesuffix(".toml") for p in shipped.iterdir() if p.name.endswith(".toml")
     )
     if file_or_name in names:
         return (shipped / f"{file_or_name}.toml").read_text(encoding="utf-8")
-    raise click.ClickException(
-        f"{file_or_name!r} is neither a scenario file nor a shipped scenario ({', '.join(names)})"
+    raise CodedError(
+        f"{file_or_name!r} is neither a scenario file nor a shipped scenario ({', '.join(names)})",
+        "unknown_scenario",
     )
 
 
@@ -483,42 +576,70 @@ def exercise_load(
     scenario: str, ttl_hours: float, data_dir: Path, database_url: str | None, as_json: bool
 ) -> None:
     """Create the exercise of a scenario (a TOML file, or a shipped one such as cuba-1962) and
-    print one invite per role. Its clock starts paused at the scenario's start."""
+    print an invite for each role. Its clock starts paused at the scenario's start.
+
+    A role whose name has registered already is bound to that participant (its registered
+    role must be the role's kind). Loading the same scenario again prints the roles still open
+    with new invites, which replace the earlier unused ones; the clock is left as it is."""
+    from .exercises import Loaded
+
     source = _scenario_source(scenario)
 
-    async def work(exercises: Any) -> Any:
-        return await exercises.load(source, int(ttl_hours * 3600))
+    async def work(exercises: Any) -> Loaded:
+        loaded: Loaded = await exercises.load(source, int(ttl_hours * 3600))
+        return loaded
 
     loaded = _exercises(data_dir, database_url, work)
-    loaded_scenario = loaded.scenario
-    kinds = {r.name: (r.kind, r.title) for r in loaded_scenario.roles}
+    store = _store_used(data_dir, database_url, as_json)
+    played = loaded.scenario
+    codes = dict(loaded.invites)
     if as_json:
+        roles = [
+            {
+                "name": r.name,
+                "kind": r.kind,
+                "title": r.title,
+                "registered": r.name in loaded.bound,
+                "invite": codes.get(r.name),
+            }
+            for r in played.roles
+        ]
         click.echo(
             json.dumps(
                 {
-                    "exercise": loaded_scenario.name,
-                    "title": loaded_scenario.title,
-                    "clock": {
-                        **loaded.clock.to_json(),
-                        "utc_offset_minutes": loaded_scenario.offset_minutes,
-                    },
-                    "roles": [
-                        {"name": n, "kind": kinds[n][0], "title": kinds[n][1], "invite": code}
-                        for n, code in loaded.invites
-                    ],
-                    "injects": len(loaded_scenario.injects),
+                    "exercise": played.name,
+                    "title": played.title,
+                    **store,
+                    "loaded_before": loaded.again,
+                    "clock": loaded.clock,
+                    "roles": roles,
+                    "bound": loaded.bound,
+                    "invites_expire_at": loaded.expires_at if codes else None,
+                    "injects": len(played.injects),
                 }
             )
         )
         return
-    start = _when(loaded.clock.anchor_ms, loaded_scenario.offset_minutes)
-    click.echo(f"exercise {loaded_scenario.name}: {loaded_scenario.title}")
-    click.echo(
-        f"clock paused at {start}, speed {loaded.clock.speed:g}x; start it with "
-        f"`backchannel-relay exercise clock resume`"
-    )
-    for name, code in loaded.invites:
-        click.echo(f"invite for {name} ({kinds[name][0]}, {kinds[name][1]}): {code}")
+    if loaded.again:
+        click.echo(f"exercise {played.name}: {played.title} (loaded already)")
+        click.echo(_clock_line(loaded.clock))
+    else:
+        start = _when(loaded.clock["anchor_ms"], played.offset_minutes)
+        click.echo(f"exercise {played.name}: {played.title}")
+        click.echo(
+            f"clock paused at {start}, speed {loaded.clock['speed']:g}x; start it with "
+            f"`backchannel-relay exercise clock resume`"
+        )
+    for role in played.roles:
+        what = f"{role.name} ({role.kind}, {role.title})"
+        if role.name in loaded.bound:
+            click.echo(f"{what}: registered already; bound to the role")
+        else:
+            click.echo(f"invite for {what}: {codes[role.name]}")
+    if loaded.again and codes:
+        click.echo("(invites printed earlier for these roles no longer work: hand out these)")
+    elif not codes:
+        click.echo("every role is registered: no invites are needed")
 
 
 @exercise.command("status")
@@ -534,8 +655,9 @@ def exercise_status(
         return await exercises.status(await exercises.pick(name))
 
     status = _exercises(data_dir, database_url, work)
+    store = _store_used(data_dir, database_url, as_json)
     if as_json:
-        click.echo(json.dumps(status))
+        click.echo(json.dumps({**status, **store}))
         return
     offset = status["clock"]["utc_offset_minutes"]
     click.echo(f"exercise {status['exercise']}: {status['title']}")
@@ -595,4 +717,5 @@ def exercise_clock(
         return (await exercises.status(picked))["clock"]
 
     clock = _exercises(data_dir, database_url, work)
-    click.echo(json.dumps(clock) if as_json else _clock_line(clock))
+    store = _store_used(data_dir, database_url, as_json)
+    click.echo(json.dumps({**clock, **store}) if as_json else _clock_line(clock))

@@ -1,23 +1,54 @@
-"""The relay's configuration: one object, filled from flags or environment variables."""
+"""The relay's configuration: one object, filled from flags or environment variables.
+
+This module imports nothing heavy (the database layer is imported when first needed), so that
+`backchannel-relay` reaches its own code, and its handling of Ctrl-C, at once.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import platformdirs
 
-from .database import sqlite_url
-from .drops import DropLimits
-from .limits import RateLimit
-from .store import Limits
+if TYPE_CHECKING:
+    from .drops import DropLimits
+    from .limits import RateLimit
+    from .store import Limits
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8470
+DEFAULT_MAX_OTR_TTL = 24 * 3600
+"""The longest an off-the-record channel (its drops) may live, in seconds."""
 
 
 def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("backchannel-relay", appauthor=False))
+
+
+def _limits() -> Limits:
+    from .store import Limits
+
+    return Limits()
+
+
+def _drops() -> DropLimits:
+    from .drops import DropLimits
+
+    return DropLimits()
+
+
+def _rate() -> RateLimit:
+    from .limits import RateLimit
+
+    return RateLimit()
+
+
+def _public_rate() -> RateLimit:
+    from .limits import RateLimit
+
+    return RateLimit(300.0, 5.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +59,10 @@ class RelayConfig:
     database_url: str | None = None
     """None: one SQLite file in `data_dir`."""
     access_log: bool = True
-    limits: Limits = field(default_factory=Limits)
-    drops: DropLimits = field(default_factory=DropLimits)
-    rate: RateLimit = field(default_factory=RateLimit)
-    public_rate: RateLimit = field(default_factory=lambda: RateLimit(300.0, 5.0))
+    limits: Limits = field(default_factory=_limits)
+    drops: DropLimits = field(default_factory=_drops)
+    rate: RateLimit = field(default_factory=_rate)
+    public_rate: RateLimit = field(default_factory=_public_rate)
     """Per client address, for the unauthenticated POSTs: a classroom behind one NAT address
     registers and logs in forty participants (three requests each) in one burst."""
     max_body_bytes: int = 8 * 1024 * 1024
@@ -43,11 +74,18 @@ class RelayConfig:
 
     @property
     def url(self) -> str:
+        from .database import sqlite_url
+
         return self.database_url or sqlite_url(self.data_dir)
 
+    def store_label(self) -> str:
+        """The store as a user names it: the SQLite file's path, or the database URL without
+        the driver and without the password."""
+        from .database import public_store_url
+
+        return public_store_url(self.url)
+
     def describe_store(self) -> str:
-        if self.database_url is None:
-            return f"SQLite file {self.data_dir / 'relay.sqlite3'}"
-        scheme = self.database_url.split("://", 1)[0]
-        host = self.database_url.rsplit("@", 1)[-1]  # never print a password
-        return f"{scheme} database at {host}"
+        """`SQLite file PATH` or `PostgreSQL database URL`, for one line of output."""
+        kind = "SQLite file" if self.url.startswith("sqlite") else "PostgreSQL database"
+        return f"{kind} {self.store_label()}"

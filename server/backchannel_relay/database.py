@@ -7,13 +7,17 @@ the store honours with a single write lock instead of letting transactions colli
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -36,6 +40,85 @@ WRITER_PRAGMAS = (
 
 def sqlite_url(data_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{data_dir / 'relay.sqlite3'}"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names (None for another database or an in-memory one)."""
+    parsed = make_url(url)
+    database = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    if "mode=memory" in url:
+        return None
+    return Path(database)
+
+
+def public_store_url(url: str) -> str:
+    """What output may show of a store's URL: a SQLite file's path; another database's URL
+    without the async driver and without the password (`postgresql://user@host:5432/db`)."""
+    path = sqlite_file(url)
+    if path is not None:
+        return str(path)
+    parsed = make_url(url)
+    shown = URL.create(
+        parsed.get_backend_name(), parsed.username, None, parsed.host, parsed.port,
+        parsed.database, parsed.query,
+    )  # fmt: skip
+    return shown.render_as_string(hide_password=False)
+
+
+def store_error(exc: BaseException) -> str:
+    """Why a store could not be opened, in one line and without SQLAlchemy's decoration."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        reason = str(exc.orig)
+    elif isinstance(exc, SQLAlchemyError):
+        reason = str(exc.args[0]) if exc.args else type(exc).__name__
+    elif isinstance(exc, OSError):
+        reason = exc.strerror or str(exc)
+        if exc.filename is not None and exc.strerror:
+            reason = f"{exc.filename}: {exc.strerror}"
+    else:
+        reason = str(exc) or type(exc).__name__
+    lines = [line.strip() for line in reason.splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+class StoreInUse(Exception):
+    """Another relay process already serves this SQLite file."""
+
+    def __init__(self, path: Path, holder: str) -> None:
+        by = f" (pid {holder})" if holder.isdigit() else ""
+        super().__init__(
+            f"another relay process{by} already serves the SQLite file {path}; stop it first, "
+            "or give this one another --data-dir (several processes need PostgreSQL)"
+        )
+
+
+@contextlib.contextmanager
+def serving_lock(url: str) -> Iterator[None]:
+    """Hold an exclusive lock on `relay.sqlite3.lock` next to a SQLite file while serving it:
+    one SQLite file is for one relay process (its writer, its wake-ups and its rate limits are
+    the process's own). The lock goes with the process, however it ends. Control commands
+    (`invite`, `exercise ...`) take no lock: they may run while the relay serves the file.
+    Nothing is locked for PostgreSQL, which several processes may serve."""
+    path = sqlite_file(url)
+    if path is None:
+        yield
+        return
+    import fcntl
+
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            raise StoreInUse(path, holder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:

@@ -19,6 +19,8 @@ import contextlib
 import logging
 from collections.abc import Iterable, Sequence
 
+from aiohttp import WSCloseCode, web
+
 from .store import NewEnvelope, Receipt, Store, StoredEnvelope
 
 log = logging.getLogger("backchannel_relay.delivery")
@@ -133,6 +135,36 @@ class Hub:
 
     def connections(self) -> int:
         return sum(len(waiters) for waiters in self._waiters.values())
+
+
+class Sockets:
+    """This process's open WebSockets, so that stopping the relay can close them all at once."""
+
+    def __init__(self) -> None:
+        self._open: set[web.WebSocketResponse] = set()
+
+    def add(self, ws: web.WebSocketResponse) -> None:
+        self._open.add(ws)
+
+    def discard(self, ws: web.WebSocketResponse) -> None:
+        self._open.discard(ws)
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    async def close_all(self, grace: float) -> None:
+        """Close every socket with 1001 (going away): the client knows the relay is stopping,
+        not failing. A peer that has not answered its close within `grace` seconds is cut off."""
+        closing = [
+            asyncio.create_task(ws.close(code=WSCloseCode.GOING_AWAY, message=b"relay stopping"))
+            for ws in list(self._open)
+        ]
+        if not closing:
+            return
+        _, late = await asyncio.wait(closing, timeout=grace)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*closing, return_exceptions=True)
 
 
 FEED_PAGE = 100

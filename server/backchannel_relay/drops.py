@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from backchannel.drops import SealedEnvelope, drop_address, read_hash
 
+from .config import DEFAULT_MAX_OTR_TTL
 from .errors import BadRequest, Conflict, Forbidden, MailboxFull, NotFound
 from .limits import RateLimit, RateLimiter
 from .models import DropMessageRow, DropRow
@@ -27,7 +28,7 @@ from .store import Store
 
 @dataclass(frozen=True, slots=True)
 class DropLimits:
-    max_ttl: int = 24 * 3600
+    max_ttl: int = DEFAULT_MAX_OTR_TTL
     """The longest a drop (an off-the-record channel) may live, in seconds."""
     max_messages: int = 1000
     max_bytes: int = 16 * 1024 * 1024

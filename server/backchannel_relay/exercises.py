@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from backchannel.envelope import Envelope, Route
@@ -26,8 +26,8 @@ from backchannel.exercise import Clock, Scenario, due, parse_scenario, sign_inje
 from backchannel.keys import SigningKeyPair
 
 from .errors import BadRequest, Conflict, Forbidden, NotFound
-from .models import ExerciseRoleRow, ExerciseRow, Participant
-from .store import Store
+from .models import ExerciseRoleRow, ExerciseRow, Invite, Participant
+from .store import Store, add_invite
 
 ROLE_CACHE_SECONDS = 1.0
 """How stale this process's view of which names are roles may be (a scenario loaded by the
@@ -38,8 +38,19 @@ command line while the relay runs is enforced within this long)."""
 class Loaded:
     scenario: Scenario
     invites: list[tuple[str, str]]
-    """(role name, invite code)."""
-    clock: Clock
+    """(role name, invite code) for each role no participant has registered yet."""
+    bound: list[str]
+    """The roles whose names were registered already: those participants now play them."""
+    clock: dict[str, Any]
+    """The clock as `status` shows it (with the scenario time now)."""
+    expires_at: int
+    """When the invites expire (Unix seconds)."""
+    again: bool
+    """The exercise was loaded before: its clock is unchanged and its invites are new ones."""
+
+
+def _article(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
 class Exercises:
@@ -52,37 +63,81 @@ class Exercises:
     # --- control's side -------------------------------------------------------------------------
 
     async def load(self, source: str, invite_ttl: int) -> Loaded:
-        """Create the exercise, its roles and one invite per role, in one transaction."""
+        """Create the exercise, its roles and an invite for each role nobody has registered
+        yet, in one transaction: on any refusal nothing is created.
+
+        A role whose name is registered already is bound to that participant (the order of the
+        README: invites by hand, then the scenario); its kind must be the participant's role,
+        or the load is refused naming both. Loading the same scenario again keeps the exercise
+        and its clock and prints the roles still open, each with a new invite: the earlier
+        unused invites for those names are revoked (only their hashes are kept, so they cannot
+        be shown again), and every open role has exactly one invite that works, the last one
+        printed.
+        """
         scenario = _parse(source)
-        clock = Clock.start(scenario, self.store.now_ms())
+        names = [r.name for r in scenario.roles]
+        expires_at = self.store.now() + invite_ttl
         async with self.store.write() as session:
-            if await session.get(ExerciseRow, scenario.name) is not None:
-                raise Conflict(f"an exercise named {scenario.name!r} is loaded already",
-                               code="exercise_exists")  # fmt: skip
-            taken = await session.scalars(
-                select(ExerciseRoleRow.name).where(
-                    ExerciseRoleRow.name.in_([r.name for r in scenario.roles])
+            row = await session.get(ExerciseRow, scenario.name)
+            if row is not None and _parse(row.source) != scenario:
+                raise Conflict(
+                    f"an exercise named {scenario.name!r} is loaded already, from another "
+                    "scenario; load this one under another [exercise] name",
+                    code="exercise_exists",
+                )
+            elsewhere = (
+                await session.execute(
+                    select(ExerciseRoleRow.name, ExerciseRoleRow.exercise).where(
+                        ExerciseRoleRow.name.in_(names), ExerciseRoleRow.exercise != scenario.name
+                    )
+                )
+            ).first()
+            if elsewhere is not None:
+                raise Conflict(
+                    f"the role {elsewhere[0]!r} belongs to the exercise {elsewhere[1]!r} already",
+                    code="role_taken",
+                )
+            found = await session.execute(
+                select(Participant.name, Participant.role).where(Participant.name.in_(names))
+            )
+            registered: dict[str, str] = {name: kind for name, kind in found}
+            for role in scenario.roles:
+                kind = registered.get(role.name)
+                if kind is not None and kind != role.kind:
+                    raise Conflict(
+                        f"{role.name} is registered as {_article(kind)}, but the scenario makes "
+                        f"{role.name} {_article(role.kind)}; change that role's kind or name in "
+                        "the scenario",
+                        code="role_conflict",
+                    )
+            if row is None:
+                now_ms = self.store.now_ms()
+                clock = Clock.start(scenario, now_ms)
+                session.add(
+                    ExerciseRow(name=scenario.name, source=source, clock=_dump(clock),
+                                loaded_at=now_ms)
+                )  # fmt: skip
+                await session.flush()
+                session.add_all(ExerciseRoleRow(name=n, exercise=scenario.name) for n in names)
+                try:
+                    await session.flush()
+                except IntegrityError:  # loaded by another process meanwhile
+                    raise Conflict("a role belongs to another exercise already",
+                                   code="role_taken") from None  # fmt: skip
+            else:
+                clock = Clock.from_json(_load(row.clock))
+            open_roles = [r for r in scenario.roles if r.name not in registered]
+            await session.execute(
+                delete(Invite).where(
+                    Invite.name.in_([r.name for r in open_roles]), Invite.used_at.is_(None)
                 )
             )
-            clash = sorted(taken)
-            if clash:
-                raise Conflict(f"the role {clash[0]!r} belongs to another exercise already",
-                               code="role_taken")  # fmt: skip
-            session.add(ExerciseRow(name=scenario.name, source=source,
-                                    clock=_dump(clock), loaded_at=self.store.now_ms()))  # fmt: skip
-            await session.flush()
-            session.add_all(ExerciseRoleRow(name=r.name, exercise=scenario.name)
-                            for r in scenario.roles)  # fmt: skip
-            try:
-                await session.flush()
-            except IntegrityError:
-                raise Conflict("a role belongs to another exercise already",
-                               code="role_taken") from None  # fmt: skip
-        invites = []
-        for role in scenario.roles:
-            code, _ = await self.store.create_invite(role.name, role.kind, invite_ttl)
-            invites.append((role.name, code))
-        return Loaded(scenario, invites, clock)
+            invites = [
+                (r.name, add_invite(session, r.name, r.kind, expires_at)) for r in open_roles
+            ]
+        bound = [n for n in names if n in registered]
+        view = _clock_json(scenario, clock, self.store.now_ms())
+        return Loaded(scenario, invites, bound, view, expires_at, again=row is not None)
 
     async def names(self) -> list[str]:
         async with self.store.read() as session:

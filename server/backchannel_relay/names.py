@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import unicodedata
 
+ROLES = ("party", "mediator", "observer")
+"""What a participant registers as (an invite says which)."""
+
 
 def text_problem(value: str, max_bytes: int = 64) -> str | None:
     """Why `value` cannot be a name or code the relay stores and others display, or None.

@@ -42,6 +42,7 @@ from .appkeys import (
     NOTARY,
     PUBLIC_LIMITER,
     RELAY_ID,
+    SOCKETS,
     STORE,
     participant,
 )
@@ -401,6 +402,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         )
     ws = web.WebSocketResponse(heartbeat=30, max_msg_size=1024 * 1024)
     await ws.prepare(request)
+    sockets = request.app[SOCKETS]
+    sockets.add(ws)
     wake = hub.subscribe(me.id)
     gauge = request.app[METRICS].websockets
     gauge.inc()
@@ -435,6 +438,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         with contextlib.suppress(asyncio.CancelledError):
             await reader
         hub.unsubscribe(me.id, wake)
+        sockets.discard(ws)
         gauge.dec()
         await ws.close()
     return ws

@@ -53,12 +53,11 @@ from .models import (
     SessionToken,
     SignedPrekeyRow,
 )
-from .names import storable
+from .names import ROLES, storable
 from .wakeups import CHANNEL, payloads
 
 Clock = Callable[[], float]
 T = TypeVar("T")
-ROLES = ("party", "mediator", "observer")
 CACHE_ENTRIES = 100_000
 """At most this many session tokens, and as many names, remembered in memory."""
 MAILBOX_LOCKS = 0x6263_6D62  # "bcmb": with a participant id, one writer of that mailbox at a time
@@ -115,6 +114,17 @@ class StoredEnvelope:
 ENVELOPES = cast(Table, EnvelopeRow.__table__)
 MESSAGE_IDS = cast(Table, MessageIdRow.__table__)
 PARTICIPANTS = cast(Table, Participant.__table__)
+
+
+def add_invite(session: AsyncSession, name: str, role: str, expires_at: int) -> str:
+    """A new single-use invite for `name` in the session's transaction; -> its code (only its
+    hash is stored, so the code is seen once, here)."""
+    code = os.urandom(16).hex()
+    session.add(
+        Invite(code_hash=digest(code.encode()), name=name, role=role, expires_at=expires_at,
+               used_at=None)
+    )  # fmt: skip
+    return code
 
 
 def _info(row: Participant) -> ParticipantInfo:
@@ -192,21 +202,12 @@ class Store:
     async def create_invite(self, name: str, role: str, ttl_seconds: int) -> tuple[str, int]:
         if role not in ROLES:
             raise BadRequest(f"role must be one of {', '.join(ROLES)}", code="invalid_role")
-        code = os.urandom(16).hex()
         expires_at = self.now() + ttl_seconds
         async with self.write() as session:
             taken = await session.scalar(select(Participant.id).where(Participant.name == name))
             if taken is not None:
                 raise Conflict(f"the name {name!r} is already registered", code="name_taken")
-            session.add(
-                Invite(
-                    code_hash=digest(code.encode()),
-                    name=name,
-                    role=role,
-                    expires_at=expires_at,
-                    used_at=None,
-                )
-            )
+            code = add_invite(session, name, role, expires_at)
         return code, expires_at
 
     async def register(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +249,56 @@ def test_cuba_1962_a_full_scripted_run(make_relay: Any, store: tuple[str, ...], 
     assert any("U-2" in t for t in titles) and any("Radio Moscow" in t for t in titles)
     delivered = control(relay, "status")["injects"]
     assert all(i["delivered"] for i in delivered) and len(delivered) == 4
+
+
+def test_the_readme_order_invites_first_then_the_scenario(make_relay: Any, home: Path) -> None:
+    """The walkthrough's order: control hands out invites by hand, Kennedy, Khrushchev and
+    U Thant register, then control loads cuba-1962. They are bound to their roles, the others
+    get invites; loading it again prints the invites still open instead of failing."""
+    relay = make_relay("readme-order", *GENEROUS)
+    early = {}
+    for name, kind in (("kennedy", "party"), ("khrushchev", "party"), ("u-thant", "mediator")):
+        early[name] = User(home, name)
+        early[name].init(relay)
+        early[name].register(relay, kind)
+    store = ["--data-dir", str(relay.data_dir)]
+
+    first = CliRunner().invoke(relay_main, ["exercise", "load", "cuba-1962", *store])
+    assert first.exit_code == 0, first.output
+    assert first.stderr.splitlines() == [
+        f"backchannel-relay: store is the SQLite file {relay.data_dir / 'relay.sqlite3'}"
+    ]
+    lines = first.stdout.splitlines()
+    assert lines[0].startswith("exercise cuba-1962: ") and lines[1].startswith("clock paused at")
+    for name in early:
+        assert any(
+            line.startswith(f"{name} (") and line.endswith("registered already; bound to the role")
+            for line in lines
+        ), first.stdout
+    invites = {}
+    for line in lines:
+        if (found := re.fullmatch(r"invite for ([a-z-]+) \(.*\): ([0-9a-f]+)", line)) is not None:
+            invites[found[1]] = found[2]
+    assert set(invites) == {"castro", "dobrynin"}
+
+    castro = User(home, "castro")
+    castro.init(relay)
+    assert castro.json("register", invites["castro"])["role"] == "party"
+    assert early["kennedy"].json("exercise")["role"]["name"] == "kennedy"
+
+    again = CliRunner().invoke(relay_main, ["exercise", "load", "cuba-1962", *store])
+    assert again.exit_code == 0, again.output
+    assert "(loaded already)" in again.stdout.splitlines()[0]
+    reprinted = [line for line in again.stdout.splitlines() if line.startswith("invite for ")]
+    assert len(reprinted) == 1 and reprinted[0].startswith("invite for dobrynin (party, ")
+    assert "no longer work" in again.stdout
+    assert any(line.startswith("castro (") for line in again.stdout.splitlines())
+    # The invite printed first for Dobrynin was replaced; the new one works.
+    dobrynin = User(home, "dobrynin")
+    dobrynin.init(relay)
+    assert "the invite is unknown or already used" in dobrynin.fails(
+        "register", invites["dobrynin"]
+    )
+    dobrynin.ok("register", reprinted[0].rsplit(" ", 1)[-1])
+    status = control(relay, "status")
+    assert all(role["registered"] for role in status["roles"])

@@ -176,9 +176,13 @@ def make_relay(backend: Backend, *extra: str) -> Relay:
 
 @pytest.fixture(scope="session")
 def relay(backend: Backend) -> Iterator[Relay]:
-    """A shared relay per backend with rate limits out of the way of the tests."""
+    """A shared relay per backend with rate limits out of the way of the tests. On SQLite it
+    has a store of its own: one SQLite file is for one relay process, and tests start others."""
+    shared = backend
+    if backend.name == "sqlite":
+        shared = Backend("sqlite", ["--data-dir", str(backend.workdir / "shared")], backend.workdir)
     running = make_relay(
-        backend,
+        shared,
         *("--rate-burst", "100000", "--rate-per-second", "100000"),
         *("--public-rate-burst", "100000", "--sweep-interval", "0.2"),
     )

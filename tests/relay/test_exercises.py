@@ -9,15 +9,18 @@ import base64
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from backchannel.envelope import Envelope, Route
 from backchannel.exercise import Inject, verify_inject
 from backchannel.keys import SigningPublicKey
-from backchannel_cli.relay import RelayClient
+from backchannel_cli.relay import RelayClient, RelayRequestError
 
-from .conftest import RELAY, Backend, Member, Relay, fresh_keys, make_relay
+from .conftest import RELAY, Backend, Member, Relay, _postgres, fresh_keys, make_relay
 from .test_api import envelope, refused
 
 SCENARIO = """
@@ -82,7 +85,23 @@ def forwarded(author: str, carrier: str, to: str, *, onward: bool = False) -> by
                     inner.to_bytes()).to_bytes()  # fmt: skip
 
 
-async def test_policy_clock_and_injects(backend: Backend, tmp_path: Path) -> None:
+def backend_of_its_own(kind: str, tmp_path: Path) -> Iterator[Backend]:
+    """A store of one test's own: a SQLite file (one relay process per file, and the session's
+    shared relay may be serving the shared one) or a throwaway PostgreSQL database, so that the
+    exercises loaded there are the test's only ones (`exercise status` needs no --exercise)."""
+    if kind == "sqlite":
+        yield Backend("sqlite", ["--data-dir", str(tmp_path / "data")], tmp_path)
+        return
+    yield from _postgres(tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def own_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    yield from backend_of_its_own(request.param, tmp_path)
+
+
+async def test_policy_clock_and_injects(own_backend: Backend, tmp_path: Path) -> None:
+    backend = own_backend
     tag = os.urandom(3).hex()
     a, b, c, m = (f"{x}-{tag}" for x in ("ka", "kb", "kc", "um"))
     roles = "".join(role(n, k) for n, k in ((a, "party"), (b, "party"), (c, "party"),
@@ -138,8 +157,10 @@ async def test_policy_clock_and_injects(backend: Backend, tmp_path: Path) -> Non
         assert [i["title"] for i in (await ka.client.request("GET", "/v1/exercise"))["injects"]] \
             == ["News"]  # fmt: skip
 
-        outsider = await refused(RelayClient(relay.url).request("GET", "/v1/exercise"))
+        stranger = RelayClient(relay.url)
+        outsider = await refused(stranger.request("GET", "/v1/exercise"))
         assert outsider.status == 401
+        await stranger.close()
         for each in (ka, kb, kc, um):
             await each.client.close()
     finally:
@@ -164,3 +185,189 @@ def test_bad_scenarios_get_one_clear_line(backend: Backend, tmp_path: Path) -> N
     missing = subprocess.run([*RELAY, "exercise", "load", "no-such-scenario",
                               *backend.store_args], capture_output=True, text=True)  # fmt: skip
     assert missing.returncode != 0 and "cuba-1962" in missing.stderr
+
+
+async def registration_refused(relay: Relay, name: str, invite: str) -> RelayRequestError:
+    """Registering `name` with `invite` is refused (the client is closed either way)."""
+    identity, secrets = fresh_keys()
+    keys = secrets.published(identity)
+    client = RelayClient(relay.url)
+    try:
+        attempt = client.register(identity, name, invite, keys.signed, keys.kem_last_resort,
+                                  keys.one_time, keys.kem_one_time)  # fmt: skip
+        return await refused(attempt)
+    finally:
+        await client.close()
+
+
+def control_fails(backend: Backend, *args: str) -> tuple[str, dict[str, Any]]:
+    """A refused `backchannel-relay exercise ...`: -> (its one `Error:` line, its --json error)."""
+    plain = subprocess.run(
+        [*RELAY, "exercise", *args, *backend.store_args], capture_output=True, text=True
+    )
+    assert plain.returncode != 0 and "Traceback" not in plain.stderr, plain.stderr
+    (line,) = plain.stderr.splitlines()
+    assert line.startswith("Error: ") and plain.stdout == "", plain
+    coded = subprocess.run(
+        [*RELAY, "exercise", *args, *backend.store_args, "--json"], capture_output=True, text=True
+    )
+    assert coded.returncode != 0
+    error = json.loads(coded.stdout)
+    assert error["message"] in line
+    return line, error
+
+
+def small_scenario(tmp_path: Path, kinds: dict[str, str], name: str | None = None) -> Path:
+    """A scenario of these roles (a-b direct, a-c through m), written to a file."""
+    tag = os.urandom(3).hex()
+    names = {k: f"{k}{tag}" for k in ("a", "b", "c", "m")}
+    roles = "".join(role(names[k], kind) for k, kind in kinds.items())
+    path = tmp_path / f"scenario-{tag}.toml"
+    path.write_text(SCENARIO.format(name=name or f"mini-{tag}", roles=roles, **names))
+    return path
+
+
+def names_in(path: Path) -> dict[str, str]:
+    """Role key (a, b, c, m) -> the role's name in the scenario at `path`."""
+    from backchannel.exercise import parse_scenario
+
+    scenario = parse_scenario(path.read_text())
+    return {r.name[0]: r.name for r in scenario.roles}
+
+
+KINDS = {"a": "party", "b": "party", "c": "party", "m": "mediator"}
+
+
+async def test_load_after_some_roles_registered_binds_them(
+    own_backend: Backend, tmp_path: Path
+) -> None:
+    """The README's order: invites by hand, some register, then the scenario is loaded. The
+    registered are bound to their roles, the others get invites, and the exercise works."""
+    backend = own_backend
+    path = small_scenario(tmp_path, KINDS)
+    names = names_in(path)
+    relay = make_relay(backend)
+    try:
+        early = [await member(relay, names[k], relay.invite(names[k], KINDS[k])) for k in "am"]
+        pending = relay.invite(names["b"], "party")  # handed out, never used
+
+        loaded = control(backend, "load", str(path))
+        by_name = {r["name"]: r for r in loaded["roles"]}
+        assert loaded["loaded_before"] is False and loaded["store"]
+        assert loaded["bound"] == [names["a"], names["m"]]
+        for key in "am":
+            assert by_name[names[key]]["registered"] is True
+            assert by_name[names[key]]["invite"] is None
+        for key in "bc":
+            assert by_name[names[key]]["registered"] is False and by_name[names[key]]["invite"]
+        assert loaded["invites_expire_at"] > 0
+
+        # Each open role has one invite that works: the one just printed.
+        stale = await registration_refused(relay, names["b"], pending)
+        assert stale.code == "invalid_invite"
+        later = [await member(relay, names[k], by_name[names[k]]["invite"]) for k in "bc"]
+        status = control(backend, "status", "--exercise", loaded["exercise"])
+        assert all(r["registered"] for r in status["roles"])
+
+        # The bound roles play their parts: a's view and the policy through m.
+        ka, um = early
+        kb, kc = later
+        view = await ka.client.request("GET", "/v1/exercise")
+        assert view["role"]["name"] == names["a"] and view["exercise"] == loaded["exercise"]
+        await ka.client.send([envelope(names["a"], names["b"])])
+        through = await refused(ka.client.send([envelope(names["a"], names["c"])]))
+        assert through.code == "policy_forbids"
+        await ka.client.send([forwarded(names["a"], names["m"], names["c"])])
+        await um.client.send([forwarded(names["a"], names["m"], names["c"], onward=True)])
+        for each in (ka, um, kb, kc):
+            await each.client.close()
+    finally:
+        relay.kill()
+
+
+async def test_loading_again_prints_the_invites_still_open(
+    own_backend: Backend, tmp_path: Path
+) -> None:
+    backend = own_backend
+    path = small_scenario(tmp_path, KINDS)
+    names = names_in(path)
+    relay = make_relay(backend)
+    try:
+        first = control(backend, "load", str(path))
+        exercise = first["exercise"]
+        invites = {r["name"]: r["invite"] for r in first["roles"]}
+        ka = await member(relay, names["a"], invites[names["a"]])
+        control(backend, "clock", "set", "1962-10-23T12:00:00-04:00", "--exercise", exercise)
+        clock = control(backend, "status", "--exercise", exercise)["clock"]
+
+        again = control(backend, "load", str(path))
+        assert again["exercise"] == exercise and again["loaded_before"] is True
+        assert again["bound"] == [names["a"]]
+        fresh = {r["name"]: r["invite"] for r in again["roles"]}
+        assert fresh[names["a"]] is None
+        assert set(fresh) == set(invites) and all(fresh[names[k]] for k in "bcm")
+        # The clock is the exercise's, untouched by loading again.
+        assert again["clock"]["anchor_ms"] == clock["anchor_ms"]
+        assert again["clock"]["paused"] is True
+        # The invites printed first for the open roles were replaced by these.
+        old = await registration_refused(relay, names["b"], invites[names["b"]])
+        assert old.code == "invalid_invite"
+        kb = await member(relay, names["b"], fresh[names["b"]])
+        # A third time, once everyone has registered, there is nothing to hand out.
+        kc = await member(relay, names["c"], fresh[names["c"]])
+        um = await member(relay, names["m"], fresh[names["m"]])
+        last = control(backend, "load", str(path))
+        assert all(r["invite"] is None and r["registered"] for r in last["roles"])
+        assert last["invites_expire_at"] is None
+        for each in (ka, kb, kc, um):
+            await each.client.close()
+    finally:
+        relay.kill()
+
+
+async def test_a_refused_load_creates_nothing(own_backend: Backend, tmp_path: Path) -> None:
+    """A registered name whose role differs from the scenario's, a name already a role in
+    another exercise, another scenario under a loaded name: each is refused in one line,
+    naming the conflict, before anything is created."""
+    backend = own_backend
+    path = small_scenario(tmp_path, KINDS)
+    names = names_in(path)
+    relay = make_relay(backend)
+    try:
+        observer = await member(relay, names["b"], relay.invite(names["b"], "observer"))
+        line, error = control_fails(backend, "load", str(path))
+        assert error["error"] == "role_conflict"
+        assert (
+            f"{names['b']} is registered as an observer, but the scenario makes {names['b']} "
+            "a party" in line
+        )
+        exercise = path.read_text().split('name = "', 1)[1].split('"', 1)[0]
+        _, missing = control_fails(backend, "status", "--exercise", exercise)
+        assert missing["error"] == "unknown_exercise"  # no half-created exercise
+
+        # With the scenario's kind made the participant's, the same scenario loads.
+        path.write_text(path.read_text().replace(
+            f'name = "{names["b"]}"\nkind = "party"', f'name = "{names["b"]}"\nkind = "observer"'
+        ))  # fmt: skip
+        loaded = control(backend, "load", str(path))
+        assert loaded["bound"] == [names["b"]]
+
+        # The same exercise name from another scenario is refused; the loaded one stands.
+        other = path.with_name("other.toml")
+        other.write_text(path.read_text().replace("A small crisis", "Another crisis"))
+        _, exists = control_fails(backend, "load", str(other))
+        assert exists["error"] == "exercise_exists"
+        assert control(backend, "status", "--exercise", exercise)["title"] == "A small crisis"
+
+        # A role of this exercise in a new one: refused, and the new one is not created.
+        clash = small_scenario(tmp_path, KINDS)
+        clash.write_text(clash.read_text().replace(names_in(clash)["a"], names["a"]))
+        line, taken = control_fails(backend, "load", str(clash))
+        assert taken["error"] == "role_taken" and exercise in line and names["a"] in line
+        new_name = clash.read_text().split('name = "', 1)[1].split('"', 1)[0]
+        assert control_fails(backend, "status", "--exercise", new_name)[1]["error"] == (
+            "unknown_exercise"
+        )
+        await observer.client.close()
+    finally:
+        relay.kill()
