@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint typecheck bench vectors clean
+.PHONY: run test lint typecheck bench vectors fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,14 @@ bench: $(VENV)/.installed
 
 vectors: $(VENV)/.installed
 	$(BIN)/python -m tests.vectors.generate
+
+# `make test` fuzzes every decoder briefly (tests/fuzz); this runs each target FUZZ_SECONDS
+# (or only FUZZ_TARGET), under atheris when it installs (coverage-guided), else hypothesis.
+FUZZ_SECONDS ?= 60
+fuzz: $(VENV)/.installed-test
+	-$(BIN)/python -m pip install --quiet atheris
+	$(BIN)/python -m tests.fuzz.run $(if $(FUZZ_TARGET),--target $(FUZZ_TARGET),--all) \
+		--seconds $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -22,7 +22,7 @@ from .otr import OtrControl
 
 if TYPE_CHECKING:
     from .mediation import Forwarded, ReleasedOffer, SignedConsent, SignedIntroduction
-from .primitives import AEAD_NONCE_SIZE, aead_decrypt, aead_encrypt, sha256
+from .primitives import AEAD_NONCE_SIZE, AEAD_TAG_SIZE, aead_decrypt, aead_encrypt, sha256
 from .proposals import (
     DIGEST_SIZE,
     NotaryReceipt,
@@ -239,7 +239,10 @@ class ProposalContent:
             return content
         if form == ProposalForm.TIMED:
             reveal_at = reader.u64()
-            return cls(receipt, digest, None, reveal_at, reader.var32(MAX_SEALED_BYTES, "locked"))
+            locked = reader.var32(MAX_SEALED_BYTES, "locked")
+            if len(locked) < AEAD_NONCE_SIZE + AEAD_TAG_SIZE:
+                raise InvalidFieldError("a locked proposal is shorter than its nonce and tag")
+            return cls(receipt, digest, None, reveal_at, locked)
         raise InvalidFieldError(f"unknown proposal form {form}")
 
     def check_opening(self, sealed: SealedProposal) -> None:
@@ -251,8 +254,10 @@ class ProposalContent:
     def unlock(self, key: bytes) -> SealedProposal:
         """Open a timed proposal with the content key the notary released."""
         nonce, ciphertext = self.locked[:AEAD_NONCE_SIZE], self.locked[AEAD_NONCE_SIZE:]
-        plaintext = aead_decrypt(key, nonce, ciphertext, TIMED_LOCK_AD + self.commitment)
-        if len(key) != CONTENT_KEY_SIZE or plaintext is None:
+        plaintext = None
+        if len(key) == CONTENT_KEY_SIZE and len(nonce) == AEAD_NONCE_SIZE:  # else pyca raises
+            plaintext = aead_decrypt(key, nonce, ciphertext, TIMED_LOCK_AD + self.commitment)
+        if plaintext is None:
             raise NotaryError("the released content key does not open this proposal")
         sealed = SealedProposal.from_bytes(plaintext)
         self.check_opening(sealed)

@@ -20,6 +20,9 @@ from .primitives import RandomSource, sha256, system_random
 
 SEALED_VERSION = 1
 SECRET_SIZE = 32
+EXPIRY_SPREAD = 3600
+"""Seconds: how long after its channel a drop may outlive it (at most; see `drop_expiry`), and
+the grid a sealed envelope's expiry is rounded to."""
 
 
 def drop_address(token: bytes) -> bytes:
@@ -36,6 +39,29 @@ def read_hash(read_key: bytes) -> bytes:
 
 def new_read_key(random: RandomSource = system_random) -> bytes:
     return random(SECRET_SIZE)
+
+
+def drop_expiry(
+    channel_expires_at_ms: int, now_ms: int, random: RandomSource = system_random
+) -> int:
+    """The expiry (s) a side asks for its own drop: a second drawn at random, by each side on its
+    own, within min(EXPIRY_SPREAD, the channel's remaining life) after the channel's expiry.
+
+    The relay stores it, so it must not link the two drops of a channel to each other (the same
+    value twice would) nor to the set-up (the set-up's receipt time plus the TTL would). Drawn
+    after the expiry, never before: the channel lasts as long as its users were told."""
+    end = -(-channel_expires_at_ms // 1000)
+    window = max(1, min(EXPIRY_SPREAD, end - now_ms // 1000))
+    return end + int.from_bytes(random(8), "big") % window
+
+
+def sealed_expiry(channel_expires_at_ms: int) -> int:
+    """What a sealed envelope of the channel carries (s): the first multiple of EXPIRY_SPREAD at
+    or after the latest a drop of the channel can expire. The relay keeps a message until the
+    earlier of this and its drop's expiry, so it takes the recipient's own drop expiry and adds
+    no value of its own; the value itself is shared by every channel ending in the same hour."""
+    latest = -(-channel_expires_at_ms // 1000) + EXPIRY_SPREAD
+    return -(-latest // EXPIRY_SPREAD) * EXPIRY_SPREAD
 
 
 def _check_secret(value: bytes, what: str) -> None:

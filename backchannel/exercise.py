@@ -26,6 +26,10 @@ KINDS = ("party", "mediator", "observer")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 MAX_SPEED = 10_000.0
 ALL = "all"
+MIN_TIME_MS = -62_104_060_800_000
+"""0002-01-01T00:00Z and 9999-01-01T00:00Z: a scenario time in this range can be shown in
+any UTC offset (which Python bounds at ±24 h) without leaving the years 1 to 9999."""
+MAX_TIME_MS = 253_370_764_800_000
 
 
 class ScenarioError(LocalProtocolError):
@@ -128,6 +132,8 @@ def parse_scenario(text: str) -> Scenario:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"the scenario is not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ScenarioError("the scenario nests arrays or tables too deeply") from None
     if raw.get("schema") != SCHEMA:
         raise ScenarioError(f"'schema' must be {SCHEMA}")
     exercise = _table(raw, "exercise")
@@ -161,7 +167,7 @@ def _table(raw: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 
 
 def _name(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):  # `$` allows "\n"
         raise ScenarioError(
             f"'{where}' must be 1 to 64 lower-case letters, digits and hyphens, got {value!r}"
         )
@@ -187,7 +193,10 @@ def _time(value: Any, where: str) -> int:
         raise ScenarioError(
             f"'{where}' must be a time with its UTC offset, like 1962-10-22T08:00:00-04:00"
         )
-    return int(moment.timestamp() * 1000)
+    ms = int(moment.timestamp() * 1000)
+    if not MIN_TIME_MS <= ms < MAX_TIME_MS:
+        raise ScenarioError(f"'{where}' must be between the years 2 and 9998 (UTC)")
+    return ms
 
 
 def _roles(raw: Any) -> tuple[Role, ...]:
@@ -212,6 +221,8 @@ def _roles(raw: Any) -> tuple[Role, ...]:
 def _pair(value: Any, where: str, kinds: Mapping[str, str]) -> frozenset[str]:
     if not isinstance(value, list) or len(value) != 2 or value[0] == value[1]:
         raise ScenarioError(f"'{where}' must name two different roles")
+    if not all(isinstance(name, str) for name in value):  # a list or table is not hashable
+        raise ScenarioError(f"'{where}' must name two roles, as strings")
     for name in value:
         if name not in kinds:
             raise ScenarioError(f"'{where}' names {name!r}, which is not a role")

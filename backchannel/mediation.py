@@ -315,6 +315,8 @@ class ReleasedOffer:
             raise IdentityMismatchError("the offer names another mediator")
         if self.receipt.entry.subject != self.sealed.commitment:
             raise InvalidFieldError("the receipt is for another offer's commitment")
+        if self.receipt.entry.value != self.sealed.terms:
+            raise InvalidFieldError("the notary recorded other terms than the offer names")
         for receipt in (self.receipt, self.own_receipt):
             receipt.verify(notary_key)
             if receipt.entry.at_ms > self.released_at_ms:

@@ -230,6 +230,15 @@ class SealedProposal:
     def commitment(self) -> bytes:
         return commitment(self.digest, self.nonce)
 
+    @property
+    def terms(self) -> bytes:
+        """The value the notary records for this proposal's commitment (`notary_terms`)."""
+        proposal = self.proposal
+        return notary_terms(
+            self.commitment, proposal.author, proposal.addressees, proposal.expires_at_ms,
+            proposal.mediator,
+        )  # fmt: skip
+
     def to_bytes(self) -> bytes:
         return self.proposal.canonical() + self.signature + self.nonce
 
@@ -421,6 +430,61 @@ class EntryKind(IntEnum):
     STATEMENT = 4
 
 
+def notary_terms(
+    commitment: bytes,
+    author: Party,
+    addressees: Sequence[Party],
+    expires_at_ms: int,
+    mediator: Party | None = None,
+) -> bytes:
+    """The value of a COMMITMENT entry: what the notary enforces for the proposal (who may
+    withdraw it, who may accept it, until when, and the mediator through whom it and its
+    statements may reach a party the author may not write to directly), signed into its log so
+    that every client can check that it is what the proposal itself says. Without it an author
+    could notarise an earlier expiry, or a confederate as an addressee who accepts first, or
+    another mediator, than the offer shows. Salted by the commitment, so it names nobody to
+    whoever does not know the proposal."""
+    if len(commitment) != DIGEST_SIZE:
+        raise ValueError("a commitment is 32 bytes")
+    if not 0 < len(addressees) <= MAX_ADDRESSEES:
+        raise ValueError(f"a proposal has 1 to {MAX_ADDRESSEES} addressees")
+    writer = Writer().fixed(commitment, DIGEST_SIZE)
+    author.write(writer)
+    writer.u64(expires_at_ms).u8(len(addressees))
+    for addressee in addressees:
+        addressee.write(writer)
+    writer.u8(0 if mediator is None else 1)
+    if mediator is not None:
+        mediator.write(writer)
+    return sha256(labels.NOTARY_TERMS + b"\x00" + bytes(writer))
+
+
+@dataclass(frozen=True, slots=True)
+class NotaryLink:
+    """What the chain keeps of one entry: its seq, a hash of its content and the previous link's
+    chain hash. A reader who is no party to an entry gets only this, which is enough to check
+    the whole chain and nothing more (PROTOCOL.md §14.3)."""
+
+    seq: int
+    body: bytes
+    """`NotaryEntry.body_hash()`: the entry's time, kind, subject and value, hashed."""
+    previous: bytes
+
+    def to_bytes(self) -> bytes:
+        writer = Writer().u64(self.seq).fixed(self.body, DIGEST_SIZE)
+        return bytes(writer.fixed(self.previous, DIGEST_SIZE))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> NotaryLink:
+        reader = Reader(data, "notary link")
+        link = cls(reader.u64(), reader.fixed(DIGEST_SIZE), reader.fixed(DIGEST_SIZE))
+        reader.finish()
+        return link
+
+    def chain_hash(self) -> bytes:
+        return sha256(labels.NOTARY_CHAIN + b"\x00" + self.to_bytes())
+
+
 @dataclass(frozen=True, slots=True)
 class NotaryEntry:
     seq: int
@@ -429,7 +493,7 @@ class NotaryEntry:
     subject: bytes
     """The proposal's commitment: what every entry about one proposal shares."""
     value: bytes
-    """The commitment itself for COMMITMENT, else the statement's digest."""
+    """`notary_terms` for COMMITMENT, else the statement's digest."""
     previous: bytes
     """The chain hash of entry seq - 1 (zeros for seq 1)."""
 
@@ -453,8 +517,16 @@ class NotaryEntry:
         reader.finish()
         return entry
 
+    def body_hash(self) -> bytes:
+        writer = Writer().u64(self.at_ms).u8(self.kind)
+        writer.fixed(self.subject, DIGEST_SIZE).fixed(self.value, DIGEST_SIZE)
+        return sha256(labels.NOTARY_ENTRY + b"\x00" + bytes(writer))
+
+    def link(self) -> NotaryLink:
+        return NotaryLink(self.seq, self.body_hash(), self.previous)
+
     def chain_hash(self) -> bytes:
-        return sha256(labels.NOTARY_CHAIN + b"\x00" + self.to_bytes())
+        return self.link().chain_hash()
 
 
 def next_entry(
@@ -505,10 +577,14 @@ def notarise(key: SigningKeyPair, relay_id: bytes, entry: NotaryEntry) -> Notary
     return NotaryReceipt(relay_id, entry, key.sign(body))
 
 
-def verify_log(entries: Sequence[NotaryEntry], after: NotaryEntry | None = None) -> None:
+def verify_log(
+    entries: Sequence[NotaryEntry | NotaryLink], after: NotaryEntry | NotaryLink | None = None
+) -> None:
     """Raise `NotaryError` unless `entries` continue `after` (or start the log) with no entry
-    changed, dropped, inserted or reordered, and with time never going back."""
+    changed, dropped, inserted or reordered, and with time never going back. Entries the reader
+    is no party to come as links: they are checked as part of the chain, their content not."""
     previous = after
+    last_at = previous.at_ms if isinstance(previous, NotaryEntry) else 0
     for entry in entries:
         expected_seq = 1 if previous is None else previous.seq + 1
         if entry.seq != expected_seq:
@@ -516,8 +592,10 @@ def verify_log(entries: Sequence[NotaryEntry], after: NotaryEntry | None = None)
         expected_hash = ZERO_HASH if previous is None else previous.chain_hash()
         if entry.previous != expected_hash:
             raise NotaryError(f"notary log entry {entry.seq} does not chain to the one before")
-        if previous is not None and entry.at_ms < previous.at_ms:
-            raise NotaryError(f"notary log entry {entry.seq} goes back in time")
+        if isinstance(entry, NotaryEntry):
+            if entry.at_ms < last_at:
+                raise NotaryError(f"notary log entry {entry.seq} goes back in time")
+            last_at = entry.at_ms
         previous = entry
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Mapping, Sequence
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,8 +96,9 @@ class ProposalRecord:
         return self.sealed.digest
 
     def check(self, notary_key: SigningPublicKey | None = None) -> None:
-        """Raise unless the author signed the offer, the receipt notarises its commitment, and
-        (given the notary's key) every receipt is the notary's and from one relay."""
+        """Raise unless the author signed the offer, the receipt notarises its commitment with
+        the proposal's own author, addressees, expiry and mediator, and (given the notary's key)
+        every receipt is the notary's and from one relay."""
         sealed, entry = self.sealed, self.receipt.entry
         party_key(sealed.proposal.author).verify(
             sealed.signature,
@@ -105,8 +107,11 @@ class ProposalRecord:
         )
         if entry.kind != EntryKind.COMMITMENT or entry.subject != sealed.commitment:
             raise NotaryError("the notary receipt is not for this proposal's commitment")
-        if entry.value != entry.subject:
-            raise NotaryError("a commitment entry records the commitment as its value")
+        if entry.value != sealed.terms:
+            raise NotaryError(
+                "the notary recorded another author, other addressees, another expiry or "
+                "another mediator than the proposal names"
+            )
         for notarised in self.statements:
             notarised.check(sealed.commitment)
             if notarised.receipt.relay_id != self.receipt.relay_id:
@@ -200,6 +205,18 @@ class Export:
         return cls(_unb64(item, "notary_key"), tuple(ProposalRecord.from_json(r) for r in records))
 
 
+def parse_export(data: bytes | str) -> Export:
+    """An export file's contents (JSON as `Export.to_json` writes it): anything else, including
+    text that is not JSON or JSON nested past the parser's depth, is an `InvalidFieldError`."""
+    try:
+        value = json.loads(data)
+    except RecursionError:
+        raise InvalidFieldError("its JSON is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, and bytes that are not UTF-8/16/32
+        raise InvalidFieldError(f"it is not JSON: {exc}") from None
+    return Export.from_json(value)
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     record: ProposalRecord
@@ -234,21 +251,34 @@ def verify_export(export: Export, now_ms: int, notary_key: bytes | None = None) 
 
 
 def _conditions_first(records: Sequence[ProposalRecord]) -> Iterable[int]:
+    """Record indexes, each after the records of its conditions (a depth-first post-order; a
+    cycle is cut where it closes). Iterative: an export is a file anyone can hand over, and a
+    chain of conditions a thousand records long must not exhaust Python's recursion limit."""
     by_digest = {record.digest: i for i, record in enumerate(records)}
-    done: set[int] = set()
-    order: list[int] = []
 
-    def visit(index: int, path: frozenset[int]) -> None:
-        if index in done or index in path:
-            return
+    def conditions(index: int) -> Iterator[int]:
         for condition in records[index].sealed.proposal.conditions:
             if condition in by_digest:
-                visit(by_digest[condition], path | {index})
-        done.add(index)
-        order.append(index)
+                yield by_digest[condition]
 
-    for index in range(len(records)):
-        visit(index, frozenset())
+    done: set[int] = set()
+    order: list[int] = []
+    for root in range(len(records)):
+        if root in done:
+            continue
+        on_path = {root}
+        stack = [(root, conditions(root))]
+        while stack:
+            index, pending = stack[-1]
+            child = next(pending, None)
+            if child is None:
+                stack.pop()
+                on_path.discard(index)
+                done.add(index)
+                order.append(index)
+            elif child not in done and child not in on_path:
+                on_path.add(child)
+                stack.append((child, conditions(child)))
     return order
 
 

@@ -7,6 +7,9 @@ random id, so a signature made for one relay is worthless at another.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from . import labels
 from .encoding import Writer
 from .errors import SignatureError
@@ -14,6 +17,7 @@ from .identity import IdentityKeyPair, IdentityPublic
 
 RELAY_ID_SIZE = 16
 CHALLENGE_SIZE = 32
+T = TypeVar("T", bytes, str)
 
 
 class ProofError(SignatureError):
@@ -37,10 +41,9 @@ def sign_registration(identity: IdentityKeyPair, relay_id: bytes, invite: str, n
 def verify_registration(
     identity: IdentityPublic, signature: bytes, relay_id: bytes, invite: str, name: str
 ) -> None:
+    body = _claimed(registration_body, relay_id, invite, name)
     identity.signing.verify(
-        signature,
-        labels.signing_input(labels.SIG_RELAY_REGISTER, registration_body(relay_id, invite, name)),
-        ProofError,
+        signature, labels.signing_input(labels.SIG_RELAY_REGISTER, body), ProofError
     )
 
 
@@ -51,8 +54,17 @@ def sign_login(identity: IdentityKeyPair, relay_id: bytes, challenge: bytes, nam
 def verify_login(
     identity: IdentityPublic, signature: bytes, relay_id: bytes, challenge: bytes, name: str
 ) -> None:
+    body = _claimed(login_body, relay_id, challenge, name)
     identity.signing.verify(
-        signature,
-        labels.signing_input(labels.SIG_RELAY_LOGIN, login_body(relay_id, challenge, name)),
-        ProofError,
+        signature, labels.signing_input(labels.SIG_RELAY_LOGIN, body), ProofError
     )
+
+
+def _claimed(body: Callable[[bytes, T, str], bytes], relay_id: bytes, value: T, name: str) -> bytes:
+    """The statement a proof claims to sign. Its fields come from a request: a challenge of the
+    wrong size, or text that is not UTF-8 or is over 255 bytes, cannot have been signed, so it
+    is a `ProofError` like a bad signature, not the encoder's `ValueError`."""
+    try:
+        return body(relay_id, value, name)
+    except ValueError:  # UnicodeEncodeError included
+        raise ProofError("the proof names fields that cannot be encoded") from None

@@ -477,6 +477,23 @@ def notary_entry(seq: int, at: int, kind: int, subject: bytes, value: bytes, pre
     return u64(seq) + u64(at) + u8(kind) + subject + value + prev
 
 
+def notary_link(seq: int, at: int, kind: int, subject: bytes, value: bytes, prev: bytes) -> bytes:
+    """§14.3 Link: seq, BodyHash, previous."""
+    body_hash = labelled_hash("notary entry", u64(at) + u8(kind) + subject + value)
+    return u64(seq) + body_hash + prev
+
+
+def notary_terms(
+    commitment: bytes, author: tuple[str, bytes], addressees: list[tuple[str, bytes]],
+    expires_at: int, mediator: tuple[str, bytes] | None,
+) -> bytes:  # fmt: skip
+    """§14.3 Terms, the value of a commitment entry."""
+    terms = commitment + party(*author) + u64(expires_at) + u8(len(addressees))
+    terms += b"".join(party(*a) for a in addressees)
+    terms += u8(0) if mediator is None else u8(1) + party(*mediator)
+    return labelled_hash("notary terms", terms)
+
+
 # --- §15 Off-the-record channels ----------------------------------------------------------------
 
 
@@ -885,7 +902,9 @@ def test_proposal_and_notary() -> None:
     notary_public = ed25519_public(notary_seed)
     assert notary_public == h(v["notary_public"])
     relay_id = h(v["relay_id"])
-    values = [(1, commitment), (2, statement_digest)]  # kind 1 commitment, 2 acceptance
+    terms = notary_terms(commitment, p["author"], p["addressees"], p["expires_at"], p["mediator"])
+    assert terms == h(v["notary_terms"])
+    values = [(1, terms), (2, statement_digest)]  # kind 1 commitment, 2 acceptance
     previous, last_at = bytes(32), 0
     receipts = []
     for seq, (logged, (kind, value)) in enumerate(zip(v["log"], values, strict=True), start=1):
@@ -894,7 +913,9 @@ def test_proposal_and_notary() -> None:
         assert at >= last_at
         entry = notary_entry(seq, at, kind, commitment, value, previous)
         assert entry == h(logged["entry"])
-        chain_hash = labelled_hash("notary chain", entry)
+        link = notary_link(seq, at, kind, commitment, value, previous)
+        assert link == h(logged["link"]) and link[8:40] == h(logged["body_hash"])
+        chain_hash = labelled_hash("notary chain", link)
         assert chain_hash == h(logged["chain_hash"])
         receipt_input = signing_input("notary receipt", relay_id + entry)
         signature = Ed25519PrivateKey.from_private_bytes(notary_seed).sign(receipt_input)
@@ -950,7 +971,8 @@ def test_off_the_record_channel() -> None:
     """PROTOCOL.md §15.1 (offer, answer, chains) and §15.2 (message keys, Body, tag, revealed MAC
     keys, the forgery the revealed key allows): otr.json."""
     v = load("otr")
-    channel_id, ea, token_o, eb, token_r, read_key, message_id = (h(x) for x in v["random_draws"])
+    draws = [h(x) for x in v["random_draws"]]
+    channel_id, ea, token_o, eb, token_r, read_key, message_id, expiry_draw = draws
     ea_public, eb_public = x25519_public(ea), x25519_public(eb)
 
     # §15.1: the offer and the answer, each carrying its sender's delivery token.
@@ -998,6 +1020,14 @@ def test_off_the_record_channel() -> None:
     sha = hashlib.sha256
     assert sha(PREFIX + b"drop address\x00" + token_r).digest() == h(v["responder_drop_address"])
     assert sha(PREFIX + b"drop read key\x00" + read_key).digest() == h(v["responder_read_hash"])
+    # The expiries the relay stores (§15.3): the sealed one on the hour grid past every drop's,
+    # the responder's drop a random second of the hour (or the remaining life) after the end.
+    end = -(-expires_at // 1000)
+    assert v["sealed_expires_at"] == -(-(end + 3600) // 3600) * 3600
+    window = max(1, min(3600, end - v["drop_opened_ms"] // 1000))
+    drop_expiry = end + int.from_bytes(expiry_draw, "big") % window
+    assert v["responder_drop_expires_at"] == drop_expiry
+    assert end <= drop_expiry < v["sealed_expires_at"]
     sealed = u8(1) + message_id + u64(v["sealed_expires_at"]) + var32(pad(h(v["first_message"])))
     assert sealed == h(v["sealed_envelope"])
 
@@ -1075,6 +1105,19 @@ def test_mediation_and_exercise_statements() -> None:
     content = h(v["release_content"])
     assert content[:2] == u8(9) + u8(1) and content[2:18] == body[:16]
     assert content.endswith(body[-8:] + h(v["release_signature"]))
+    # §14.3: the released offer's commitment entry binds its mediator into the Terms.
+    r = Reader(content[18:])
+    assert r.fixed(r.u8()) == b"u-thant" and r.fixed(64)[:32] == public
+    sealed, receipt = r.fixed(r.u32()), r.fixed(r.u16())
+    offer = decode_proposal(sealed[:-96])
+    assert offer["mediator"] is not None and offer["mediator"][0] == "u-thant"
+    released = labelled_hash(
+        "proposal commitment", sealed[-32:] + labelled_hash("proposal digest", sealed[:-96])
+    )
+    assert receipt[16 + 17 : 16 + 49] == released == body[16:48]
+    assert receipt[16 + 49 : 16 + 81] == notary_terms(
+        released, offer["author"], offer["addressees"], offer["expires_at"], offer["mediator"]
+    )
 
     # §16.3: InjectBody from its fields (a negative i64 time: 1962), signed by the control key.
     at = -227_304_000_000

@@ -82,6 +82,7 @@ def measure(runs: int) -> dict[str, Any]:
         relay = subprocess.Popen(
             [*relay_cmd, "serve", "--port", str(port), "--data-dir", str(data), "--no-access-log",
              "--rate-burst", "100000", "--rate-per-second", "100000",
+             "--send-burst", "100000", "--send-per-second", "100000",
              "--public-rate-burst", "100000"],
             stdout=log,
             stderr=subprocess.STDOUT,

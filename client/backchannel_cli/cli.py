@@ -275,6 +275,27 @@ def register(ctx: Context, invite: str, as_json: bool) -> None:
         say(f"Next: {command('directory')}")
 
 
+@main.command()
+@json_option
+@pass_ctx
+def logout(ctx: Context, as_json: bool) -> None:
+    """End this profile's session at the relay: its token is revoked there and deleted here.
+
+    The next command logs in afresh (with the identity key, as always)."""
+    from .render import emit_json
+
+    async def work(participant: Participant) -> dict[str, Any]:
+        return {"revoked": await participant.logout()}
+
+    result = _run(ctx, work)
+    if as_json:
+        emit_json(result)
+    elif result["revoked"]:
+        say("Logged out: the session token is revoked at the relay and deleted here.")
+    else:
+        say("No session was open; nothing to revoke.")
+
+
 async def _registered_already(participant: Participant) -> None:
     """After a refused registration: say so if the name is registered already, with this
     profile's key or (a profile created again) another one."""
@@ -697,7 +718,11 @@ def _with_options(options: list[Any]) -> Callable[[Any], Any]:
 @_with_options(proposal_options)
 @click.option("--if", "conditions", multiple=True, metavar="ID", help="Valid only with ID.")
 @click.option("--reveal-at", metavar="TIME", help="Sealed until TIME (ISO time or 2h).")
-@click.option("--via", metavar="MEDIATOR", help="With --simultaneous: the mediator who holds it.")
+@click.option(
+    "--via",
+    metavar="MEDIATOR",
+    help="With --simultaneous: the mediator who holds it (else the exercise's, if any).",
+)
 @click.option(
     "--simultaneous",
     is_flag=True,
@@ -721,7 +746,8 @@ def propose(
     """Make a signed, notarised proposal to NAME.
 
     With --via MEDIATOR --simultaneous it is sealed to the mediator, who releases it to NAME
-    and NAME's offer to you at once, when both are in."""
+    and NAME's offer to you at once, when both are in. Where the exercise routes you to NAME
+    through a mediator, the proposal names that mediator and travels through it unread."""
     collected = _terms(terms, file)
     expires_ms = _time_ms(expires, "--expires") if expires else 0
     reveal_ms = _time_ms(reveal_at, "--reveal-at") if reveal_at else 0
@@ -914,18 +940,17 @@ def export(ctx: Context, proposal_id: str, out: str | None, as_json: bool) -> No
 def verify_record(ctx: Context, file: Any, notary_key: str | None, as_json: bool) -> None:
     """Check an exported proposal record offline: signatures, commitment, notary receipts."""
     import base64
-    import json
     import time
 
     from backchannel.errors import BackchannelError
-    from backchannel.records import Export, verify_export
+    from backchannel.records import parse_export, verify_export
 
     from .render import emit_json, when
 
     key = _notary_key(notary_key) if notary_key else None
     try:
-        export = Export.from_json(json.loads(file.read()))
-    except (ValueError, UnicodeError, BackchannelError) as exc:
+        export = parse_export(file.read())
+    except (UnicodeError, BackchannelError) as exc:  # the file is opened as UTF-8 text
         raise CliError(f"{file.name} is not a proposal record: {exc}") from None
     try:
         verdicts = verify_export(export, int(time.time() * 1000), key)
@@ -1015,7 +1040,8 @@ def notary_log(ctx: Context, as_json: bool) -> None:
         emit_json(result)
     else:
         say(
-            f"Notary log intact: {result['entries']} entries chained and signed; "
+            f"Notary log intact: {result['entries']} entries chained ({result['own_entries']} "
+            "about your proposals, signed; the others as links); "
             f"{result['ours_checked']} receipts held here are in it unchanged."
         )
 

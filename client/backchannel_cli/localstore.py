@@ -9,6 +9,7 @@ states, prekeys, message texts, the relay token) are sealed with the profile's d
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -300,6 +301,13 @@ class LocalStore:
         for row in stale:
             session.delete(row)
 
+    def has_session(self, session: Session, peer: str) -> bool:
+        """A current or previous session with `peer`."""
+        if session.get(SessionRow, peer) is not None:
+            return True
+        found = session.scalar(select(PreviousSession.key).where(PreviousSession.peer == peer))
+        return found is not None
+
     def previous_sessions(self, session: Session, peer: str) -> list[tuple[str, bytes]]:
         """(key, state) of the previous sessions with `peer`, newest first."""
         return [
@@ -350,6 +358,53 @@ class LocalStore:
         if scenario is not None:
             message.relay_scenario_at = scenario[0]
             message.scenario_offset = message.scenario_offset or scenario[1]
+
+    def on_record_with(self, session: Session, peer: str, kept_otr: bool = True) -> bool:
+        """Whether anything here besides the contact and the sessions names `peer`: an
+        identified exchange (letters, acknowledgements, proposals, statements, mediation) or,
+        with `kept_otr`, an off-the-record message the user chose to keep (`--keep`)."""
+        messages = select(Message.id).where(Message.peer == peer)
+        if not kept_otr:
+            messages = messages.where(Message.kind != "otr")
+        if session.scalar(messages.limit(1)) is not None:
+            return True
+        checks = (
+            select(ProposalRow.digest).where(ProposalRow.peer == peer),
+            select(HeldOffer.digest).where(
+                (HeldOffer.author == peer) | (HeldOffer.addressee == peer)
+            ),
+            select(ForwardConsentRow.subject).where(
+                (ForwardConsentRow.author == peer) | (ForwardConsentRow.to == peer)
+            ),
+        )
+        if any(session.scalar(check.limit(1)) is not None for check in checks):
+            return True
+        listed = session.scalars(
+            select(StatementRow.recipients).where(StatementRow.recipients.contains(peer))
+        )
+        return any(peer in recipients.split(",") for recipients in listed)
+
+    def forget_peer(self, session: Session, peer: str, contact: bool, sessions: bool) -> None:
+        """Delete the contact row (`contact`) and every session (`sessions`) with `peer`;
+        `secure_delete` zeroes them in the file, `truncate_wal` then clears the log."""
+        if sessions:
+            self.drop_session(session, peer)
+        row = session.get(Contact, peer) if contact else None
+        if row is not None:
+            session.delete(row)
+
+    def truncate_wal(self) -> bool:
+        """Checkpoint the write-ahead log into the database and truncate it to nothing, so no
+        earlier copy of a deleted row stays in it; False if another process was reading."""
+        raw = self.engine.raw_connection()
+        try:
+            driver: Any = raw.driver_connection
+            busy, _, _ = driver.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            return not busy
+        except sqlite3.Error:
+            return False
+        finally:
+            raw.close()
 
     def forget_expired(self, session: Session, now: int) -> None:
         session.execute(delete(Processed).where(Processed.expires_at < now))

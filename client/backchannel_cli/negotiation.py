@@ -30,6 +30,8 @@ from backchannel.keys import SigningPublicKey
 from backchannel.primitives import AEAD_NONCE_SIZE, sha256
 from backchannel.proposals import (
     FINAL,
+    NotaryEntry,
+    NotaryLink,
     NotaryReceipt,
     Party,
     Proposal,
@@ -129,15 +131,29 @@ class Negotiation:
         simultaneous: bool = False,
     ) -> dict[str, Any]:
         """`via` with `simultaneous`: one side of a simultaneous exchange, sealed to that
-        mediator, who releases it to `to` only together with `to`'s offer (PRODUCT.md §4)."""
+        mediator, who releases it to `to` only together with `to`'s offer (PRODUCT.md §4).
+        Without: where the exercise routes us to `to` through a mediator, the proposal names it
+        (and so do the notary's terms, PROTOCOL.md §14.4) and travels through it blind."""
         if to == self.p.name:
             raise CliError("you cannot make a proposal to yourself")
         if simultaneous and (via is None or reveal_at_ms):
             raise CliError("--simultaneous goes with --via MEDIATOR, and not with --reveal-at")
-        if via is not None and not simultaneous:
-            raise CliError("--via MEDIATOR is for a simultaneous exchange: add --simultaneous")
         if via in (to, self.p.name):
             raise CliError("the mediator of an exchange is a third participant")
+        route = await self.p.exercise.via(to)
+        if not simultaneous:
+            if via is not None and via != route:
+                raise CliError(
+                    "--via MEDIATOR is for a simultaneous exchange: add --simultaneous"
+                    if route is None
+                    else f"the exercise routes your proposals to {to} through {route}, not {via}"
+                )
+            via = route
+            if via is not None and reveal_at_ms:
+                raise CliError(
+                    f"--reveal-at needs a direct channel to {to}: the notary would hand them "
+                    f"the key itself, past {via}, who carries what you send them"
+                )
         contact = await self.p.contact(to)
         peer = IdentityPublic.from_bytes(contact.identity)
         mediator = None
@@ -173,10 +189,16 @@ class Negotiation:
         body: dict[str, Any] = {"commitment": b64(sealed.commitment), "addressees": [to]}
         if expires_at_ms:
             body["expires_at_ms"] = expires_at_ms
+        if mediator is not None:
+            body["via"] = mediator.name
         answer = await self.p.authed(
             lambda: self.p.relay.request("POST", "/v1/notary/commitments", body)
         )
         receipt = self._receipt(notary, answer)
+        try:  # the terms the notary will enforce are the proposal's own (PROTOCOL.md §14.3)
+            ProposalRecord(sealed, receipt).check()
+        except BackchannelError as exc:
+            raise CliError(f"the relay's notary receipt does not fit the proposal: {exc}") from None
         if reveal_at_ms:
             key = os.urandom(32)
             deposit = {
@@ -208,17 +230,18 @@ class Negotiation:
                 )
             )
 
-        carrier, carrier_keys = (to, peer) if mediator is None else (
-            via, IdentityPublic.from_bytes((await self.p.contact(mediator.name)).identity)
-        )  # fmt: skip
-        assert carrier is not None
+        carrier, carrier_keys = to, peer  # through the exercise's mediator, blind (`queue`)
+        if simultaneous:  # sealed to the mediator, who holds it
+            assert via is not None
+            carrier = via
+            carrier_keys = IdentityPublic.from_bytes((await self.p.contact(via)).identity)
         await self.p.queue(
             carrier,
             carrier_keys,
             content.to_content(),
             message_id,
             _summary(sealed.proposal, digest)
-            + (f" (sealed to {via} for a simultaneous exchange)" if via else ""),
+            + (f" (sealed to {via} for a simultaneous exchange)" if simultaneous else ""),
             kind="proposal",
             sent_at=proposal.created_at_ms,
             also=store,
@@ -783,25 +806,35 @@ class Negotiation:
 
     async def check_log(self) -> dict[str, Any]:
         """Fetch the whole notary log, check its chain and signatures, and that every receipt
-        this profile holds is in it unchanged."""
+        this profile holds is in it unchanged. The relay shows the entries about our own
+        proposals as receipts and every other entry as a link (PROTOCOL.md §14.3): the chain is
+        checked whole all the same, and a receipt we hold matches its link."""
         from backchannel.proposals import verify_log
 
         notary = await self.notary()
-        receipts: list[NotaryReceipt] = []
+        chain: list[NotaryEntry | NotaryLink] = []
+        own = 0
         while True:
-            params = {"after": str(len(receipts)), "limit": "500"}
+            params = {"after": str(len(chain)), "limit": "500"}
             page = await self.p.authed(
                 partial(self.p.relay.request, "GET", "/v1/notary/log", params=params)
             )
             for item in page["entries"]:
-                receipts.append(self._receipt(notary, item))
+                if "receipt" in item:
+                    chain.append(self._receipt(notary, item).entry)
+                    own += 1
+                    continue
+                try:
+                    chain.append(NotaryLink.from_bytes(unb64(item["link"])))
+                except (BackchannelError, KeyError, TypeError, ValueError) as exc:
+                    raise CliError(f"the relay's notary log holds a bad link: {exc}") from None
             if not page["more"] or not page["entries"]:
                 break
         try:
-            verify_log([r.entry for r in receipts])
+            verify_log(chain)
         except BackchannelError as exc:
             raise CliError(f"the notary log is broken: {exc}") from None
-        by_seq = {r.entry.seq: r.entry for r in receipts}
+        links = {e.seq: e if isinstance(e, NotaryLink) else e.link() for e in chain}
         with self.p.store.transaction() as db:
             held = [NotaryReceipt.from_bytes(r.receipt) for r in db.query(ProposalRow)]
             held += [
@@ -809,15 +842,16 @@ class Negotiation:
                 for s in db.query(StatementRow)
                 if s.receipt is not None
             ]
-        missing = [r.entry.seq for r in held if by_seq.get(r.entry.seq) != r.entry]
+        missing = [r.entry.seq for r in held if links.get(r.entry.seq) != r.entry.link()]
         if missing:
             raise CliError(
                 f"the notary log does not hold {len(missing)} receipt(s) this profile holds "
                 f"(entries {', '.join(map(str, sorted(missing)[:5]))}): the log was rewritten"
             )
-        head = receipts[-1].entry if receipts else None
+        head = chain[-1] if chain else None
         return {
-            "entries": len(receipts),
+            "entries": len(chain),
+            "own_entries": own,
             "head": head.chain_hash().hex() if head else None,
             "ours_checked": len(held),
             "notary_key": format_fingerprint(sha256(notary.key.raw)),

@@ -8,7 +8,9 @@ Nothing of a channel is written where it could be read back as a record: its sta
 tokens, read key, the peer's name) is one sealed secret under a key that names nobody (an HMAC
 of the peer's name under the profile's data key), deleted on `otr close`, on the peer's close
 and at expiry (SQLite's `secure_delete` zeroes it in the file). Messages are shown and
-forgotten; `--keep` alone stores a copy, marked unverifiable.
+forgotten; `--keep` alone stores a copy, marked unverifiable. When the channel ends, the contact
+row and the session its set-up alone made go too, so that a profile that never corresponded
+with the peer on the record keeps nothing that names them (PROTOCOL.md §15.4).
 
 Each received message is shown, then the channel state that read it is stored, then it is
 acknowledged: a crash in between shows it again rather than losing it.
@@ -27,14 +29,21 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from backchannel import otr
-from backchannel.drops import SealedEnvelope, drop_address, new_read_key, read_hash
+from backchannel.drops import (
+    SealedEnvelope,
+    drop_address,
+    drop_expiry,
+    new_read_key,
+    read_hash,
+    sealed_expiry,
+)
 from backchannel.encoding import Reader
 from backchannel.errors import BackchannelError, DuplicateMessageError
 from backchannel.keys import DHKeyPair
 from backchannel.otr import OtrChannel, OtrControl, OtrForm, Role
 
 from .errors import CliError, RelayRefusedError
-from .localstore import Message, Secret
+from .localstore import Contact, Message, Secret
 from .relay import PushedEnvelope, RelayRequestError, RelayUnreachable
 from .render import amount, when
 
@@ -73,6 +82,12 @@ class Channel:
     """An offer or answer to send once our drop is open."""
     outbox: list[tuple[bytes, bytes]] = field(default_factory=list)
     """(message id, sealed envelope) stored before sending, until the relay has them."""
+    drop_expires_at: int = 0
+    """Our drop's expiry (s), drawn once (`drop_expiry`) so a retried opening asks the same."""
+    new_contact: bool = False
+    new_session: bool = False
+    """Whether the channel's set-up made this profile's contact row and session with the peer:
+    then they go when the channel ends, unless an identified exchange needs them by then."""
 
     @property
     def ready(self) -> bool:
@@ -97,6 +112,9 @@ class Channel:
                 "drop_open": self.drop_open,
                 "control_due": hexed(self.control_due),
                 "outbox": [[i.hex(), e.hex()] for i, e in self.outbox],
+                "drop_expires_at": self.drop_expires_at,
+                "new_contact": self.new_contact,
+                "new_session": self.new_session,
             }
         ).encode()
 
@@ -123,6 +141,9 @@ class Channel:
             raw["drop_open"],
             unhexed("control_due"),
             [(bytes.fromhex(i), bytes.fromhex(e)) for i, e in raw["outbox"]],
+            int(raw.get("drop_expires_at", 0)),
+            bool(raw.get("new_contact", False)),
+            bool(raw.get("new_session", False)),
         )
 
 
@@ -130,10 +151,17 @@ class Channel:
 class Closing:
     drops: list[bytes] = field(default_factory=list)
     tell: list[tuple[str, bytes]] = field(default_factory=list)
+    forget: list[tuple[str, bool, bool]] = field(default_factory=list)
+    """(peer, its contact row, its sessions): what ended channels made, to delete once the
+    peer has been told (a close travels in the session) and no channel with them is open."""
 
     def to_bytes(self) -> bytes:
         return json.dumps(
-            {"drops": [k.hex() for k in self.drops], "tell": [[p, c.hex()] for p, c in self.tell]}
+            {
+                "drops": [k.hex() for k in self.drops],
+                "tell": [[p, c.hex()] for p, c in self.tell],
+                "forget": [list(entry) for entry in self.forget],
+            }
         ).encode()
 
     @classmethod
@@ -144,6 +172,7 @@ class Closing:
         return cls(
             [bytes.fromhex(k) for k in raw["drops"]],
             [(p, bytes.fromhex(c)) for p, c in raw["tell"]],
+            [(str(p), bool(c), bool(s)) for p, c, s in raw.get("forget", [])],
         )
 
 
@@ -161,6 +190,8 @@ class OffTheRecord:
         self.participant = participant
         self.store = participant.store
         self.notes: list[str] = []
+        self.given_up: dict[str, RelayRefusedError] = {}
+        """Channels whose set-up the relay refused this run, by peer: `open` says why."""
 
     def take_notes(self) -> list[str]:
         notes, self.notes = self.notes, []
@@ -179,14 +210,17 @@ class OffTheRecord:
     def save(self, db: Any, channel: Channel) -> None:
         self.store.put_secret(db, self._key(channel.peer), channel.to_bytes())
 
-    def _wipe(self, db: Any, channel: Channel, tell: bool = False) -> None:
-        """Forget the channel; its drop (and, with `tell`, the peer) are seen to later."""
+    def _wipe(self, db: Any, channel: Channel, tell: bool = False, forget: bool = True) -> None:
+        """Forget the channel; its drop, the peer (with `tell`) and, with `forget`, what its
+        set-up made of the peer here (contact row, sessions) are seen to later."""
         self.store.delete_secret(db, self._key(channel.peer))
         closing = Closing.from_bytes(self.store.get_secret(db, CLOSING))
         if channel.drop_open:
             closing.drops.append(channel.my_read_key)
         if tell:
             closing.tell.append((channel.peer, channel.channel_id))
+        if forget and (channel.new_contact or channel.new_session):
+            closing.forget.append((channel.peer, channel.new_contact, channel.new_session))
         self.store.put_secret(db, CLOSING, closing.to_bytes())
 
     def channels(self, db: Any) -> list[Channel]:
@@ -220,7 +254,24 @@ class OffTheRecord:
         participant = self.participant
         if peer == participant.name:
             raise CliError("an off-the-record channel is between you and someone else")
+        with self.store.transaction() as db:
+            new_contact = db.get(Contact, peer) is None
+            new_session = not self.store.has_session(db, peer)
         await participant.contact(peer)
+        try:
+            return await self._open(peer, ttl_ms, unit, new_contact, new_session)
+        except Exception:  # refused: what the attempt made of the peer goes again
+            if new_contact or new_session:
+                with self.store.transaction() as db:
+                    if self.load(db, peer) is None:
+                        self._forget_now(db, peer, new_contact, new_session)
+                self.store.truncate_wal()
+            raise
+
+    async def _open(
+        self, peer: str, ttl_ms: int, unit: str, new_contact: bool, new_session: bool
+    ) -> dict[str, Any]:
+        participant = self.participant
         if await participant.exercise.via(peer) is not None:  # raises if there is no channel
             raise CliError(
                 f"the exercise lets you reach {peer} only through a mediator; an off-the-record "
@@ -243,14 +294,20 @@ class OffTheRecord:
                     f"{when(existing.expires_at_ms)}; close it first (`backchannel otr close "
                     f"{peer}`)"
                 )
-            control, ephemeral = otr.offer(now_ms() + ttl_ms)
+            now = now_ms()
+            control, ephemeral = otr.offer(now + ttl_ms)
             channel = Channel(
                 peer, Role.OPENER, control.channel_id, control.expires_at_ms, control.token,
                 new_read_key(), offer=control.to_content(), ephemeral=ephemeral.private_bytes(),
                 control_due=control.to_content(),
+                drop_expires_at=drop_expiry(control.expires_at_ms, now),
+                new_contact=new_contact, new_session=new_session,
             )  # fmt: skip
             self.save(db, channel)
         await self.catch_up()
+        refusal = self.given_up.pop(peer, None)
+        if refusal is not None:  # the relay refused to open our drop (our role, say)
+            raise refusal
         return {
             "with": peer,
             "status": "waiting for the answer",
@@ -258,8 +315,24 @@ class OffTheRecord:
             "control_sees": "existence",
         }
 
-    def receive(self, db: Any, sender: str, control: OtrControl) -> None:
-        """A set-up or close from `sender`, inside the transaction that decrypted it."""
+    def receive(
+        self,
+        db: Any,
+        sender: str,
+        control: OtrControl,
+        new_contact: bool = False,
+        new_session: bool = False,
+    ) -> None:
+        """A set-up or close from `sender`, inside the transaction that decrypted it (which
+        tells whether decrypting it made the contact row or the session with `sender`: if no
+        channel stands on them afterwards, they go again)."""
+        self._control(db, sender, control, new_contact, new_session)
+        if (new_contact or new_session) and self.load(db, sender) is None:
+            self._forget_later(db, sender, new_contact, new_session)
+
+    def _control(
+        self, db: Any, sender: str, control: OtrControl, new_contact: bool, new_session: bool
+    ) -> None:
         channel = self.load(db, sender)
         same = channel is not None and channel.channel_id == control.channel_id
         if control.form == OtrForm.CLOSE:
@@ -293,16 +366,21 @@ class OffTheRecord:
                 "between you (no direct channel); it was declined"
             )
             return
+        now = now_ms()
         try:
-            answer, state = otr.accept(control, now_ms())
+            answer, state = otr.accept(control, now)
         except BackchannelError:
             self.notes.append(f"{sender}'s offer of an off-the-record channel had expired")
             return
-        if channel is not None:
-            self._wipe(db, channel)
+        if channel is not None:  # replaced: what the old one made goes when this one ends
+            self._wipe(db, channel, forget=False)
+            new_contact = new_contact or channel.new_contact
+            new_session = new_session or channel.new_session
         mine = Channel(
             sender, Role.RESPONDER, control.channel_id, control.expires_at_ms, answer.token,
             new_read_key(), control.token, state, control_due=answer.to_content(),
+            drop_expires_at=drop_expiry(control.expires_at_ms, now),
+            new_contact=new_contact, new_session=new_session,
         )  # fmt: skip
         self.save(db, mine)
         self.notes.append(
@@ -333,6 +411,7 @@ class OffTheRecord:
                 with self.store.transaction() as db:
                     if (current := self.load(db, channel.peer)) is not None:
                         self._wipe(db, current)
+                self.given_up[channel.peer] = exc
                 self.notes.append(
                     f"the off-the-record channel with {channel.peer} was given up: {exc.message}"
                 )
@@ -347,6 +426,7 @@ class OffTheRecord:
                 if _code(exc) != "unknown_drop":  # gone already (expired): nothing left to do
                     raise
             self._forget_closing(drop=read_key)
+        self._forget_peers()
 
     async def _set_up(self, channel: Channel) -> None:
         participant = self.participant
@@ -355,7 +435,7 @@ class OffTheRecord:
                 participant.relay.create_drop,
                 drop_address(channel.my_token),
                 read_hash(channel.my_read_key),
-                -(-channel.expires_at_ms // 1000),
+                channel.drop_expires_at or drop_expiry(channel.expires_at_ms, now_ms()),
             )
             await participant.authed(create)
             self._update(channel.peer, channel.channel_id, drop_open=True)
@@ -378,10 +458,50 @@ class OffTheRecord:
             closing = Closing.from_bytes(self.store.get_secret(db, CLOSING))
             closing.drops = [k for k in closing.drops if k != drop]
             closing.tell = [t for t in closing.tell if t != tell]
-            if closing.drops or closing.tell:
-                self.store.put_secret(db, CLOSING, closing.to_bytes())
-            else:
-                self.store.delete_secret(db, CLOSING)
+            self._put_closing(db, closing)
+
+    def _put_closing(self, db: Any, closing: Closing) -> None:
+        if closing.drops or closing.tell or closing.forget:
+            self.store.put_secret(db, CLOSING, closing.to_bytes())
+        else:
+            self.store.delete_secret(db, CLOSING)
+
+    # --- forgetting the peer --------------------------------------------------------------------
+
+    def _forget_later(self, db: Any, peer: str, contact: bool, sessions: bool) -> None:
+        closing = Closing.from_bytes(self.store.get_secret(db, CLOSING))
+        closing.forget.append((peer, contact, sessions))
+        self._put_closing(db, closing)
+
+    def _forget_peers(self) -> None:
+        """Delete what ended channels alone made of their peers (once told, and while no new
+        channel with them is open), then clear the write-ahead log of the deleted rows."""
+        with self.store.transaction() as db:
+            closing = Closing.from_bytes(self.store.get_secret(db, CLOSING))
+            if not closing.forget:
+                return
+            waiting = {peer for peer, _ in closing.tell}
+            kept: list[tuple[str, bool, bool]] = []
+            for peer, contact, sessions in closing.forget:
+                if peer in waiting or self.load(db, peer) is not None:
+                    kept.append((peer, contact, sessions))
+                else:
+                    self._forget_now(db, peer, contact, sessions)
+            closing.forget = kept
+            self._put_closing(db, closing)
+        self.store.truncate_wal()
+
+    def _forget_now(self, db: Any, peer: str, contact: bool, sessions: bool) -> None:
+        """The sessions go unless an identified exchange uses them (a rule both sides apply
+        alike, so neither keeps a session the other dropped); the contact row goes unless
+        anything else here names the peer, or the user verified them."""
+        if sessions and self.store.on_record_with(db, peer, kept_otr=False):
+            sessions = False
+        if contact:
+            row: Contact | None = db.get(Contact, peer)
+            if row is None or row.verified or self.store.on_record_with(db, peer):
+                contact = False
+        self.store.forget_peer(db, peer, contact, sessions)
 
     # --- messages -------------------------------------------------------------------------------
 
@@ -397,7 +517,7 @@ class OffTheRecord:
                 raise CliError(f"the off-the-record channel with {peer} was closed meanwhile")
             assert current.state is not None
             state, message = otr.encrypt(current.state, plaintext)
-            expires = current.expires_at_ms // 1000
+            expires = sealed_expiry(current.expires_at_ms)  # the relay takes the drop's
             sealed = SealedEnvelope(message_id, expires, message).to_bytes()
             current.state = state
             current.outbox.append((message_id, sealed))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,34 @@ def profile_dir(home: Path, profile: str) -> Path:
     return home / "profiles" / profile
 
 
+def make_private(directory: Path) -> None:
+    """Make the home, `profiles/` and the profile's directory 0700 and the profile's files 0600,
+    creating the directories if need be and fixing those an earlier version (or the umask) left
+    readable to others: the names of one's correspondents are in them."""
+    home = directory.parent.parent
+    for path in (home, home / "profiles", directory):
+        try:
+            path.mkdir(exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise CliError(f"cannot create {path}: {exc.strerror}") from None
+        _chmod(path, 0o700)
+    for path in directory.iterdir():
+        if stat.S_ISREG(path.lstat().st_mode):
+            _chmod(path, 0o600)
+
+
+def _chmod(path: Path, mode: int) -> None:
+    try:
+        if stat.S_IMODE(path.lstat().st_mode) != mode:
+            os.chmod(path, mode)
+    except FileNotFoundError:
+        return  # gone meanwhile (SQLite removes its log when the last connection closes)
+    except OSError as exc:
+        raise CliError(
+            f"cannot make {path} private (mode {mode:o}): {exc.strerror}", "not_private"
+        ) from None
+
+
 def _write_private(path: Path, data: bytes) -> None:
     """Write atomically with mode 0600 (a crash leaves the old file or the new, never half)."""
     temp = path.with_suffix(path.suffix + ".tmp")
@@ -81,10 +110,10 @@ def create(
     if (directory / KEYSTORE_FILE).exists():
         raise CliError(f"a profile already exists in {directory}", code="profile_exists")
     try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(directory, 0o700)
+        directory.parent.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise CliError(f"cannot create {directory}: {exc.strerror}") from None
+    make_private(directory)
     identity = IdentityKeyPair.generate()
     data_key = os.urandom(DATA_KEY_SIZE)
     sealed = keystore.seal(
@@ -109,7 +138,7 @@ def read_info(directory: Path) -> ProfileInfo:
             f"no profile in {directory}; create one with `backchannel init NAME --relay URL`",
             code="no_profile",
         ) from None
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         raise CliError(f"{directory / PROFILE_FILE} is damaged", code="profile_damaged") from None
     except OSError as exc:
         raise CliError(f"cannot read {directory / PROFILE_FILE}: {exc.strerror}") from None
@@ -128,6 +157,7 @@ def keystore_needs_passphrase(directory: Path) -> bool:
 
 def unlock(directory: Path, passphrase: str | None) -> Unlocked:
     info = read_info(directory)
+    make_private(directory)
     try:
         secret = keystore.open_sealed((directory / KEYSTORE_FILE).read_bytes(), passphrase)
     except FileNotFoundError:

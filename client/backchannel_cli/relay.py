@@ -6,8 +6,12 @@ relay's code and message, so callers (the CLI, tests, the benchmark) never parse
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import math
+import random
+import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +47,39 @@ class RelayUnreachable(Exception):
 
 GOING_AWAY = 1001
 """The WebSocket close code of a relay that is shutting down (RFC 6455 §7.4.1)."""
+SLOW_DOWN_WAIT_MAX = 30.0
+"""The longest a request waits on one 429 before trying again. A relay asking for longer is
+not waited for: the refusal goes to the caller, whose outbox keeps what it was sending."""
+SLOW_DOWN_TOTAL_MAX = 60.0
+"""The longest one request of the CLI waits over all its 429s (its `patience`)."""
+SLOW_DOWN_NOTICE_AFTER = 2.0
+"""Waits longer than this are told to the user (`on_slow_down`); shorter ones pass unnoticed."""
+
+
+def slow_down_notice(wait: float) -> None:
+    """One line on standard error while a request waits out a 429."""
+    print(
+        f"the relay asks us to slow down; retrying in {math.ceil(wait)} s",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def slow_down_wait(
+    error: RelayRequestError,
+    waited: float,
+    patience: float,
+    jitter: Callable[[], float] = random.random,
+) -> float | None:
+    """How long to wait before trying a refused request again, or None not to: only a 429
+    that says when (Retry-After), at most `SLOW_DOWN_WAIT_MAX` at a time and `patience` in
+    all. A little jitter keeps clients refused together from coming back together."""
+    if error.status != 429 or error.retry_after is None:
+        return None
+    wait = max(0.0, error.retry_after) + 0.25 * jitter()
+    if error.retry_after > SLOW_DOWN_WAIT_MAX or waited + wait > patience:
+        return None
+    return wait
 
 
 def unreachable(base_url: str, exc: BaseException) -> RelayUnreachable:
@@ -73,6 +110,16 @@ def _why(exc: BaseException) -> str:
     return "the connection failed"
 
 
+def _retry_after(header: str | None) -> float | None:
+    """Retry-After in seconds; None if absent or not a number of seconds (an HTTP date from
+    some proxy is treated as no advice)."""
+    try:
+        seconds = float(header) if header else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
+
+
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -99,9 +146,20 @@ class PushedEnvelope:
 class RelayClient:
     """One participant's (or an anonymous) connection to one relay."""
 
-    def __init__(self, base_url: str, session: aiohttp.ClientSession | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        session: aiohttp.ClientSession | None = None,
+        patience: float = 0.0,
+        on_slow_down: Callable[[float], None] | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._session = session
+        self.patience = patience
+        """Seconds one request may spend waiting out 429s (0: a 429 is the caller's at once,
+        as tests and the benchmark want; the CLI waits up to `SLOW_DOWN_TOTAL_MAX`)."""
+        self.on_slow_down = on_slow_down
+        """Told each wait on a 429 longer than `SLOW_DOWN_NOTICE_AFTER` seconds."""
         self._owns_session = session is None
         self.token: str | None = None
         self.close_code: int | None = None
@@ -137,7 +195,31 @@ class RelayClient:
         params: dict[str, str] | None = None,
         anonymous: bool = False,
     ) -> Any:
-        """`anonymous`: without the session token even when logged in (sealed sender)."""
+        """`anonymous`: without the session token even when logged in (sealed sender).
+
+        A 429 with Retry-After is waited out and the request tried again (`slow_down_wait`);
+        nothing was done by the refused attempt, so trying again is safe."""
+        waited = 0.0
+        while True:
+            try:
+                return await self._request_once(method, path, body, params, anonymous)
+            except RelayRequestError as exc:
+                wait = slow_down_wait(exc, waited, self.patience)
+                if wait is None:
+                    raise
+            if wait > SLOW_DOWN_NOTICE_AFTER and self.on_slow_down is not None:
+                self.on_slow_down(wait)
+            await asyncio.sleep(wait)
+            waited += wait
+
+    async def _request_once(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        params: dict[str, str] | None,
+        anonymous: bool,
+    ) -> Any:
         headers = {} if anonymous else self._headers()
         try:
             async with self.session.request(
@@ -151,12 +233,11 @@ class RelayClient:
                         code, message = error["error"], error["message"]
                     except (ValueError, KeyError, TypeError):
                         code, message = "http_error", text[:200] or response.reason or ""
-                    retry = response.headers.get("Retry-After")
                     raise RelayRequestError(
                         response.status,
                         code,
                         message,
-                        float(retry) if retry else None,
+                        _retry_after(response.headers.get("Retry-After")),
                         error if isinstance(error, dict) else None,
                     )
                 return json.loads(text) if text else None
@@ -218,6 +299,14 @@ class RelayClient:
         )
         self.token = answer["token"]
         return str(self.token)
+
+    async def logout(self) -> None:
+        """Revoke the session token at the relay (PROTOCOL.md §13.3), and forget it."""
+        try:
+            if self.token:
+                await self.request("POST", "/v1/auth/logout", {})
+        finally:
+            self.token = None
 
     # --- authenticated ---------------------------------------------------------------------------
 

@@ -62,11 +62,13 @@ from .offrecord import OffTheRecord
 from .profile import Unlocked
 from .relay import (
     GOING_AWAY,
+    SLOW_DOWN_TOTAL_MAX,
     RelayClient,
     RelayRequestError,
     RelayUnreachable,
     ack_on_socket,
     b64,
+    slow_down_notice,
     unb64,
 )
 
@@ -111,6 +113,15 @@ def _permanent(exc: RelayRefusedError) -> bool:
     if not isinstance(error, RelayRequestError):
         return False
     return 400 <= error.status < 500 and error.status not in TRANSIENT_STATUSES
+
+
+class NoSessionError(CliError):
+    """A message continues a session this profile does not hold (never had, or forgot with an
+    off-the-record channel whose set-up alone had made it)."""
+
+    def __init__(self, sender: str) -> None:
+        super().__init__(f"it continues a session with {sender} that this profile does not have")
+        self.sender = sender
 
 
 class KeyChangedError(CliError):
@@ -212,7 +223,9 @@ class Participant:
         self.me = unlocked
         self.name = unlocked.info.name
         self.store = LocalStore(unlocked.state_path, unlocked.data_key)
-        self.relay = RelayClient(unlocked.info.relay)
+        self.relay = RelayClient(
+            unlocked.info.relay, patience=SLOW_DOWN_TOTAL_MAX, on_slow_down=slow_down_notice
+        )
         self.negotiation = Negotiation(self)
         self.offrecord = OffTheRecord(self)
         self.exercise = Exercise(self)
@@ -291,6 +304,28 @@ class Participant:
         expires_at = int(time.time()) + 3600
         with self.store.transaction() as db:
             self.store.put_secret(db, TOKEN_SECRET, expires_at.to_bytes(8, "big") + unb64(token))
+
+    async def logout(self) -> bool:
+        """Delete the stored session token and revoke it at the relay; -> whether there was
+        one still valid. It is deleted here even when the relay cannot be reached (then the
+        error says so, and the token lapses by itself within the hour)."""
+        with self.store.transaction() as db:
+            stored = self.store.get_secret(db, TOKEN_SECRET)
+            self.store.delete_secret(db, TOKEN_SECRET)
+        if stored is None or int.from_bytes(stored[:8], "big") <= time.time():
+            return False
+        self.relay.token = b64(stored[8:])
+        try:
+            await self.relay.logout()
+        except RelayUnreachable as exc:
+            raise RelayUnreachableError(
+                f"{exc}; the session token is deleted from this profile but not revoked (it "
+                "lapses by itself within the hour)"
+            ) from None
+        except RelayRequestError as exc:
+            if exc.status != 401:  # 401: the relay no longer knows it, which is the point
+                raise refused(exc) from None
+        return True
 
     async def _call(self, awaitable: Any) -> Any:
         try:
@@ -548,7 +583,11 @@ class Participant:
             if self.store.get_session_state(db, to) is None:
                 return
             envelope = self._seal(db, to, None, receipt.to_content(), os.urandom(16), via)
-        await self.authed(lambda: self.relay.send([envelope]))
+        try:
+            await self.authed(lambda: self.relay.send([envelope]))
+        except RelayRefusedError as exc:
+            if exc.code != "role_forbids":  # an observer sends nothing, receipts included
+                raise
 
     async def send_receipts(self, kind: ReceiptType, ids_by_peer: dict[str, list[bytes]]) -> None:
         """One receipt per peer (split when it would name more messages than one may)."""
@@ -794,10 +833,17 @@ class Participant:
             )
             return Outcome()
 
+        new_contact = db.get(Contact, sender) is None
+        new_session = not self.store.has_session(db, sender)
         try:
             session, plaintext = self._open(db, sender, envelope.ciphertext)
         except KeyChangedError:
             return Outcome(held_from=sender)  # the change is recorded; the envelope stays
+        except NoSessionError as exc:
+            if new_contact:  # forgotten with an off-the-record channel: keep nothing of it
+                self.notes.append(f"a message from {exc.sender} could not be read: {exc.message}")
+                return Outcome()
+            return unreadable(exc)
         except (BackchannelError, CliError, ValueError) as exc:
             return unreadable(exc)
         self.store.put_session_state(db, sender, session.to_bytes())
@@ -831,7 +877,7 @@ class Participant:
                 return unreadable(exc)
             return Outcome()
         if isinstance(content, OtrControl):
-            self.offrecord.receive(db, sender, content)
+            self.offrecord.receive(db, sender, content, new_contact, new_session)
             db.add(Processed(id=envelope_id, expires_at=envelope.expires_at))
             return Outcome(offrecord=True)
         if isinstance(content, ProposalContent) and self.mediation.holds(content):
@@ -930,7 +976,7 @@ class Participant:
         if header is None:
             if failure is not None:
                 raise failure
-            raise CliError(f"it continues a session with {sender} that this profile does not have")
+            raise NoSessionError(sender)
         if header.initiator_name != sender:
             raise IdentityMismatchError("the message's handshake names another sender")
         initiator = header.initiator.to_bytes()
@@ -1190,6 +1236,14 @@ class Participant:
 
     async def top_up_prekeys(self) -> None:
         counts = await self.authed(self.relay.prekey_counts)
+        if counts.get("draining"):
+            self.notes.append(
+                "Your one-time prekeys are being used up fast "
+                f"({counts.get('taken_last_hour', '?')} taken in the last hour): someone may be "
+                "fetching your prekey bundle over and over to push new sessions onto your "
+                "last-resort keys. The relay limits how many anyone may take, and they are "
+                "topped up as they run low; tell exercise control if this goes on."
+            )
         need_one_time = counts["one_time_prekeys"] < TOP_UP_BELOW
         need_kem = counts["kem_prekeys"] < TOP_UP_BELOW
         if not (need_one_time or need_kem):

@@ -24,8 +24,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from backchannel.keys import SigningKeyPair
 
+from .access import BundleGuard
 from .appkeys import (
     ADMIN_TOKEN_HASH,
+    BODY_BUDGET,
+    BODY_HELD,
+    BUNDLES,
+    CLIENT,
+    CLIENT_ADDRESSES,
     COMMITTER,
     CONFIG,
     DROPS,
@@ -37,22 +43,32 @@ from .appkeys import (
     NOTARY,
     PARTICIPANT,
     PUBLIC_LIMITER,
+    READ_LIMITER,
     RELAY_ID,
+    SEND_LIMITER,
     SOCKETS,
     STORE,
 )
 from .config import RelayConfig
-from .database import is_sqlite, migrate, open_engine, store_error
+from .database import is_sqlite, migrate, open_engine, private_data_dir, store_error
 from .delivery import GroupCommitter, Hub, MailboxFeed, Sockets
 from .drops import Drops
 from .errors import RelayError, StoreUnavailable, Unauthorized
 from .exercises import Exercises
-from .limits import ConnectionGate, RateLimiter, SharedRateLimiter
+from .limits import (
+    BodyBudget,
+    ClientAddresses,
+    ConnectionGate,
+    RateLimiter,
+    SharedBudget,
+    SharedRateLimiter,
+)
 from .metrics import Metrics
 from .notary import Notary
-from .routes import PUBLIC, SEALED, SILENT, routes
-from .store import Store, digest
+from .routes import MAILBOX_READS, PUBLIC, SEALED, SENDS, SILENT, routes
+from .store import ParticipantInfo, Store, digest
 from .wakeups import Listener, origin_token
+from .wire import body_limits, check_declared_size
 
 log = logging.getLogger("backchannel_relay")
 Handler = Callable[[web.Request], Awaitable[StreamResponse]]
@@ -120,7 +136,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> StreamRes
         status = exc.status
         retry = str(max(1, round(exc.retry_after)))
         headers = {"Retry-After": retry} if exc.retry_after else None
-        return _error_response(exc.status, exc.code, exc.message, headers, extra=exc.extra)
+        response = _error_response(exc.status, exc.code, exc.message, headers, extra=exc.extra)
+        if exc.status in (408, 413):  # the rest of the body is not wanted: close after answering
+            response.force_close()
+        return response
     except web.HTTPException as exc:
         status = exc.status
         if exc.status < 400:
@@ -128,25 +147,83 @@ async def errors_middleware(request: web.Request, handler: Handler) -> StreamRes
         code = _HTTP_CODES.get(exc.status, "http_error")
         return _error_response(exc.status, code, exc.reason)
     except Exception as exc:
-        log.error("internal error on %s: %s", route_template(request), type(exc).__name__)
+        if route_template(request) not in SILENT:  # off the record: not even a failure is noted
+            log.error("internal error on %s: %s", route_template(request), type(exc).__name__)
         return _error_response(500, "internal_error", "the relay failed; nothing was lost")
     finally:
         if entered:
             gate.leave()
+        if BODY_HELD in request:
+            request.app[BODY_BUDGET].release(*request[BODY_HELD])
         template = route_template(request)
         if template not in SILENT:  # off the record: not even counted
             metrics.requests.labels(template, str(status)).inc()
             metrics.latency.labels(template).observe(time.perf_counter() - started)
 
 
+FAILURE_COST = 5.0
+"""Tokens of the per-address limit that a refused request costs on top (a wrong token, name,
+invite, challenge or body): guessing is slow, and a classroom behind one address still has
+dozens of mistakes in a burst beside its forty registrations and logins."""
+UNLIMITED = {"/healthz", "/metrics", "/openapi.json", "/v1/info"}
+"""Monitoring and constant documents: never refused by the per-address limit."""
+UNCOUNTED = SEALED
+"""Refused when their address has run out, but only a failure spends: drops are limited per
+drop (`drops.py`), so polling them costs the address nothing."""
+
+
+def _charge_failure(request: web.Request, address: str, status: int) -> None:
+    if 400 <= status < 500 and status != 429:
+        request.app[PUBLIC_LIMITER].spend(address, FAILURE_COST)
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> StreamResponse:
-    if route_template(request) in PUBLIC or request.match_info.http_exception is not None:
-        # Drops are limited per drop instead (drops.py): the address is not theirs to see.
-        if request.method == "POST" and route_template(request) not in SEALED:
-            # The address is used here, in memory, and nowhere else.
-            request.app[PUBLIC_LIMITER].take(request.remote or "")
+    """Per-address limit for strangers, then the session token, then the per-identity limits.
+
+    The address (the peer's, or from a trusted proxy's `X-Forwarded-For`) is used here, in
+    memory, and nowhere else: no log line or metric names it.
+    """
+    template = route_template(request)
+    if template in UNLIMITED:
         return await handler(request)
+    limiter = request.app[PUBLIC_LIMITER]
+    address = request.app[CLIENT_ADDRESSES].key(
+        request.remote, request.headers.getall("X-Forwarded-For", [])
+    )
+    request[CLIENT] = address
+    if template in PUBLIC or request.match_info.http_exception is not None:
+        try:
+            if template in UNCOUNTED or request.match_info.http_exception is not None:
+                limiter.check(address)
+            else:
+                limiter.take(address)
+            check_declared_size(request)
+            return await handler(request)
+        except (RelayError, web.HTTPException) as exc:
+            _charge_failure(request, address, exc.status)
+            raise
+    try:
+        who = await _authenticate(request, address)
+    except RelayError as exc:
+        _charge_failure(request, address, exc.status)
+        raise
+    check_declared_size(request)
+    if route_template(request) in SILENT:  # opening a drop leaves no trace, not even a bucket
+        request.app[PUBLIC_LIMITER].take(("drop", who.id))
+    elif (request.method, route_template(request)) in MAILBOX_READS:  # never the send budget
+        await request.app[READ_LIMITER].take_async(who.id)
+    elif (request.method, route_template(request)) not in SENDS:  # sends pay per envelope
+        await request.app[LIMITER].take_async(who.id)
+    request[PARTICIPANT] = who
+    return await handler(request)
+
+
+async def _authenticate(request: web.Request, address: str) -> ParticipantInfo:
+    """The bearer token's participant. A token this process has not seen answered costs a
+    lookup in the store, so it is first checked against the address's limit: an address
+    that keeps presenting made-up tokens is refused, and a participant whose token is known
+    never meets that limit."""
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         raise Unauthorized("this request needs 'Authorization: Bearer <token>'", code="no_token")
@@ -154,28 +231,41 @@ async def auth_middleware(request: web.Request, handler: Handler) -> StreamRespo
         token = base64.b64decode(header[7:].strip(), validate=True)
     except (binascii.Error, ValueError):
         raise Unauthorized("the session token is malformed", code="bad_token") from None
-    who = await request.app[STORE].participant_for_token(token)
+    store = request.app[STORE]
+    who = store.cached_participant(token)
+    if who is None:
+        request.app[PUBLIC_LIMITER].check(address)
+        who = await store.participant_for_token(token)
     if who is None:
         raise Unauthorized("the session token is unknown or expired", code="bad_token")
-    if route_template(request) in SILENT:  # opening a drop leaves no trace, not even a bucket
-        request.app[PUBLIC_LIMITER].take(("drop", who.id))
-    else:
-        await request.app[LIMITER].take_async(who.id)
-    request[PARTICIPANT] = who
-    return await handler(request)
+    return who
+
+
+LINGERING_SECONDS = 2.0
+"""After answering a request whose body was not read (refused early, too large, too slow),
+how long the relay still reads and discards what the client is sending before it closes."""
 
 
 def create_app(config: RelayConfig) -> web.Application:
     app = web.Application(
-        client_max_size=config.max_body_bytes, middlewares=[errors_middleware, auth_middleware]
+        client_max_size=max(config.max_body_bytes, *body_limits(config).values()),
+        middlewares=[errors_middleware, auth_middleware],
+        handler_args={"lingering_time": LINGERING_SECONDS},
     )
     app[CONFIG] = config
+    app[CLIENT_ADDRESSES] = ClientAddresses(config.trusted_proxies)
+    app[BODY_BUDGET] = BodyBudget(
+        config.body_memory, max(config.max_send_body_bytes, config.body_memory // 8)
+    )
     app[METRICS] = Metrics()
     app[HUB] = Hub()
     app[SOCKETS] = Sockets()
     app[LIMITER] = RateLimiter(config.rate)
-    app[PUBLIC_LIMITER] = RateLimiter(config.public_rate)
+    app[SEND_LIMITER] = RateLimiter(config.send_rate)
+    app[READ_LIMITER] = RateLimiter(config.read_rate)
+    app[PUBLIC_LIMITER] = RateLimiter(config.public_rate, config.max_rate_keys)
     app[GATE] = ConnectionGate(config.max_connections)
+    app[BUNDLES] = BundleGuard(config.bundles)
     app.add_routes(routes)
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(_database)
@@ -196,7 +286,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     engine = None
     try:
         if config.database_url is None:
-            config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_data_dir(config.data_dir)
         engine = open_engine(config.url)
         await migrate(engine)
     except (OSError, SQLAlchemyError) as exc:
@@ -209,6 +299,8 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     await store.load_keys()
     if not is_sqlite(engine):  # several processes may serve this database: one limit for all
         app[LIMITER] = SharedRateLimiter(config.rate, engine)
+        app[SEND_LIMITER] = SharedBudget("send", config.send_rate, engine)
+        app[READ_LIMITER] = SharedBudget("read", config.read_rate, engine)
     app[STORE] = store
     app[RELAY_ID], _ = await store.meta_secret("relay_id", 16)
     notary_key, _ = await store.meta_secret("notary_key", 32)

@@ -68,9 +68,10 @@ FILL_EXPIRY = 900
 """Seconds: what the fetch phase leaves behind on a long-running relay expires soon."""
 ENVELOPE_EXPIRY = 3_600
 ALL_PHASES = ("throughput", "latency", "fetch", "ceiling")
-EXTRA_PHASES = ("idle",)
-"""Run only when asked for (`--phase idle`): it needs `idle_connections` participants' worth of
-sockets and file descriptors."""
+EXTRA_PHASES = ("idle", "abuse")
+"""Run only when asked for. `--phase idle` needs `idle_connections` participants' worth of
+sockets and file descriptors; `--phase abuse` (bench_abuse.py) attacks a relay of its own that
+keeps its default limits."""
 WEBSOCKETS_PER_PARTICIPANT = 8
 
 
@@ -106,6 +107,7 @@ class Report:
     fetch: dict[str, float] = field(default_factory=dict)
     ceiling: dict[str, float] = field(default_factory=dict)
     idle: dict[str, float] = field(default_factory=dict)
+    abuse: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -204,6 +206,18 @@ async def started_relay(
             "1000000000",
             "--public-rate-burst",
             "1000000000",
+            "--send-burst",
+            "1000000000",
+            "--send-per-second",
+            "1000000000",
+            "--read-burst",
+            "1000000000",
+            "--read-per-second",
+            "1000000000",
+            "--sender-share-envelopes",
+            "1000000000",
+            "--sender-share-bytes",
+            "1000000000000",
             "--sweep-interval",
             str(sweep_interval),
         ]

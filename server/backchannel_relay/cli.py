@@ -75,7 +75,7 @@ def _with_store(
     cannot be opened is one line naming it (its path, or its URL without the password)."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from .database import migrate, open_engine, store_error
+    from .database import migrate, open_engine, private_data_dir, store_error
     from .store import Limits, Store
 
     config = RelayConfig(data_dir=data_dir, database_url=database_url)
@@ -84,7 +84,7 @@ def _with_store(
         engine = None
         try:
             if database_url is None:
-                data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                private_data_dir(data_dir)
             engine = open_engine(config.url)
             await migrate(engine)
         except (OSError, SQLAlchemyError) as exc:
@@ -172,6 +172,18 @@ def main() -> None:
     """The Backchannel relay: stores and forwards end-to-end encrypted envelopes."""
 
 
+def _proxies(_: click.Context, __: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """Each `--trusted-proxy` is an IP address or a CIDR block (checked here, one line if not)."""
+    from ipaddress import ip_network
+
+    for value in values:
+        try:
+            ip_network(value, strict=False)
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not an IP address or CIDR block") from None
+    return values
+
+
 @main.command()
 @click.option("--host", envvar="BACKCHANNEL_RELAY_HOST", default=DEFAULT_HOST, show_default=True)
 @click.option(
@@ -205,12 +217,61 @@ def main() -> None:
     help="Requests per identity per second, sustained.",
 )
 @click.option(
+    "--send-burst",
+    type=click.FloatRange(min=1),
+    default=256.0,
+    show_default=True,
+    envvar="BACKCHANNEL_RELAY_SEND_BURST",
+    help="Envelopes per identity in a burst (also the most in one request).",
+)
+@click.option(
+    "--send-per-second",
+    type=click.FloatRange(min=0.001),
+    default=1.0,
+    show_default=True,
+    envvar="BACKCHANNEL_RELAY_SEND_PER_SECOND",
+    help="Envelopes per identity per second, sustained.",
+)
+@click.option(
+    "--read-burst",
+    type=click.FloatRange(min=1),
+    default=1000.0,
+    show_default=True,
+    envvar="BACKCHANNEL_RELAY_READ_BURST",
+    help="Mailbox reads and acknowledgements per identity in a burst.",
+)
+@click.option(
+    "--read-per-second",
+    type=click.FloatRange(min=0.001),
+    default=20.0,
+    show_default=True,
+    envvar="BACKCHANNEL_RELAY_READ_PER_SECOND",
+    help="Mailbox reads and acknowledgements per identity per second, sustained.",
+)
+@click.option(
+    "--sender-share-envelopes",
+    type=click.IntRange(min=1),
+    default=1_250,
+    show_default=True,
+    envvar="BACKCHANNEL_RELAY_SENDER_SHARE_ENVELOPES",
+    help="Envelopes one sender may have waiting in one recipient's mailbox.",
+)
+@click.option(
+    "--sender-share-bytes",
+    type=click.IntRange(min=1),
+    default=8 * 1024 * 1024,
+    show_default=True,
+    envvar="BACKCHANNEL_RELAY_SENDER_SHARE_BYTES",
+    help="Bytes one sender may have waiting in one recipient's mailbox.",
+)
+@click.option(
     "--public-rate-burst",
     type=click.FloatRange(min=1),
     default=300.0,
     show_default=True,
     envvar="BACKCHANNEL_RELAY_PUBLIC_RATE_BURST",
-    help="Unauthenticated POSTs (register, login, admin) per client address in a burst.",
+    help="Unauthenticated requests (register, login, admin, notary log) per client address "
+    "in a burst; a refused request costs 10.",
 )
 @click.option(
     "--public-rate-per-second",
@@ -218,7 +279,41 @@ def main() -> None:
     default=5.0,
     show_default=True,
     envvar="BACKCHANNEL_RELAY_PUBLIC_RATE_PER_SECOND",
-    help="Unauthenticated POSTs per client address per second, sustained.",
+    help="Unauthenticated requests per client address per second, sustained.",
+)
+@click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    callback=_proxies,
+    envvar="BACKCHANNEL_RELAY_TRUSTED_PROXY",
+    metavar="ADDR_OR_CIDR",
+    help="A reverse proxy whose X-Forwarded-For names the client (repeatable; in the "
+    "environment, separated by spaces). Without one the header is ignored.",
+)
+@click.option(
+    "--max-rate-keys",
+    type=click.IntRange(min=1),
+    default=100_000,
+    show_default=True,
+    envvar="BACKCHANNEL_RELAY_MAX_RATE_KEYS",
+    help="Client addresses (and drops) each in-memory limit remembers at most.",
+)
+@click.option(
+    "--body-timeout",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    envvar="BACKCHANNEL_RELAY_BODY_TIMEOUT",
+    help="Seconds a client has to send a request body (then 408).",
+)
+@click.option(
+    "--body-memory",
+    type=click.IntRange(min=1024 * 1024),
+    default=64 * 1024 * 1024,
+    show_default=True,
+    envvar="BACKCHANNEL_RELAY_BODY_MEMORY",
+    help="Bytes of request bodies the process holds at once (then 429 relay_busy).",
 )
 @click.option(
     "--sweep-interval",
@@ -236,6 +331,31 @@ def main() -> None:
     envvar="BACKCHANNEL_RELAY_MAX_OTR_TTL",
     help="The longest an off-the-record channel (its drops) may live, in seconds.",
 )
+@click.option(
+    "--drops-per-participant",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    envvar="BACKCHANNEL_RELAY_DROPS_PER_PARTICIPANT",
+    help="Off-the-record drops one participant may open within the longest a drop lives.",
+)
+@click.option(
+    "--prekey-fetch-burst",
+    type=click.FloatRange(min=1),
+    default=64.0,
+    show_default=True,
+    envvar="BACKCHANNEL_RELAY_PREKEY_FETCH_BURST",
+    help="Prekey bundles one participant may fetch, and others may fetch of one participant, "
+    "in a burst.",
+)
+@click.option(
+    "--prekey-fetch-pair-burst",
+    type=click.FloatRange(min=1),
+    default=4.0,
+    show_default=True,
+    envvar="BACKCHANNEL_RELAY_PREKEY_FETCH_PAIR_BURST",
+    help="Prekey bundles of one participant another may fetch in a burst.",
+)
 def serve(
     host: str,
     port: int,
@@ -244,17 +364,32 @@ def serve(
     no_access_log: bool,
     rate_burst: float,
     rate_per_second: float,
+    send_burst: float,
+    send_per_second: float,
+    read_burst: float,
+    read_per_second: float,
+    sender_share_envelopes: int,
+    sender_share_bytes: int,
     public_rate_burst: float,
     public_rate_per_second: float,
+    trusted_proxies: tuple[str, ...],
+    max_rate_keys: int,
+    body_timeout: float,
+    body_memory: int,
     sweep_interval: float,
     max_otr_ttl: int,
+    drops_per_participant: int,
+    prekey_fetch_burst: float,
+    prekey_fetch_pair_burst: float,
 ) -> None:
     """Run the relay on HOST:PORT until interrupted (Ctrl-C or SIGTERM: it closes every
     WebSocket as going away and exits 0). One SQLite store is served by one process."""
     signal.signal(signal.SIGTERM, _interrupted)  # until the relay's own handlers are set
     try:
+        from .access import BundleLimits
         from .drops import DropLimits
         from .limits import RateLimit
+        from .store import Limits
 
         config = RelayConfig(
             host=host,
@@ -263,9 +398,19 @@ def serve(
             database_url=database_url,
             access_log=not no_access_log,
             rate=RateLimit(rate_burst, rate_per_second),
+            send_rate=RateLimit(send_burst, send_per_second),
+            read_rate=RateLimit(read_burst, read_per_second),
+            limits=Limits(
+                max_share_envelopes=sender_share_envelopes, max_share_bytes=sender_share_bytes
+            ),
             public_rate=RateLimit(public_rate_burst, public_rate_per_second),
+            trusted_proxies=trusted_proxies,
+            max_rate_keys=max_rate_keys,
+            body_timeout=body_timeout,
+            body_memory=body_memory,
             sweep_interval=sweep_interval,
-            drops=DropLimits(max_ttl=max_otr_ttl),
+            drops=DropLimits(max_ttl=max_otr_ttl, max_opened=drops_per_participant),
+            bundles=BundleLimits.with_bursts(prekey_fetch_burst, prekey_fetch_pair_burst),
         )
         _serve(config)
     except KeyboardInterrupt:  # Ctrl-C (or SIGTERM) before the relay's own handlers were set
@@ -278,13 +423,13 @@ def _serve(config: RelayConfig) -> None:
     from aiohttp import web
 
     from .app import SHUTDOWN_TIMEOUT, TemplateAccessLogger, create_app
-    from .database import StoreInUse, serving_lock, store_error
+    from .database import StoreInUse, private_data_dir, serving_lock, store_error
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     with contextlib.ExitStack() as held:
         try:
             if config.database_url is None:
-                config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+                private_data_dir(config.data_dir)
             held.enter_context(serving_lock(config.url))
         except StoreInUse as exc:
             raise CodedError(str(exc), "store_in_use") from None
@@ -435,9 +580,16 @@ def invite(
 @click.option(
     "--phase",
     "phases",
-    type=click.Choice(["throughput", "latency", "fetch", "ceiling", "idle"]),
+    type=click.Choice(["throughput", "latency", "fetch", "ceiling", "idle", "abuse"]),
     multiple=True,
-    help="Run only these phases (repeatable) [default: all but idle].",
+    help="Run only these phases (repeatable) [default: all but idle and abuse].",
+)
+@click.option(
+    "--abuse-scale",
+    type=click.FloatRange(0.001, 1.0),
+    default=1.0,
+    show_default=True,
+    help="The abuse phase's attacks and samples, as a fraction of their full size.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def bench(
@@ -455,14 +607,25 @@ def bench(
     latency_duration: float,
     fill: int,
     phases: tuple[str, ...],
+    abuse_scale: float,
     as_json: bool,
 ) -> None:
-    """Measure throughput, delivery latency and mailbox-fetch cost with simulated clients."""
+    """Measure throughput, delivery latency and mailbox-fetch cost with simulated clients;
+    with `--phase abuse`, a legitimate participant's latency while the relay is attacked."""
     import asyncio
+    from dataclasses import asdict, replace
 
     from rich.console import Console
 
-    from .bench import ALL_PHASES, BenchSettings, report_table, run_bench
+    from .bench import (
+        ALL_PHASES,
+        BenchSettings,
+        Report,
+        machine_description,
+        report_table,
+        run_bench,
+    )
+    from .bench_abuse import abuse_phase, abuse_rows, scaled
 
     settings = BenchSettings(
         senders=senders,
@@ -484,17 +647,32 @@ def bench(
             )
     if relay_urls is not None and not urls:
         raise click.BadParameter("name at least one relay URL", param_hint="--relays")
+    if "abuse" in settings.phases and urls:
+        raise click.BadParameter("the abuse phase starts a relay of its own", param_hint="--relays")
     console = Console(stderr=as_json)
+    others = tuple(phase for phase in settings.phases if phase != "abuse")
     try:
-        report = asyncio.run(
-            run_bench(settings, urls, admin_token, database_url, console, processes)
-        )
+        abuse = {}
+        if others != settings.phases:
+            abuse = asyncio.run(abuse_phase(database_url, scaled(abuse_scale)))
+        if others:
+            report = asyncio.run(
+                run_bench(replace(settings, phases=others), urls, admin_token, database_url,
+                          console, processes)
+            )  # fmt: skip
+        else:
+            report = Report("a relay started for the phase", database_url or "SQLite",
+                            machine_description(), asdict(settings))  # fmt: skip
     except (RuntimeError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
+    report.abuse = abuse
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
-    else:
-        console.print(report_table(report))
+        return
+    table = report_table(report)
+    for row in abuse_rows(abuse) if abuse else ():
+        table.add_row(*row)
+    console.print(table)
 
 
 # --- exercises ---------------------------------------------------------------------------------

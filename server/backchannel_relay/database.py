@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,42 @@ WRITER_PRAGMAS = (
     # The writer's B-trees (the message-id index above all: random keys) stay in memory.
     "PRAGMA cache_size=-65536",
 )
+
+
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
+SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal", ".lock")
+"""The files SQLite (and `serving_lock`) keep beside the database, by suffix."""
+
+
+def private_data_dir(data_dir: Path) -> None:
+    """Create the data directory 0700, or make an existing one 0700: it holds every message in
+    transit, the notary's key and the drops. A directory that is not ours to change is refused
+    (an OSError naming it), not served as it is."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    _make_private(data_dir, PRIVATE_DIR)
+
+
+def _make_private(path: Path, mode: int) -> None:
+    if stat.S_IMODE(path.stat().st_mode) == mode:
+        return
+    try:
+        os.chmod(path, mode)
+    except OSError as exc:
+        raise OSError(
+            exc.errno, f"cannot make it private (mode {mode:o}): {exc.strerror}", str(path)
+        ) from None
+
+
+def private_sqlite_files(path: Path) -> None:
+    """Create the SQLite file 0600 before SQLite does (it would follow the umask, often 0644;
+    its WAL and shared-memory files then take the database's mode), and make the files an
+    earlier version left readable to others 0600."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE))
+    for suffix in SQLITE_COMPANIONS:
+        companion = path.with_name(path.name + suffix)
+        with contextlib.suppress(FileNotFoundError):
+            _make_private(companion, PRIVATE_FILE)
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -135,6 +172,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def open_engine(url: str) -> AsyncEngine:
     """An async engine with the relay's per-dialect settings."""
     if url.startswith("sqlite"):
+        path = sqlite_file(url)
+        if path is not None:
+            private_sqlite_files(path)
         engine = create_async_engine(url, pool_size=8, max_overflow=8)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-from collections.abc import Sequence
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from backchannel.drops import SealedEnvelope, drop_address, read_hash
+from backchannel.drops import EXPIRY_SPREAD, SealedEnvelope, drop_address, read_hash
 
 from .config import DEFAULT_MAX_OTR_TTL
-from .errors import BadRequest, Conflict, Forbidden, MailboxFull, NotFound
+from .errors import BadRequest, Conflict, Forbidden, MailboxFull, NotFound, TooManyRequests
 from .limits import RateLimit, RateLimiter
 from .models import DropMessageRow, DropRow
 from .store import Store
@@ -35,6 +37,53 @@ class DropLimits:
     max_drops: int = 100_000
     rate: RateLimit = field(default_factory=lambda: RateLimit(120.0, 10.0))
     """Per drop, for sending and for reading alike."""
+    max_opened: int = 200
+    """Drops one participant may open within the longest a drop lives, so that no one
+    participant fills `max_drops` (`DropQuota`)."""
+
+
+class DropQuota:
+    """How many drops each participant opened lately, so none can exhaust the relay's cap.
+
+    Kept in this process's memory as opening times only, never an address: nothing links a drop
+    to its opener. The relay cannot tell when a drop is closed (no one logs in for that), so an
+    opening counts for as long as a drop may live at most."""
+
+    def __init__(
+        self, limit: int, window: float, clock: Callable[[], float] = time.monotonic,
+        max_tracked: int = 100_000,
+    ) -> None:  # fmt: skip
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self.max_tracked = max_tracked
+        self._opened: OrderedDict[int, deque[float]] = OrderedDict()
+
+    def take(self, participant: int) -> None:
+        """Count one opening, or raise 429 `too_many_drops_opened` with when a slot frees."""
+        now = self.clock()
+        opened = self._opened.pop(participant, None)
+        if opened is None:
+            opened = deque()
+            if len(self._opened) >= self.max_tracked:
+                self._opened.popitem(last=False)
+        while opened and now - opened[0] >= self.window:
+            opened.popleft()
+        self._opened[participant] = opened
+        if len(opened) >= self.limit:
+            raise TooManyRequests(
+                f"you opened {self.limit} off-the-record drops lately, as many as one "
+                "participant may; close channels you no longer use, or retry later",
+                retry_after=opened[0] + self.window - now,
+                code="too_many_drops_opened",
+            )
+        opened.append(now)
+
+    def refund(self, participant: int) -> None:
+        """Uncount the last opening (the relay refused it after all)."""
+        opened = self._opened.get(participant)
+        if opened:
+            opened.pop()
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,16 +96,22 @@ class Drops:
     def __init__(self, store: Store, limits: DropLimits) -> None:
         self.store = store
         self.limits = limits
-        self._rate = RateLimiter(limits.rate)
+        self._rate = RateLimiter(limits.rate, max_keys=2 * limits.max_drops)
+        """Keyed by drop address and by read-key hash, only once the drop is found: a made-up
+        token or key creates no bucket (its refusal costs the caller's address instead)."""
+        self.quota = DropQuota(limits.max_opened, limits.max_ttl + EXPIRY_SPREAD)
         self._scrub_due = False
 
     async def create(self, address: bytes, read_key_hash: bytes, expires_at: int) -> int:
         """Open a drop until `expires_at` (capped); the same request again is a no-op."""
         now = self.store.now()
-        if not now < expires_at <= now + self.limits.max_ttl:
+        # A drop may outlive its channel by up to EXPIRY_SPREAD (each side draws its own
+        # expiry after the channel's, so the two drops are not linked by an equal value).
+        if not now < expires_at <= now + self.limits.max_ttl + EXPIRY_SPREAD:
             raise BadRequest(
                 f"a drop expires in the future and within {self.limits.max_ttl} seconds "
-                "(this relay's cap on an off-the-record channel's life)",
+                "(this relay's cap on an off-the-record channel's life) plus "
+                f"{EXPIRY_SPREAD} seconds (the spread of drop expiries)",
                 code="bad_expiry",
             )
         async with self.store.write() as session:
@@ -79,7 +134,6 @@ class Drops:
     async def deliver(self, token: bytes, data: bytes) -> bool:
         """Store one sealed envelope in the token's drop; True if it was there already."""
         address = drop_address(token)
-        self._rate.take(address)
         try:
             sealed = SealedEnvelope.from_bytes(data)
         except Exception as exc:  # the core's strict decoder: every fault is a DecodeError
@@ -92,6 +146,7 @@ class Drops:
             if drop is None or drop.expires_at <= now:
                 raise Forbidden("the delivery token is unknown or its channel has expired",
                                 code="bad_delivery_token")  # fmt: skip
+            self._rate.take(address)
             duplicate = await session.scalar(
                 select(DropMessageRow.id).where(
                     DropMessageRow.address == address,
@@ -117,11 +172,11 @@ class Drops:
 
     async def _drop_for(self, read_key: bytes) -> DropRow:
         key_hash = read_hash(read_key)
-        self._rate.take(key_hash)
         async with self.store.read() as session:
             drop = await session.scalar(select(DropRow).where(DropRow.read_hash == key_hash))
         if drop is None or drop.expires_at <= self.store.now():
             raise NotFound("no drop for this read key (closed or expired)", code="unknown_drop")
+        self._rate.take(key_hash)
         return drop
 
     async def fetch(self, read_key: bytes, after: int, limit: int) -> tuple[list[DropMessage], int]:

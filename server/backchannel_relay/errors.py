@@ -58,6 +58,12 @@ class PayloadTooLarge(RelayError):
     status, code = 413, "payload_too_large"
 
 
+class RequestTimeout(RelayError):
+    """The body did not arrive in time: the connection is closed after the answer."""
+
+    status, code = 408, "body_timeout"
+
+
 class TooManyRequests(RelayError):
     status, code = 429, "rate_limited"
 
@@ -67,6 +73,13 @@ class TooManyRequests(RelayError):
 
 class MailboxFull(RelayError):
     status, code = 429, "mailbox_full"
+
+
+class SenderShareFull(RelayError):
+    """The sender's own share of a recipient's mailbox is used up: it frees as the recipient
+    reads (or the envelopes expire), whatever anyone else sends."""
+
+    status, code = 429, "sender_share_full"
 
 
 class StoreUnavailable(Exception):

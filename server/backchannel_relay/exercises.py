@@ -3,9 +3,11 @@
 The scenario's rules are the core's (`backchannel.exercise`); this module keeps them in the
 database and applies them. The policy is enforced here for identified traffic (a direct envelope
 between roles the scenario does not connect is refused, and a forwarded one must go through the
-mediator the scenario names); clients enforce it for sealed-sender traffic, whose set-up is
-identified traffic and so passes here first. Injects are released by the scenario clock and
-signed with the relay's control key when read.
+mediator the scenario names), for everything the relay itself hands from one participant to
+another (notary entries and content keys, prekey bundles), and for opening drops; clients
+enforce it for sealed-sender traffic, whose set-up is identified traffic and so passes here
+first. Injects are released by the scenario clock and signed with the relay's control key when
+read.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from backchannel.envelope import Envelope, Route
 from backchannel.errors import BackchannelError
 from backchannel.exercise import Clock, Scenario, due, parse_scenario, sign_inject
+from backchannel.exercise import Route as PolicyRoute
 from backchannel.keys import SigningKeyPair
 
 from .errors import BadRequest, Conflict, Forbidden, NotFound
@@ -321,20 +324,95 @@ class Exercises:
             await self._allow(roles, index, envelope.sender, envelope.recipient)
             await self._allow(roles, index, inner.sender, inner.recipient, carrier)
 
+    async def may_write(
+        self,
+        sender: str,
+        recipients: Iterable[str],
+        what: str,
+        via: str | None = None,
+        advise: bool = False,
+    ) -> None:
+        """Refuse (403 `policy_forbids`, naming the pair) unless `sender` may write to each of
+        `recipients` directly, by the rule for a direct letter, or, given `via`, the policy
+        routes `sender` to them through exactly that mediator, to whom `sender` may write
+        directly. For what the relay itself holds for them: a notary entry, a content key (no
+        `via`). What passes through a mediator reaches them from the mediator; the relay shows
+        it to them only as a link (`Notary.log`). `advise`: the refusal names the mediator to
+        give as `via`. Writing to oneself reaches nobody and passes."""
+        roles = await self.role_map()
+        if not roles:
+            return
+        for recipient in recipients:
+            if recipient == sender:
+                continue
+            route = await self._route(roles, sender, recipient)
+            if route is None or route.direct:
+                continue
+            if via is not None and route.via == via:
+                carrier = await self._route(roles, sender, via)
+                if carrier is None or carrier.direct:
+                    continue
+            advice = ""
+            if advise and route.via is not None:
+                advice = f", or its mediator as 'via': {route.via} (--via {route.via})"
+            elif via is not None:
+                advice = f", or the pair's own mediator ({via} is not it)"
+            raise Forbidden(f"{route.reason}; {what} needs a direct channel{advice}",
+                            code="policy_forbids")  # fmt: skip
+
+    async def direct(self, sender: str, recipient: str) -> bool:
+        """Whether `sender` may write to `recipient` directly (so always to oneself, and outside
+        every exercise): whether the relay may show `recipient` what `sender` notarised."""
+        if sender == recipient:
+            return True
+        roles = await self.role_map()
+        if not roles:
+            return True
+        route = await self._route(roles, sender, recipient)
+        return route is None or route.direct
+
+    async def may_reach(self, sender: str, recipient: str, what: str) -> None:
+        """Refuse (403 `policy_forbids`) unless `sender` may write to `recipient` at all,
+        directly or through the scenario's mediator (whose carried envelope is encrypted to
+        `recipient`, so needs `recipient`'s prekeys just the same)."""
+        roles = await self.role_map()
+        if not roles:
+            return
+        route = await self._route(roles, sender, recipient)
+        if route is not None and not route.direct and route.via is None:
+            raise Forbidden(f"{route.reason}; {what}", code="policy_forbids")
+
+    async def has_direct_channel(self, name: str) -> bool:
+        """Whether `name` may write directly to anyone (always, outside every exercise): what an
+        off-the-record channel needs, whose drops the relay cannot tie to a pair."""
+        exercise = (await self.role_map()).get(name)
+        if exercise is None:
+            return True
+        scenario = await self.scenario(exercise)
+        return any(
+            scenario.policy.route(name, other.name).direct
+            for other in scenario.roles
+            if other.name != name
+        )
+
+    async def _route(
+        self, roles: dict[str, str], sender: str, recipient: str
+    ) -> PolicyRoute | None:
+        """How the policy lets `sender` reach `recipient`; None when neither is a role."""
+        mine, theirs = roles.get(sender), roles.get(recipient)
+        if mine is None and theirs is None:
+            return None
+        if mine != theirs or mine is None:
+            return PolicyRoute(False, reason=f"{sender} and {recipient} are not roles of one "
+                               "exercise")  # fmt: skip
+        return (await self.scenario(mine)).policy.route(sender, recipient)
+
     async def _allow(
         self, roles: dict[str, str], index: int, sender: str, recipient: str,
         carrier: str | None = None,
     ) -> None:  # fmt: skip
-        mine, theirs = roles.get(sender), roles.get(recipient)
-        if mine is None and theirs is None:
-            return
-        if mine != theirs or mine is None:
-            raise Forbidden(
-                f"envelopes[{index}]: {sender} and {recipient} are not roles of one exercise",
-                code="policy_forbids",
-            )
-        route = (await self.scenario(mine)).policy.route(sender, recipient)
-        if route.direct or (carrier is not None and route.via == carrier):
+        route = await self._route(roles, sender, recipient)
+        if route is None or route.direct or (carrier is not None and route.via == carrier):
             return
         advice = f"; send it through {route.via}" if route.via and carrier is None else ""
         raise Forbidden(f"envelopes[{index}]: {route.reason}{advice}", code="policy_forbids")

@@ -4,14 +4,18 @@ On SQLite (one process) the buckets live in memory. On PostgreSQL, where several
 may serve one database, the per-identity buckets live in the database, so the limit holds across
 processes (`SharedRateLimiter`); the per-address limit on unauthenticated requests and the
 per-drop limit stay in each process's memory, since neither an address nor a drop may be written
-down.
+down. Every in-memory table here has a bound and evicts in O(1), so no stream of made-up keys
+can grow it or slow it down; `BodyBudget` bounds the request bodies held at once, and
+`ClientAddresses` decides which address a request counts against.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from typing import Protocol
 
 from sqlalchemy import text
@@ -32,24 +36,84 @@ class IdentityLimiter(Protocol):
     async def take_async(self, key: int, cost: float = 1.0) -> None: ...
 
 
+DEFAULT_MAX_KEYS = 100_000
+"""Buckets one in-memory limiter holds at most (addresses, drops): a few MiB."""
+
+
 class RateLimiter:
-    def __init__(self, limit: RateLimit, clock: Callable[[], float] = time.monotonic) -> None:
+    """Token buckets in memory, at most `max_keys` of them, least recently used first out.
+
+    Every operation is O(1). A key that arrives while the table is full takes the place of the
+    least recently used bucket and starts no fuller than that bucket is: an idle bucket has
+    refilled anyway, so nobody loses anything, and churning through fresh keys (addresses,
+    tokens) gains a caller nothing beyond what `max_keys` separate keys would get, each
+    refilling at `per_second`.
+    """
+
+    def __init__(
+        self,
+        limit: RateLimit,
+        max_keys: int = DEFAULT_MAX_KEYS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.limit = limit
+        self.max_keys = max(1, max_keys)
         self.clock = clock
-        self._buckets: dict[Hashable, tuple[float, float]] = {}
+        self._buckets: OrderedDict[Hashable, tuple[float, float]] = OrderedDict()
+        """key -> (tokens, when last counted); oldest use first."""
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _level(self, bucket: tuple[float, float], now: float) -> float:
+        tokens, last = bucket
+        return min(self.limit.burst, tokens + (now - last) * self.limit.per_second)
+
+    def level(self, key: Hashable) -> float:
+        """The tokens `key` has now, without creating or touching its bucket."""
+        now = self.clock()
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            return self._level(bucket, now)
+        if len(self._buckets) >= self.max_keys:
+            return self._level(next(iter(self._buckets.values())), now)
+        return self.limit.burst
+
+    def _counted(self, key: Hashable, now: float) -> float:
+        """`key`'s tokens now, its bucket made the most recently used (evicting if full)."""
+        bucket = self._buckets.get(key)
+        if bucket is not None:
+            self._buckets.move_to_end(key)
+            return self._level(bucket, now)
+        if len(self._buckets) >= self.max_keys:
+            _, oldest = self._buckets.popitem(last=False)
+            return self._level(oldest, now)
+        return self.limit.burst
+
+    def _refuse(self, tokens: float, cost: float) -> TooManyRequests:
+        wait = (cost - tokens) / self.limit.per_second
+        return TooManyRequests("too many requests; slow down", retry_after=wait)
+
+    def check(self, key: Hashable, cost: float = 1.0) -> None:
+        """Raise 429 if `key` could not spend `cost` now; spends nothing and stores nothing."""
+        tokens = self.level(key)
+        if tokens < cost:
+            raise self._refuse(tokens, cost)
 
     def take(self, key: Hashable, cost: float = 1.0) -> None:
         """Spend `cost` tokens of `key`'s bucket or raise 429 with how long to wait."""
         now = self.clock()
-        tokens, last = self._buckets.get(key, (self.limit.burst, now))
-        tokens = min(self.limit.burst, tokens + (now - last) * self.limit.per_second)
+        tokens = self._counted(key, now)
         if tokens < cost:
-            wait = (cost - tokens) / self.limit.per_second
             self._buckets[key] = (tokens, now)
-            raise TooManyRequests("too many requests; slow down", retry_after=wait)
+            raise self._refuse(tokens, cost)
         self._buckets[key] = (tokens - cost, now)
-        if len(self._buckets) > 100_000:  # forget idle buckets (they would be full anyway)
-            self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 3600}
+
+    def spend(self, key: Hashable, cost: float) -> None:
+        """Spend up to `cost` tokens (down to empty) and never refuse: what a failure costs,
+        charged after the fact."""
+        now = self.clock()
+        self._buckets[key] = (max(0.0, self._counted(key, now) - cost), now)
 
     async def take_async(self, key: Hashable, cost: float = 1.0) -> None:
         self.take(key, cost)
@@ -73,6 +137,89 @@ class ConnectionGate:
 
     def leave(self) -> None:
         self.open -= 1
+
+
+class BodyBudget:
+    """Bytes of request bodies held by this process at once: at most `limit` in all, and at most
+    `share` for one holder (a participant, or a client address), so that no number of slow or
+    parallel uploads can exhaust memory, and no single caller can take it all from the others.
+    Holders are forgotten when they hold nothing, so the table is as large as the requests in
+    flight."""
+
+    def __init__(self, limit: int, share: int) -> None:
+        self.limit = limit
+        self.share = share
+        self.held = 0
+        self._by_holder: dict[Hashable, int] = {}
+
+    def reserve(self, holder: Hashable, size: int) -> None:
+        mine = self._by_holder.get(holder, 0)
+        if self.held + size > self.limit or mine + size > self.share:
+            raise TooManyRequests(
+                "the relay is reading as many request bodies as it may; retry shortly",
+                retry_after=1,
+                code="relay_busy",
+            )
+        self.held += size
+        self._by_holder[holder] = mine + size
+
+    def release(self, holder: Hashable, size: int) -> None:
+        if size <= 0:
+            return
+        self.held -= size
+        left = self._by_holder.pop(holder, 0) - size
+        if left > 0:
+            self._by_holder[holder] = left
+
+
+Address = IPv4Address | IPv6Address
+MAX_FORWARDED_HOPS = 32
+"""`X-Forwarded-For` entries looked at, from the right."""
+
+
+def _address(text: str | None) -> Address | None:
+    try:
+        address = ip_address((text or "").strip())
+    except ValueError:
+        return None
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+class ClientAddresses:
+    """The address a request counts against for the per-address limit.
+
+    The peer's address, unless the peer is a configured trusted proxy: then the right-most
+    `X-Forwarded-For` address that is not itself a trusted proxy, which is where the nearest
+    untrusted hop connected from (everything left of it is that hop's own say, so it is never
+    believed). Without trusted proxies the header is ignored: anyone can send it. IPv6
+    addresses count by their /64, the block one subscriber gets, so that one machine cannot
+    walk through its own addresses.
+    """
+
+    def __init__(self, trusted: Iterable[str] = ()) -> None:
+        self.trusted = tuple(ip_network(t, strict=False) for t in trusted)
+
+    def _is_trusted(self, address: Address) -> bool:
+        return any(address in network for network in self.trusted)
+
+    def key(self, peer: str | None, forwarded: Sequence[str] = ()) -> str:
+        address = _address(peer)
+        if address is None:
+            return peer or ""
+        if self.trusted and self._is_trusted(address):
+            hops = [hop for header in forwarded for hop in header.split(",")]
+            for hop in reversed(hops[-MAX_FORWARDED_HOPS:]):
+                found = _address(hop)
+                if found is None:
+                    break
+                address = found
+                if not self._is_trusted(found):
+                    break
+        if isinstance(address, IPv6Address):
+            return str(ip_network(f"{address}/64", strict=False))
+        return str(address)
 
 
 _NOW = "CAST(extract(epoch FROM clock_timestamp()) AS double precision)"
@@ -109,8 +256,10 @@ class SharedRateLimiter:
         self.limit = limit
         self.engine = engine
         self.clock = clock
-        self._leases: dict[int, tuple[float, float]] = {}
-        """key -> (tokens left, when the lease lapses)."""
+        self._leases: OrderedDict[int, tuple[float, float]] = OrderedDict()
+        """key -> (tokens left, when the lease lapses), at most `max_keys`: forgetting a lease
+        only forgoes tokens already drawn, so the least recently drawn goes first."""
+        self.max_keys = DEFAULT_MAX_KEYS
 
     async def take_async(self, key: int, cost: float = 1.0) -> None:
         now = self.clock()
@@ -122,8 +271,9 @@ class SharedRateLimiter:
         for amount in (lease, cost) if lease > cost else (cost,):
             if await self._draw(key, amount):
                 self._leases[key] = (amount - cost, now + self.LEASE_SECONDS)
-                if len(self._leases) > 100_000:  # forget lapsed leases
-                    self._leases = {k: v for k, v in self._leases.items() if v[1] > now}
+                self._leases.move_to_end(key)
+                if len(self._leases) > self.max_keys:
+                    self._leases.popitem(last=False)
                 return
         async with self.engine.connect() as connection:
             level = (await connection.execute(SHARED_LEVEL, self._values(key, cost))).scalar()
@@ -140,3 +290,22 @@ class SharedRateLimiter:
     def _values(self, key: int, cost: float) -> dict[str, object]:
         return {"key": str(key), "burst": self.limit.burst, "rate": self.limit.per_second,
                 "cost": cost}  # fmt: skip
+
+
+class SharedBudget(SharedRateLimiter):
+    """Another per-identity bucket in the same shared table: the send budget (per envelope) or
+    the read budget (fetching and acknowledging one's own mailbox). Its keys carry its name, so
+    it never draws from the general per-request limit, nor that from it."""
+
+    def __init__(
+        self,
+        name: str,
+        limit: RateLimit,
+        engine: AsyncEngine,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(limit, engine, clock)
+        self.name = name
+
+    def _values(self, key: int, cost: float) -> dict[str, object]:
+        return {**super()._values(key, cost), "key": f"{self.name}:{key}"}

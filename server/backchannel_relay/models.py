@@ -115,12 +115,31 @@ class EnvelopeRow(Base):
     received_at: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
     body: Mapped[bytes] = mapped_column(LargeBinary)
+    sender_id: Mapped[int | None] = mapped_column(AutoId, nullable=True)
+    """Whose share of the mailbox it counts in (`MailboxShare`); None for envelopes stored
+    before shares existed. Identified mail names its sender in the envelope anyway."""
     # AUTOINCREMENT: SQLite would otherwise reuse the id of a deleted (acknowledged) last row,
     # and a live connection that has pushed up to that id would skip the newcomer.
     __table_args__ = (
         Index("ix_envelopes_mailbox", "recipient_id", "seq"),
         {"sqlite_autoincrement": True},
     )
+
+
+class MailboxShare(Base):
+    """What one sender has waiting in one recipient's mailbox: a sender may fill only its share
+    of a mailbox, so one correspondent cannot jam it for everyone else (`Limits`). Kept like
+    the participant's own counters: relative updates on every send, acknowledgement and sweep."""
+
+    __tablename__ = "mailbox_shares"
+    recipient_id: Mapped[int] = mapped_column(
+        ForeignKey("participants.id", ondelete="CASCADE"), primary_key=True
+    )
+    sender_id: Mapped[int] = mapped_column(
+        ForeignKey("participants.id", ondelete="CASCADE"), primary_key=True
+    )
+    queued_count: Mapped[int] = mapped_column(Integer)
+    queued_bytes: Mapped[int] = mapped_column(BigInteger)
 
 
 class MessageIdRow(Base):
@@ -136,7 +155,8 @@ class MessageIdRow(Base):
 class NotaryEntryRow(Base):
     """The notary's append-only, hash-chained log (PROTOCOL.md §14.3): commitments and the
     digests of statements, never an offer. `submitter_id` and `expires_at` are the relay's own
-    bookkeeping (who may withdraw or accept; until when) and are not part of the signed entry."""
+    bookkeeping (who may withdraw or accept; until when); a commitment's signed value binds
+    them, with the addressees (`notary_terms`, PROTOCOL.md §14.3)."""
 
     __tablename__ = "notary_log"
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
@@ -148,6 +168,9 @@ class NotaryEntryRow(Base):
     signature: Mapped[bytes] = mapped_column(LargeBinary(64))
     submitter_id: Mapped[int] = mapped_column(ForeignKey("participants.id"))
     expires_at_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    mediator_id: Mapped[int | None] = mapped_column(AutoId, nullable=True)
+    """A commitment's mediator (PROTOCOL.md §14.4): its statements may reach a party through
+    it, and it reads the proposal's entries in full."""
     __table_args__ = (UniqueConstraint("subject", "kind", "value"),)
 
 

@@ -62,6 +62,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         404: "Unknown name",
         409: "Conflict",
         410: "Gone",
+        408: "The body did not arrive within the body timeout (the connection is closed)",
         413: "Too large",
         429: "Rate limited or mailbox full (see Retry-After)",
     }
@@ -72,6 +73,18 @@ def _errors(*statuses: int) -> dict[str, Any]:
 
 
 AUTHED = (400, 401, 429)
+SEND_REFUSED = {
+    "description": "429 send_rate_limited: the send budget, one token per envelope (256 in a "
+    "burst, 1 per second); sender_share_full: the sender already has its share of the "
+    "recipient's mailbox waiting (1,250 envelopes or 8 MiB; Retry-After: 60); mailbox_full "
+    "(10,000 envelopes or 64 MiB). PROTOCOL.md §13.6",
+    "content": {"application/json": {"schema": ERROR}},
+}
+READ_REFUSED = {
+    "description": "429 rate_limited: the read budget (1,000 in a burst, 20 per second), apart "
+    "from the send budget and the per-request limit. PROTOCOL.md §13.6",
+    "content": {"application/json": {"schema": ERROR}},
+}
 
 
 def _op(
@@ -92,6 +105,41 @@ def _op(
 
 
 NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": NAME}
+
+
+def _refused(status: int, description: str) -> dict[str, Any]:
+    """One error status whose description names its codes."""
+    return {
+        str(status): {
+            "description": description,
+            "content": {"application/json": {"schema": ERROR}},
+        }
+    }
+
+
+ROLE_FORBIDS = "role_forbids: the caller registered as an observer, and observers only receive"
+POLICY_FORBIDS = (
+    "policy_forbids: the exercise gives the caller no direct channel to a party it would reach "
+    "(PROTOCOL.md §16.1)"
+)
+OWN_COUNTS = _obj(
+    ["one_time_prekeys", "kem_prekeys", "taken_last_hour", "draining"],
+    one_time_prekeys={"type": "integer"},
+    kem_prekeys={"type": "integer"},
+    taken_last_hour={
+        "type": "integer",
+        "description": "bundles of mine handed out in the last hour (this relay process)",
+    },
+    draining={
+        "type": "boolean",
+        "description": "one fetcher took more than 3 in the hour, or 50 were taken in all",
+    },
+)
+NOTARY_LINK = _obj(
+    ["seq", "link"],
+    seq={"type": "integer"},
+    link={**B64, "description": "u64 seq ‖ BodyHash ‖ previous (PROTOCOL.md §14.3)"},
+)
 
 
 def openapi_document() -> dict[str, Any]:
@@ -134,7 +182,14 @@ def openapi_document() -> dict[str, Any]:
                         relay_id=B64,
                         notary_key=B64,
                         protocol_version={"type": "integer"},
-                        limits={"type": "object"},
+                        limits={
+                            "type": "object",
+                            "description": "Among others: max_batch (envelopes per send "
+                            "request), rate_burst/rate_per_second (requests), send_burst/"
+                            "send_per_second (envelopes), read_burst/read_per_second (mailbox "
+                            "reads and acknowledgements), max_share_envelopes/max_share_bytes "
+                            "(one sender's share of one mailbox)",
+                        },
                     )
                 ),
                 auth=False,
@@ -142,7 +197,8 @@ def openapi_document() -> dict[str, Any]:
         },
         "/v1/register": {
             "post": _op(
-                "Register with an invite, identity keys and prekeys (PROTOCOL.md §13)",
+                "Register with an invite, identity keys and prekeys (PROTOCOL.md §13; 400 "
+                "duplicate_prekey_id: an id twice in one id space, §3; 409 name_taken)",
                 {**_ok(PARTICIPANT, "201", "Registered"), **_errors(400, 401, 403, 409, 413)},
                 auth=False,
                 body={
@@ -174,9 +230,20 @@ def openapi_document() -> dict[str, Any]:
                 body=_obj(["name"], name=NAME),
             )
         },
+        "/v1/auth/logout": {
+            "post": _op(
+                "Revoke the session token this request presents (PROTOCOL.md §13.3)",
+                {
+                    **_ok(_obj(["revoked"], revoked={"type": "boolean"})),
+                    **_errors(400, 401, 429),
+                },
+                body={"type": "object"},
+            )
+        },
         "/v1/auth/token": {
             "post": _op(
-                "Exchange a signed challenge for a session token",
+                "Exchange a signed challenge for a session token (401 bad_proof: a signature "
+                "that does not verify, or a challenge that is not 32 bytes)",
                 {
                     **_ok(_obj(["token", "expires_at"], token=B64, expires_at={"type": "integer"})),
                     **_errors(400, 401, 404),
@@ -233,7 +300,8 @@ def openapi_document() -> dict[str, Any]:
         },
         "/v1/prekeys/{name}": {
             "get": _op(
-                "Take a prekey bundle (consumes one-time prekeys)",
+                "Take a prekey bundle (consumes one-time prekeys), if the caller may write to "
+                "the owner (PROTOCOL.md §13.5)",
                 {
                     **_ok(
                         _obj(
@@ -242,15 +310,26 @@ def openapi_document() -> dict[str, Any]:
                             one_time_prekeys_left={"type": "integer"},
                         )
                     ),
-                    **_errors(*AUTHED, 404),
+                    **_errors(400, 401, 404),
+                    **_refused(403, f"{ROLE_FORBIDS}; policy_forbids: the exercise gives the "
+                               "caller no way to write to the owner"),
+                    **_refused(429, "prekey_fetch_limited: bundle fetches per pair (4 in a "
+                               "burst, then one every 10 minutes), per fetcher and per owner (64 "
+                               "in a burst); rate_limited"),
                 },
                 parameters=[NAME_PARAM],
             )
         },
         "/v1/prekeys": {
-            "get": _op("How many of my prekeys are left", {**_ok(COUNTS), **_errors(*AUTHED)}),
+            "get": _op(
+                "How many of my prekeys are left, and how many were taken lately",
+                {**_ok(OWN_COUNTS), **_errors(*AUTHED)},
+            ),
             "post": _op(
-                "Upload prekeys", {**_ok(COUNTS), **_errors(*AUTHED, 409, 413)}, body=PREKEY_UPLOAD
+                "Upload prekeys (400 duplicate_prekey_id: an id twice in the request; 409 "
+                "prekey_id_reused: an id the relay holds already; PROTOCOL.md §3)",
+                {**_ok(COUNTS), **_errors(*AUTHED, 409, 413)},
+                body=PREKEY_UPLOAD,
             ),
         },
         "/v1/messages": {
@@ -258,11 +337,20 @@ def openapi_document() -> dict[str, Any]:
                 "Send envelopes; answers after they are durably stored",
                 {
                     **_ok(_obj(["receipts"], receipts={"type": "array", "items": receipt})),
-                    **_errors(*AUTHED, 403, 404, 413),
+                    **_errors(400, 401, 404, 413),
+                    **_refused(403, f"{ROLE_FORBIDS}; {POLICY_FORBIDS}; sender_mismatch"),
+                    "429": SEND_REFUSED,
                 },
                 body=_obj(
                     ["envelopes"],
-                    envelopes={"type": "array", "items": B64, "minItems": 1, "maxItems": 256},
+                    envelopes={
+                        "type": "array",
+                        "items": B64,
+                        "minItems": 1,
+                        "maxItems": 256,
+                        "description": "at most max_batch of /v1/info (256, or the send burst "
+                        "if smaller); more: 413 too_many_items",
+                    },
                 ),
             ),
             "get": _op(
@@ -275,7 +363,8 @@ def openapi_document() -> dict[str, Any]:
                             more={"type": "boolean"},
                         )
                     ),
-                    **_errors(400),
+                    **_errors(400, 401),
+                    "429": READ_REFUSED,
                 },
                 parameters=[
                     {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
@@ -293,6 +382,7 @@ def openapi_document() -> dict[str, Any]:
                 {
                     **_ok(_obj(["acknowledged"], acknowledged={"type": "integer"})),
                     **_errors(*AUTHED),
+                    "429": READ_REFUSED,
                 },
                 body=_obj(
                     ["ids"],
@@ -308,26 +398,57 @@ def openapi_document() -> dict[str, Any]:
             "get": _op(
                 "WebSocket: pushes {type: envelope, id, received_at, envelope}; takes "
                 "{type: ack, ids}",
-                {"101": {"description": "Switching protocols"}, **_errors(*AUTHED)},
+                {
+                    "101": {"description": "Switching protocols"},
+                    **_errors(*AUTHED),
+                    "429": READ_REFUSED,
+                },
             )
         },
         "/v1/notary/commitments": {
             "post": _op(
-                "Notarise a proposal's commitment (PROTOCOL.md §14.3); idempotent",
-                {**_ok(NOTARY_RECEIPT, "201", "Notarised"), **_errors(*AUTHED, 404, 409)},
+                "Notarise a proposal's commitment with its terms: the entry's value binds the "
+                "author, the addressees in this order, the expiry and the mediator (PROTOCOL.md "
+                "§14.3-14.4); idempotent (409 already_committed: by someone else, or with other "
+                "terms)",
+                {
+                    **_ok(NOTARY_RECEIPT, "201", "Notarised"),
+                    **_errors(*AUTHED, 404, 409),
+                    **_refused(403, f"{ROLE_FORBIDS}; {POLICY_FORBIDS} (every addressee: "
+                               "directly, or through the pair's own mediator given as via)"),
+                },
                 body=_obj(
                     ["commitment", "addressees"],
                     commitment=DIGEST,
-                    addressees={"type": "array", "items": NAME, "minItems": 1, "maxItems": 16},
+                    addressees={
+                        "type": "array",
+                        "items": NAME,
+                        "minItems": 1,
+                        "maxItems": 16,
+                        "uniqueItems": True,
+                        "description": "the proposal's addressees, in its order",
+                    },
                     expires_at_ms={"type": "integer", "minimum": 0},
+                    via={
+                        **NAME,
+                        "description": "the proposal's mediator, when it names one: neither its "
+                        "author nor an addressee (400 invalid_field); unknown: 404",
+                    },
                 ),
             )
         },
         "/v1/notary/statements": {
             "post": _op(
                 "Notarise a statement's digest; the first acceptance or withdrawal stands "
-                "(409 already_decided carries the winner's receipt)",
-                {**_ok(NOTARY_RECEIPT, "201", "Notarised"), **_errors(*AUTHED, 403, 404, 409)},
+                "(409 already_decided carries the winner's receipt, unless its submitter may "
+                "not write to the caller directly)",
+                {
+                    **_ok(NOTARY_RECEIPT, "201", "Notarised"),
+                    **_errors(*AUTHED, 404, 409),
+                    **_refused(403, f"not_the_author, not_an_addressee, not_a_party; "
+                               f"{ROLE_FORBIDS}; {POLICY_FORBIDS} (the proposal's other "
+                               "parties, directly or through its mediator)"),
+                },
                 body=_obj(
                     ["commitment", "kind", "digest"],
                     commitment=DIGEST,
@@ -341,7 +462,9 @@ def openapi_document() -> dict[str, Any]:
                 "Deposit a timed proposal's content key until its release time (author only)",
                 {
                     **_ok(_obj(["release_at_ms"], release_at_ms=INT), "201", "Held"),
-                    **_errors(*AUTHED, 403, 404, 409),
+                    **_errors(*AUTHED, 404, 409),
+                    **_refused(403, f"not_the_author; {ROLE_FORBIDS}; {POLICY_FORBIDS} (the "
+                               "addressees, directly: not through a mediator)"),
                 },
                 body=_obj(
                     ["commitment", "key", "release_at_ms"],
@@ -371,22 +494,27 @@ def openapi_document() -> dict[str, Any]:
         },
         "/v1/notary/log": {
             "get": _op(
-                "The notary log in seq order, each entry as its signed receipt",
+                "The notary log in seq order: entries about the caller's own proposals (as "
+                "author, addressee or mediator) made by the caller or by someone who may write "
+                "to it directly as signed receipts, every other entry as a link that checks the "
+                "chain and shows nothing of the entry (PROTOCOL.md §13.7, §14.3)",
                 {
                     **_ok(
                         _obj(
                             ["entries", "more"],
-                            entries={"type": "array", "items": NOTARY_RECEIPT},
+                            entries={
+                                "type": "array",
+                                "items": {"oneOf": [NOTARY_RECEIPT, NOTARY_LINK]},
+                            },
                             more={"type": "boolean"},
                         )
                     ),
-                    **_errors(400),
+                    **_errors(*AUTHED),
                 },
                 parameters=[
                     {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}},
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}},
                 ],
-                auth=False,
             )
         },
         "/v1/exercise": {
@@ -424,13 +552,24 @@ def openapi_document() -> dict[str, Any]:
                 "Open a drop for an off-the-record channel (PROTOCOL.md §15.3)",
                 {
                     **_ok(_obj(["expires_at"], expires_at=INT), "201", "Open"),
-                    **_errors(*AUTHED, 409),
+                    **_errors(400, 401, 409),
+                    **_refused(403, f"{ROLE_FORBIDS}; policy_forbids: the exercise gives the "
+                               "caller no direct channel to anyone"),
+                    **_refused(429, "too_many_drops_opened: the caller opened 200 drops within "
+                               "the longest a drop lives (Retry-After: when one counts no more); "
+                               "too_many_drops: the relay's cap; rate_limited"),
                 },
                 body=_obj(
                     ["address", "read_hash", "expires_at"],
                     address=DIGEST,
                     read_hash=DIGEST,
-                    expires_at={"type": "integer", "minimum": 0},
+                    expires_at={
+                        "type": "integer",
+                        "minimum": 0,
+                        "description": "Unix seconds, in the future and at most "
+                        "max_drop_ttl_seconds + 3600 (the spread of drop expiries) from now; "
+                        "else 400 bad_expiry",
+                    },
                 ),
             )
         },
@@ -495,9 +634,50 @@ def openapi_document() -> dict[str, Any]:
             )
         },
     }
+    _bound_inputs(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Backchannel relay", "version": f"protocol v{PROTOCOL_VERSION}"},
         "components": {"securitySchemes": {"session": {"type": "http", "scheme": "bearer"}}},
         "paths": paths,
     }
+
+
+UNLIMITED = {"/healthz", "/metrics", "/openapi.json", "/v1/info"}
+BODY_REFUSED = {
+    "408": {
+        "description": "408 body_timeout: the body did not arrive within 30 s (--body-timeout); "
+        "the connection is closed. PROTOCOL.md §13.6",
+        "content": {"application/json": {"schema": ERROR}},
+    },
+    "413": {
+        "description": "413 payload_too_large (with limit_bytes): the body is over this route's "
+        "limit, refused from its Content-Length before it is read; the connection is closed",
+        "content": {"application/json": {"schema": ERROR}},
+    },
+}
+LIMITED = {
+    "description": "429 rate_limited: the per-identity limits, or for a stranger the per-address "
+    "limit (300 in a burst, 5 a second; a refused request costs 5 more); relay_busy: the relay "
+    "holds as many request bodies as it may (Retry-After: 1). PROTOCOL.md §13.6",
+    "content": {"application/json": {"schema": ERROR}},
+}
+
+
+def _bound_inputs(paths: dict[str, Any]) -> None:
+    """Every route with a body states its size limit and the 408 and 413 refusals; every route
+    but monitoring and the constant documents may answer 429 (PROTOCOL.md §13.6)."""
+    from .config import RelayConfig
+    from .wire import body_limit
+
+    config = RelayConfig()
+    for template, operations in paths.items():
+        for operation in operations.values():
+            responses = operation["responses"]
+            if "requestBody" in operation:
+                limit = body_limit(config, template)
+                operation["requestBody"]["description"] = f"At most {limit} bytes"
+                for status, response in BODY_REFUSED.items():
+                    responses.setdefault(status, response)
+            if template not in UNLIMITED:
+                responses.setdefault("429", LIMITED)

@@ -7,13 +7,14 @@ in the OpenAPI document (`openapi.py`) and PROTOCOL.md §13.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import base64
 import hmac
 import json
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Callable
 from typing import Any, TypeVar
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 from prometheus_client import generate_latest
 
 from backchannel import PROTOCOL_VERSION
@@ -28,11 +29,13 @@ from backchannel.prekeys import (
     PrekeyBundle,
     SignedPrekey,
 )
-from backchannel.proposals import EntryKind, NotaryReceipt
+from backchannel.proposals import EntryKind, NotaryLink, NotaryReceipt
 from backchannel.relay_auth import verify_login, verify_registration
 
+from .access import require_sender
 from .appkeys import (
     ADMIN_TOKEN_HASH,
+    BUNDLES,
     COMMITTER,
     CONFIG,
     DROPS,
@@ -40,19 +43,29 @@ from .appkeys import (
     HUB,
     METRICS,
     NOTARY,
-    PUBLIC_LIMITER,
     RELAY_ID,
+    SEND_LIMITER,
     SOCKETS,
     STORE,
     participant,
 )
 from .delivery import GroupCommitter
-from .errors import BadRequest, Forbidden, NotFound, TooManyRequests, Unauthorized
+from .errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    RelayError,
+    TooManyRequests,
+    Unauthorized,
+)
+from .limits import RateLimit, RateLimiter
+from .notary import Direct
 from .openapi import openapi_document
 from .store import NewEnvelope, ParticipantInfo, StoredEnvelope, digest
 from .wire import (
     MAX_ID,
     b64,
+    body_limits,
     bytes_field,
     bytes_list,
     envelope_ids,
@@ -63,6 +76,7 @@ from .wire import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("backchannel_relay")
 routes = web.RouteTableDef()
 PUBLIC = {
     "/healthz",
@@ -73,7 +87,6 @@ PUBLIC = {
     "/v1/auth/challenge",
     "/v1/auth/token",
     "/v1/admin/invites",
-    "/v1/notary/log",  # commitments and digests only: anyone may check the chain
 }
 SEALED = {"/v1/drops/send", "/v1/drops/fetch", "/v1/drops/ack", "/v1/drops/close"}
 """Sealed-sender routes: the token or read key in the body is the credential, and nobody logs in,
@@ -82,6 +95,11 @@ PUBLIC |= SEALED
 SILENT = SEALED | {"/v1/drops"}
 """Routes that leave no access-log line and no metric: off-the-record traffic."""
 MAX_PAGE = 500
+MAILBOX_READS = {("GET", "/v1/messages"), ("POST", "/v1/messages/ack"), ("GET", "/v1/ws")}
+"""Reading and acknowledging one's own mailbox: paid from the read budget (`RelayConfig.
+read_rate`), so that no amount of sending, one's own or anyone's, keeps a participant from it."""
+SENDS = {("POST", "/v1/messages")}
+"""Paid per envelope from the send budget by the handler (`RelayConfig.send_rate`)."""
 
 
 def _parsed(parse: Callable[[Reader], T], data: bytes, what: str) -> T:
@@ -135,14 +153,22 @@ async def info(request: web.Request) -> web.Response:
             "protocol_version": PROTOCOL_VERSION,
             "limits": {
                 "max_envelope_bytes": MAX_CIPHERTEXT_BYTES,
-                "max_batch": config.max_batch,
+                "max_batch": config.batch_limit,
                 "max_body_bytes": config.max_body_bytes,
+                "body_limits": body_limits(config),
+                "body_timeout_seconds": config.body_timeout,
                 "max_queue_envelopes": config.limits.max_queue_envelopes,
                 "max_queue_bytes": config.limits.max_queue_bytes,
                 "max_expiry_seconds": config.limits.max_expiry_seconds,
                 "max_drop_ttl_seconds": config.drops.max_ttl,
                 "rate_burst": config.rate.burst,
                 "rate_per_second": config.rate.per_second,
+                "send_burst": config.send_rate.burst,
+                "send_per_second": config.send_rate.per_second,
+                "read_burst": config.read_rate.burst,
+                "read_per_second": config.read_rate.per_second,
+                "max_share_envelopes": config.limits.max_share_envelopes,
+                "max_share_bytes": config.limits.max_share_bytes,
             },
         }
     )
@@ -205,7 +231,20 @@ def _checked_prekeys(
             kem_one_time.append((prekey.id, raw))
     except BackchannelError as exc:
         raise BadRequest(f"prekey: {exc}", code=exc.code) from None
+    _distinct([i for i, _ in one_time], "one-time X25519 prekey")
+    _distinct([i for i, _ in [*kem_one_time, *([last_resort] if last_resort else [])]],
+              "KEM prekey (one-time and last-resort KEM prekeys share one id space)")  # fmt: skip
     return one_time, kem_one_time, last_resort
+
+
+def _distinct(ids: list[int], what: str) -> None:
+    """PROTOCOL.md §3: an initial message names a prekey by its id alone, so within its id space
+    an id is never given twice (in one request here; across requests the store refuses it)."""
+    seen: set[int] = set()
+    for prekey_id in ids:
+        if prekey_id in seen:
+            raise BadRequest(f"{what} id {prekey_id} appears twice", code="duplicate_prekey_id")
+        seen.add(prekey_id)
 
 
 @routes.post("/v1/auth/challenge")
@@ -238,6 +277,17 @@ async def token(request: web.Request) -> web.Response:
     return web.json_response({"token": b64(session_token), "expires_at": expires_at})
 
 
+@routes.post("/v1/auth/logout")
+async def logout(request: web.Request) -> web.Response:
+    """Revoke the session token this request presents (PROTOCOL.md §13.3)."""
+    token = base64.b64decode(request.headers["Authorization"][7:].strip())
+    await request.app[STORE].revoke_token(token)
+    return web.json_response({"revoked": True})
+
+
+MAX_INVITE_TTL = 366 * 24 * 3600
+
+
 @routes.post("/v1/admin/invites")
 async def admin_invite(request: web.Request) -> web.Response:
     header = request.headers.get("Authorization", "")
@@ -245,7 +295,7 @@ async def admin_invite(request: web.Request) -> web.Response:
     if not presented or not hmac.compare_digest(digest(presented), request.app[ADMIN_TOKEN_HASH]):
         raise Unauthorized("a valid admin token is required", code="admin_token_required")
     body = await json_body(request)
-    ttl = int_field(body, "ttl_seconds", request.app[CONFIG].invite_ttl)
+    ttl = int_field(body, "ttl_seconds", request.app[CONFIG].invite_ttl, MAX_INVITE_TTL)
     name, role = text_field(body, "name"), text_field(body, "role", 16)
     code, expires_at = await request.app[STORE].create_invite(name, role, ttl)
     return web.json_response(
@@ -270,9 +320,17 @@ async def directory_entry(request: web.Request) -> web.Response:
 
 @routes.get("/v1/prekeys/{name}")
 async def fetch_bundle(request: web.Request) -> web.Response:
-    identity, signed, one_time, kem, left = await request.app[STORE].take_bundle_parts(
-        request.match_info["name"]
+    """Hand out a bundle (and so one of the target's one-time prekeys) only to whom may write
+    to the target, at a limited pace, and remember it for the target's own count."""
+    me, store, guard = participant(request), request.app[STORE], request.app[BUNDLES]
+    require_sender(me, "start sessions, so they fetch no prekey bundles")
+    target = await store.participant(request.match_info["name"])
+    await request.app[EXERCISES].may_reach(
+        me.name, target.name, "its prekey bundle goes to whoever may write to it"
     )
+    guard.admit(me.id, target)
+    identity, signed, one_time, kem, left = await store.take_bundle_parts(target.name)
+    guard.taken(me.id, target.id)
     bundle = PrekeyBundle(
         IdentityPublic.from_bytes(identity),
         _parsed(SignedPrekey.read, signed, "stored signed prekey"),
@@ -284,7 +342,10 @@ async def fetch_bundle(request: web.Request) -> web.Response:
 
 @routes.get("/v1/prekeys")
 async def own_prekeys(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[STORE].prekey_counts(participant(request).id))
+    """The caller's counts, and how many of its bundles were taken lately (drain warning)."""
+    me = participant(request)
+    counts = await request.app[STORE].prekey_counts(me.id)
+    return web.json_response({**counts, **request.app[BUNDLES].report(me.id)})
 
 
 @routes.post("/v1/prekeys")
@@ -305,12 +366,30 @@ async def upload_prekeys(request: web.Request) -> web.Response:
     return web.json_response(await store.prekey_counts(me.id))
 
 
+async def _pay_for_envelopes(request: web.Request, who: ParticipantInfo, count: int) -> None:
+    """One token of the sender's send budget per envelope, before any is looked at: a batch
+    of 256 costs 256, and refused envelopes cost as much as accepted ones."""
+    try:
+        await request.app[SEND_LIMITER].take_async(who.id, count)
+    except TooManyRequests as exc:
+        raise TooManyRequests(
+            f"too many envelopes sent ({count} in this request); slow down",
+            retry_after=exc.retry_after,
+            code="send_rate_limited",
+        ) from None
+
+
 @routes.post("/v1/messages")
 async def send(request: web.Request) -> web.Response:
-    body = await json_body(request)
     me = participant(request)
+    require_sender(me, "send letters")
     config, store = request.app[CONFIG], request.app[STORE]
-    raw = bytes_list(body, "envelopes", config.max_batch)
+    try:
+        raw = bytes_list(await json_body(request), "envelopes", config.batch_limit)
+    except RelayError:
+        await _pay_for_envelopes(request, me, 1)  # unreadable, yet not free
+        raise
+    await _pay_for_envelopes(request, me, max(1, len(raw)))
     if not raw:
         raise BadRequest("field 'envelopes' must hold at least one envelope", code="invalid_field")
     now = store.now()
@@ -340,7 +419,7 @@ async def send(request: web.Request) -> web.Response:
         raise NotFound(f"no participant named {missing[0]!r}", code="unknown_recipient")
     await request.app[EXERCISES].check(envelopes)
     items = [
-        (ids[e.recipient], NewEnvelope(e.recipient, e.message_id, e.expires_at, data))
+        (ids[e.recipient], NewEnvelope(e.recipient, e.message_id, e.expires_at, data, me.id))
         for e, data in zip(envelopes, raw, strict=True)
     ]
     receipts = await request.app[COMMITTER].submit(items)
@@ -408,6 +487,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     gauge = request.app[METRICS].websockets
     gauge.inc()
     reader = asyncio.create_task(_read_acks(ws, request.app[COMMITTER], me.id))
+    failed = False
     try:
         last = 0
         delivered = request.app[METRICS].envelopes_delivered
@@ -433,13 +513,23 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
                 waiter.cancel()
     except (ConnectionResetError, asyncio.CancelledError):
         pass
+    except Exception as exc:  # the socket is upgraded: it gets a close code, never an HTTP 500
+        log.error("websocket failed: %s", type(exc).__name__)
+        failed = True
     finally:
         reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await reader
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:
+            log.error("websocket reader failed: %s", type(exc).__name__)
+            failed = True
         hub.unsubscribe(me.id, wake)
         sockets.discard(ws)
         gauge.dec()
+        if failed:
+            await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"relay error")
         await ws.close()
     return ws
 
@@ -453,19 +543,49 @@ def _push_frame(envelope: StoredEnvelope) -> str:
     )
 
 
+MAX_INVALID_FRAMES = 8
+"""Invalid frames one socket may send, each answered with an error frame; the next closes the
+socket with 1008 (policy violation)."""
+FRAME_RATE = RateLimit(100.0, 20.0)
+"""Frames one socket may send: a burst, then a steady rate. Beyond it the relay stops reading
+the socket until the bucket refills: the client is slowed, never refused, since losing an
+acknowledgement would only bring its envelopes back."""
+
+
+def _ack_ids(message: WSMessage) -> list[int] | None:
+    """The ids of an `{"type": "ack", "ids": [...]}` frame, or None for anything else."""
+    if message.type != WSMsgType.TEXT:
+        return None
+    try:
+        frame = json.loads(message.data)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(frame, dict) or frame.get("type") != "ack":
+        return None
+    return envelope_ids(frame.get("ids"), MAX_PAGE)
+
+
 async def _read_acks(ws: web.WebSocketResponse, committer: GroupCommitter, me: int) -> None:
     """The client's half of the socket: acknowledgements, which delete from its mailbox."""
+    frames = RateLimiter(FRAME_RATE, max_keys=1)
+    invalid = 0
     async for message in ws:
-        if message.type != WSMsgType.TEXT:
-            continue
-        ids: list[int] | None = None
-        try:
-            frame = json.loads(message.data)
-            if frame.get("type") == "ack":
-                ids = envelope_ids(frame.get("ids"), MAX_PAGE)
-        except (ValueError, AttributeError):
-            pass
+        if message.type == WSMsgType.ERROR:  # a frame over the size limit: aiohttp closes
+            return
+        while True:
+            try:
+                frames.take(None)
+                break
+            except TooManyRequests as exc:
+                await asyncio.sleep(exc.retry_after)
+        ids = _ack_ids(message)
         if ids is None:
+            invalid += 1
+            if invalid > MAX_INVALID_FRAMES:
+                await ws.close(
+                    code=WSCloseCode.POLICY_VIOLATION, message=b"too many invalid frames"
+                )
+                return
             await ws.send_json(
                 {
                     "type": "error",
@@ -492,9 +612,43 @@ def _receipt(receipt: NotaryReceipt) -> dict[str, object]:
     return {"receipt": b64(receipt.to_bytes()), "seq": entry.seq, "at_ms": entry.at_ms}
 
 
+def _logged(item: NotaryReceipt | NotaryLink) -> dict[str, object]:
+    if isinstance(item, NotaryLink):
+        return {"seq": item.seq, "link": b64(item.to_bytes())}
+    return _receipt(item)
+
+
+async def _reaches_parties(
+    request: web.Request, commitment: bytes, what: str, mediated: bool
+) -> None:
+    """A statement or a key about a notarised proposal reaches its other parties: refuse it
+    where the policy gives no direct channel, nor (`mediated`: a statement, which the maker's
+    client sends through the mediator, and the log shows the party only as a link) a route
+    through the proposal's mediator. A key is handed out by the relay itself: direct only."""
+    parties = await request.app[NOTARY].parties(commitment)
+    if parties is not None:
+        author, addressees, mediator = parties
+        await request.app[EXERCISES].may_write(
+            participant(request).name,
+            [author, *addressees],
+            what,
+            via=mediator if mediated else None,
+        )
+
+
+def _direct_to(request: web.Request) -> Direct:
+    """Whether a participant may write directly to the caller: whether the notary may show the
+    caller what that participant notarised."""
+    exercises, me = request.app[EXERCISES], participant(request).name
+    return lambda name: exercises.direct(name, me)
+
+
 @routes.post("/v1/notary/commitments")
 async def notary_commit(request: web.Request) -> web.Response:
-    """Sequence and sign a proposal's commitment; name who may accept it."""
+    """Sequence and sign a proposal's commitment with the terms the notary enforces: its
+    author, who may accept it, and its expiry (PROTOCOL.md §14.4)."""
+    me = participant(request)
+    require_sender(me, "notarise proposals")
     body = await json_body(request)
     commitment = bytes_field(body, "commitment", 32)
     names = body.get("addressees")
@@ -502,24 +656,32 @@ async def notary_commit(request: web.Request) -> web.Response:
         not isinstance(names, list)
         or not 0 < len(names) <= MAX_ADDRESSEES
         or not all(isinstance(name, str) for name in names)
+        or len(set(names)) != len(names)
     ):
         raise BadRequest(
-            f"field 'addressees' must list 1 to {MAX_ADDRESSEES} names", code="invalid_field"
+            f"field 'addressees' must list 1 to {MAX_ADDRESSEES} different names",
+            code="invalid_field",
         )
     expires_at_ms = int_field(body, "expires_at_ms", 0)
-    ids = await request.app[STORE].participant_ids(names)
-    missing = sorted(set(names) - ids.keys())
-    if missing:
-        raise NotFound(f"no participant named {missing[0]!r}", code="unknown_participant")
-    receipt = await request.app[NOTARY].commit(
-        participant(request).id, commitment, list(ids.values()), expires_at_ms
+    via = body.get("via")
+    if via is not None and (not isinstance(via, str) or via == me.name or via in names):
+        raise BadRequest(
+            "field 'via' names the proposal's mediator: a participant other than its author "
+            "and addressees",
+            code="invalid_field",
+        )
+    await request.app[EXERCISES].may_write(
+        me.name, names, "a proposal notarised for its addressees", via=via, advise=True
     )
+    receipt = await request.app[NOTARY].commit(me, commitment, names, expires_at_ms, via)
     return web.json_response(_receipt(receipt), status=201)
 
 
 @routes.post("/v1/notary/statements")
 async def notary_statement(request: web.Request) -> web.Response:
     """Sequence and sign a statement's digest about a notarised proposal."""
+    me = participant(request)
+    require_sender(me, "make statements about proposals")
     body = await json_body(request)
     name = body.get("kind")
     kind = NOTARY_KINDS.get(name) if isinstance(name, str) else None
@@ -527,11 +689,10 @@ async def notary_statement(request: web.Request) -> web.Response:
         raise BadRequest(
             f"field 'kind' must be one of {', '.join(NOTARY_KINDS)}", code="invalid_field"
         )
+    commitment, digest = bytes_field(body, "commitment", 32), bytes_field(body, "digest", 32)
+    await _reaches_parties(request, commitment, "a statement about a proposal", mediated=True)
     receipt = await request.app[NOTARY].record(
-        participant(request).id,
-        kind,
-        bytes_field(body, "commitment", 32),
-        bytes_field(body, "digest", 32),
+        me.id, kind, commitment, digest, _direct_to(request)
     )
     return web.json_response(_receipt(receipt), status=201)
 
@@ -542,6 +703,8 @@ MAX_RELEASE_AHEAD_MS = 366 * 24 * 3600 * 1000
 @routes.post("/v1/notary/keys")
 async def notary_deposit(request: web.Request) -> web.Response:
     """Hold a timed proposal's content key until its reveal time (PROTOCOL.md §14.5)."""
+    me = participant(request)
+    require_sender(me, "deposit content keys")
     body = await json_body(request)
     commitment = bytes_field(body, "commitment", 32)
     key = bytes_field(body, "key", 32)
@@ -550,7 +713,8 @@ async def notary_deposit(request: web.Request) -> web.Response:
     if not 0 <= release_at_ms <= notary.store.now_ms() + MAX_RELEASE_AHEAD_MS:
         raise BadRequest("field 'release_at_ms' must be a time within a year",
                          code="invalid_field")  # fmt: skip
-    await notary.deposit(participant(request).id, commitment, key, release_at_ms)
+    await _reaches_parties(request, commitment, "a content key for a proposal", mediated=False)
+    await notary.deposit(me.id, commitment, key, release_at_ms)
     return web.json_response({"release_at_ms": release_at_ms}, status=201)
 
 
@@ -568,13 +732,15 @@ async def notary_release(request: web.Request) -> web.Response:
 
 @routes.get("/v1/notary/log")
 async def notary_log(request: web.Request) -> web.Response:
-    """The log in seq order, each entry as its signed receipt, for anyone to check the chain."""
+    """The log in seq order: the entries of the caller's own proposals made by whoever may
+    write to it directly as signed receipts, every other entry as a link, so that anyone logged
+    in checks the whole chain."""
     after = query_int(request, "after", 0, MAX_ID)
     limit = query_int(request, "limit", 100, MAX_PAGE) or 1
-    receipts = await request.app[NOTARY].log(after, limit)
-    return web.json_response(
-        {"entries": [_receipt(r) for r in receipts], "more": len(receipts) == limit}
+    items = await request.app[NOTARY].log(
+        participant(request).id, after, limit, _direct_to(request)
     )
+    return web.json_response({"entries": [_logged(i) for i in items], "more": len(items) == limit})
 
 
 # --- drops: sealed-sender delivery (PROTOCOL.md §15.3) ---------------------------------------
@@ -583,24 +749,29 @@ async def notary_log(request: web.Request) -> web.Response:
 @routes.post("/v1/drops")
 async def create_drop(request: web.Request) -> web.Response:
     """Open a drop (authenticated, so drops cannot be made by the million; nothing links the
-    drop to its maker once this request is answered)."""
+    drop to its maker once this request is answered).
+
+    The relay cannot know the drop's correspondent (that is the point of sealed sender), so the
+    policy holds where it can: the role must send, the exercise must give it a direct channel
+    to someone, and it may hold only so many drops (`DropQuota`, times only)."""
+    me, drops = participant(request), request.app[DROPS]
+    require_sender(me, "open off-the-record channels")
+    if not await request.app[EXERCISES].has_direct_channel(me.name):
+        raise Forbidden(
+            f"the exercise gives {me.name} no direct channel to anyone, and an off-the-record "
+            "channel needs one",
+            code="policy_forbids",
+        )
     body = await json_body(request)
-    expires_at = await request.app[DROPS].create(
-        bytes_field(body, "address", 32),
-        bytes_field(body, "read_hash", 32),
-        int_field(body, "expires_at"),
-    )
-    return web.json_response({"expires_at": expires_at}, status=201)
-
-
-async def _unknown_costs(request: web.Request, call: Awaitable[T]) -> T:
-    """A wrong token or read key costs its sender's address a token of the public limit (in
-    memory only), so guessing is slow; a right one does not, so polling is not."""
+    address, read_key_hash = bytes_field(body, "address", 32), bytes_field(body, "read_hash", 32)
+    expires_at = int_field(body, "expires_at")
+    drops.quota.take(me.id)
     try:
-        return await call
-    except (Forbidden, NotFound):
-        request.app[PUBLIC_LIMITER].take(request.remote or "")
+        expires_at = await drops.create(address, read_key_hash, expires_at)
+    except RelayError:
+        drops.quota.refund(me.id)
         raise
+    return web.json_response({"expires_at": expires_at}, status=201)
 
 
 @routes.post("/v1/drops/send")
@@ -608,7 +779,9 @@ async def drop_send(request: web.Request) -> web.Response:
     body = await json_body(request)
     token = bytes_field(body, "token", 32)
     envelope = bytes_field(body, "envelope")
-    duplicate = await _unknown_costs(request, request.app[DROPS].deliver(token, envelope))
+    # A refusal (wrong token, bad envelope) costs the caller's address (`app.py`), in memory
+    # only, so guessing is slow; a right one does not, so polling is not.
+    duplicate = await request.app[DROPS].deliver(token, envelope)
     return web.json_response({"duplicate": duplicate}, status=200 if duplicate else 201)
 
 
@@ -626,9 +799,7 @@ async def drop_fetch(request: web.Request) -> web.Response:
         raise BadRequest(
             f"'after' is at most {MAX_ID} and 'limit' from 1 to {MAX_PAGE}", code="invalid_field"
         )
-    messages, expires_at = await _unknown_costs(
-        request, request.app[DROPS].fetch(read_key, after, limit)
-    )
+    messages, expires_at = await request.app[DROPS].fetch(read_key, after, limit)
     return web.json_response(
         {
             "messages": [{"id": m.id, "envelope": b64(m.body)} for m in messages],
@@ -648,14 +819,14 @@ async def drop_ack(request: web.Request) -> web.Response:
             f"field 'ids' must be a list of at most {MAX_PAGE} positive integers",
             code="invalid_field",
         )
-    count = await _unknown_costs(request, request.app[DROPS].acknowledge(read_key, ids))
+    count = await request.app[DROPS].acknowledge(read_key, ids)
     return web.json_response({"acknowledged": count})
 
 
 @routes.post("/v1/drops/close")
 async def drop_close(request: web.Request) -> web.Response:
     body = await json_body(request)
-    await _unknown_costs(request, request.app[DROPS].close(_read_key(body)))
+    await request.app[DROPS].close(_read_key(body))
     return web.json_response({"closed": True})
 
 

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import os
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from sqlalchemy import (
     select,
     text,
     true,
+    tuple_,
     update,
     values,
 )
@@ -40,12 +42,21 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .database import is_sqlite, open_sync_sqlite_engine
-from .errors import BadRequest, Conflict, Forbidden, MailboxFull, NotFound, Unauthorized
+from .errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    MailboxFull,
+    NotFound,
+    SenderShareFull,
+    Unauthorized,
+)
 from .models import (
     Challenge,
     EnvelopeRow,
     Invite,
     KemPrekeyRow,
+    MailboxShare,
     MessageIdRow,
     OneTimePrekeyRow,
     Participant,
@@ -59,10 +70,21 @@ from .wakeups import CHANNEL, payloads
 Clock = Callable[[], float]
 T = TypeVar("T")
 CACHE_ENTRIES = 100_000
-"""At most this many session tokens, and as many names, remembered in memory."""
+"""At most this many session tokens, and as many names, remembered in memory (the least
+recently used forgotten first)."""
+MAX_OPEN_CHALLENGES = 8
+"""Unexpired login challenges per participant: a new one beyond replaces the oldest, so that
+nobody can pile up challenges for a name, nor lock its owner out by asking for them."""
 MAILBOX_LOCKS = 0x6263_6D62  # "bcmb": with a participant id, one writer of that mailbox at a time
 IN_CHUNK = 500
 """Values per `IN (...)` list (well under any database's limit on bound parameters)."""
+TOKEN_RECHECK_SECONDS = 5
+"""How long this process trusts a token it found without asking the database again."""
+SHARE_RETRY_AFTER = 60
+"""Seconds a sender whose share of a mailbox is full is asked to wait: the share frees only as
+the recipient reads, which no retry hurries."""
+ShareDeltas = dict[tuple[int, int], tuple[int, int]]
+"""(recipient, sender) -> change of that sender's share of that mailbox (count, bytes)."""
 
 
 def digest(secret: bytes) -> bytes:
@@ -74,6 +96,10 @@ def digest(secret: bytes) -> bytes:
 class Limits:
     max_queue_envelopes: int = 10_000
     max_queue_bytes: int = 64 * 1024 * 1024
+    max_share_envelopes: int = 1_250
+    """What one sender may have waiting in one recipient's mailbox: an eighth of the queue, so
+    a correspondent flooding a mailbox leaves the rest of it to everyone else."""
+    max_share_bytes: int = 8 * 1024 * 1024
     max_expiry_seconds: int = 30 * 24 * 3600
     challenge_ttl: int = 60
     token_ttl: int = 3600
@@ -93,6 +119,8 @@ class NewEnvelope:
     message_id: bytes
     expires_at: int
     body: bytes
+    sender_id: int | None = None
+    """The sender's internal id: whose share of the recipient's mailbox it counts in."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +140,7 @@ class StoredEnvelope:
 
 # Core tables for the hot paths (sending, pushing, acknowledging): no ORM unit of work there.
 ENVELOPES = cast(Table, EnvelopeRow.__table__)
+SHARES = cast(Table, MailboxShare.__table__)
 MESSAGE_IDS = cast(Table, MessageIdRow.__table__)
 PARTICIPANTS = cast(Table, Participant.__table__)
 
@@ -139,11 +168,13 @@ class Store:
         self.sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if is_sqlite(engine) else None
         self._id_key = b""
-        # Tokens and names never change once written (a token only expires; no participant is
-        # renamed or removed), so this process may remember them instead of asking the database
-        # on every request. Only hits are remembered: a miss may be issued by another process.
-        self._token_cache: dict[bytes, tuple[ParticipantInfo, int]] = {}
-        self._ids_by_name: dict[str, int] = {}
+        # Names never change once written (no participant is renamed or removed), and a token
+        # only expires or is revoked, so this process may remember them instead of asking the
+        # database on every request: a token for at most TOKEN_RECHECK_SECONDS, so that one
+        # revoked by another process stops working here within that. Only hits are remembered:
+        # a miss may be issued by another process.
+        self._token_cache: OrderedDict[bytes, tuple[ParticipantInfo, int]] = OrderedDict()
+        self._ids_by_name: OrderedDict[str, int] = OrderedDict()
         self._writer: tuple[ThreadPoolExecutor, Engine] | None = None
         self.wake_origin: str | None = None
         """Set when other relay processes share this database: commits then notify them."""
@@ -240,7 +271,12 @@ class Store:
                 queued_bytes=0,
             )
             session.add(row)
-            await session.flush()
+            try:
+                await session.flush()
+            except IntegrityError:  # the same name registered at the same moment
+                raise Conflict(
+                    f"the name {name!r} is already registered", code="name_taken"
+                ) from None
             session.add(SignedPrekeyRow(participant_id=row.id, encoded=signed_prekey))
             session.add(
                 KemPrekeyRow(
@@ -273,10 +309,14 @@ class Store:
                 rows = await session.execute(
                     select(Participant.name, Participant.id).where(Participant.name.in_(missing))
                 )
-                if len(known) + len(missing) > CACHE_ENTRIES:
-                    known.clear()
-                known.update({name: pid for name, pid in rows.tuples()})
-        return {name: known[name] for name in wanted if name in known}
+                for name, pid in rows.tuples():
+                    known[name] = pid
+                    if len(known) > CACHE_ENTRIES:
+                        known.popitem(last=False)
+        found = {name: known[name] for name in wanted if name in known}
+        for name in found:
+            known.move_to_end(name)
+        return found
 
     async def directory(self) -> list[ParticipantInfo]:
         async with self.read() as session:
@@ -287,6 +327,13 @@ class Store:
         challenge = os.urandom(32)
         async with self.write() as session:
             await session.execute(delete(Challenge).where(Challenge.expires_at < self.now()))
+            oldest = (
+                select(Challenge.challenge_hash)
+                .where(Challenge.participant_id == participant_id)
+                .order_by(Challenge.expires_at.desc())
+                .offset(MAX_OPEN_CHALLENGES - 1)
+            )
+            await session.execute(delete(Challenge).where(Challenge.challenge_hash.in_(oldest)))
             session.add(
                 Challenge(
                     challenge_hash=digest(challenge),
@@ -320,14 +367,32 @@ class Store:
             )
         return token, expires_at
 
+    async def revoke_token(self, token: bytes) -> None:
+        """Log out: the token stops working at once in this process, and within
+        TOKEN_RECHECK_SECONDS in the others sharing the database."""
+        token_hash = digest(token)
+        self._token_cache.pop(token_hash, None)
+        async with self.write() as session:
+            await session.execute(delete(SessionToken).where(SessionToken.token_hash == token_hash))
+
+    def cached_participant(self, token: bytes) -> ParticipantInfo | None:
+        """The token's participant if this process remembers the token unexpired (no I/O)."""
+        token_hash = digest(token)
+        cached = self._token_cache.get(token_hash)
+        if cached is None:
+            return None
+        if cached[1] < self.now():
+            del self._token_cache[token_hash]
+            return None
+        self._token_cache.move_to_end(token_hash)
+        return cached[0]
+
     async def participant_for_token(self, token: bytes) -> ParticipantInfo | None:
+        cached = self.cached_participant(token)
+        if cached is not None:
+            return cached
         token_hash = digest(token)
         now = self.now()
-        cached = self._token_cache.get(token_hash)
-        if cached is not None:
-            if cached[1] >= now:
-                return cached[0]
-            del self._token_cache[token_hash]
         async with self.read() as session:
             found = (
                 await session.execute(
@@ -340,11 +405,9 @@ class Store:
         if found is None:
             return None
         info = _info(found[0])
-        if len(self._token_cache) >= CACHE_ENTRIES:
-            self._token_cache = {k: v for k, v in self._token_cache.items() if v[1] >= now}
-            if len(self._token_cache) >= CACHE_ENTRIES:
-                self._token_cache.clear()
-        self._token_cache[token_hash] = (info, int(found[1]))
+        self._token_cache[token_hash] = (info, min(int(found[1]), now + TOKEN_RECHECK_SECONDS))
+        if len(self._token_cache) > CACHE_ENTRIES:
+            self._token_cache.popitem(last=False)
         return info
 
     # --- prekeys ------------------------------------------------------------------------------
@@ -453,15 +516,19 @@ class Store:
             if self._write_lock is None:
                 _lock_mailboxes(connection, batches)
             deltas: dict[int, tuple[int, int]] = {}  # participant -> change of its counters
+            shares: ShareDeltas = {}  # (recipient, sender) -> change of that sender's share
             acknowledged = []
             for (rid, _), (count, size) in zip(
-                acks, _delete_acknowledged(connection, acks), strict=True
+                acks, _delete_acknowledged(connection, acks, shares), strict=True
             ):
                 acknowledged.append(count)
                 before = deltas.get(rid, (0, 0))
                 deltas[rid] = (before[0] - count, before[1] - size)
-            results = self._insert_batches(connection, batches, now_ms, deltas) if batches else []
+            results = (
+                self._insert_batches(connection, batches, now_ms, deltas, shares) if batches else []
+            )
             _add_to_counters(connection, deltas)
+            _add_to_shares(connection, shares)
             if self.wake_origin is not None:
                 arrived = [
                     rid
@@ -534,11 +601,13 @@ class Store:
         batches: Sequence[Sequence[tuple[int, NewEnvelope]]],
         now_ms: int,
         deltas: dict[int, tuple[int, int]],
+        share_deltas: ShareDeltas,
     ) -> list[list[Receipt] | Exception]:
         """Plan every request against one read of the seen ids and the mailbox counters, then
         write all fresh envelopes and their id hashes with a few multi-row INSERTs: the number
         of statements does not grow with the number of requests. What the envelopes add to the
-        mailbox counters is added to `deltas` (which holds what acknowledgements took away)."""
+        mailbox counters is added to `deltas` (which holds what acknowledgements took away),
+        and what they add to their senders' shares to `share_deltas` (likewise)."""
         hashes = [[self.message_id_hash(rid, env.message_id) for rid, env in b] for b in batches]
         seen: dict[bytes, tuple[int, int]] = {}
         wanted = sorted({h for batch_hashes in hashes for h in batch_hashes})
@@ -562,6 +631,14 @@ class Store:
             freed = deltas.get(pid, (0, 0))
             counters[pid] = (count + freed[0], size + freed[1])
         start = dict(counters)
+        shares = _read_shares(
+            connection,
+            {(rid, env.sender_id) for b in batches for rid, env in b if env.sender_id is not None},
+        )
+        for key, (count, size) in share_deltas.items():
+            if key in shares:
+                shares[key] = (shares[key][0] + count, shares[key][1] + size)
+        share_start = dict(shares)
 
         limits = self.limits
         first_in_group: dict[bytes, int] = {}  # id hash -> its row in `fresh`
@@ -570,6 +647,7 @@ class Store:
         changed: set[int] = set()
         for batch, batch_hashes in zip(batches, hashes, strict=True):
             planned: dict[int, tuple[int, int]] = {}
+            planned_shares: dict[tuple[int, int], tuple[int, int]] = {}
             local: dict[bytes, int] = {}
             adding: list[tuple[int, NewEnvelope, bytes]] = []
             plan: list[tuple[bool, int]] = []
@@ -582,6 +660,14 @@ class Store:
                 if earlier is not None:
                     plan.append((False, earlier))
                     continue
+                share_key = (rid, env.sender_id) if env.sender_id is not None else None
+                if share_key is not None:
+                    held, held_bytes = planned_shares.get(share_key) or shares[share_key]
+                    held, held_bytes = held + 1, held_bytes + len(env.body)
+                    if held > limits.max_share_envelopes or held_bytes > limits.max_share_bytes:
+                        refused = _share_full(env.recipient, limits)
+                        break
+                    planned_shares[share_key] = (held, held_bytes)
                 count, size = planned.get(rid) or counters[rid]
                 count, size = count + 1, size + len(env.body)
                 if count > limits.max_queue_envelopes:
@@ -604,10 +690,12 @@ class Store:
             fresh.extend(adding)
             counters.update(planned)
             changed.update(planned)
+            shares.update(planned_shares)
             plans.append(plan)
 
         seqs = _insert_envelopes(
-            connection, [(rid, now_ms, env.expires_at, env.body) for rid, env, _ in fresh]
+            connection,
+            [(rid, env.sender_id, now_ms, env.expires_at, env.body) for rid, env, _ in fresh],
         )
         _insert_message_ids(
             connection,
@@ -622,6 +710,11 @@ class Store:
                 before[0] + counters[pid][0] - start[pid][0],
                 before[1] + counters[pid][1] - start[pid][1],
             )
+        for key, (count, size) in shares.items():
+            added = (count - share_start[key][0], size - share_start[key][1])
+            if added != (0, 0):
+                before = share_deltas.get(key, (0, 0))
+                share_deltas[key] = (before[0] + added[0], before[1] + added[1])
 
         results: list[list[Receipt] | Exception] = []
         for batch, batch_hashes, outcome in zip(batches, hashes, plans, strict=True):
@@ -689,19 +782,24 @@ class Store:
         return count
 
     async def sweep_expired(self) -> int:
-        """Delete expired envelopes, message-id hashes, challenges and tokens."""
+        """Delete expired envelopes (giving back their senders' shares), message-id hashes,
+        challenges and tokens."""
         now = self.now()
         async with self.write() as session:
             gone = await session.execute(
                 delete(EnvelopeRow)
                 .where(EnvelopeRow.expires_at < now)
-                .returning(EnvelopeRow.recipient_id, func.length(EnvelopeRow.body))
+                .returning(
+                    EnvelopeRow.recipient_id, func.length(EnvelopeRow.body), EnvelopeRow.sender_id
+                )
             )
             per_recipient: dict[int, list[int]] = {}
-            for rid, size in gone.tuples():
+            shares: ShareDeltas = {}
+            for rid, size, sid in gone.tuples():
                 entry = per_recipient.setdefault(rid, [0, 0])
                 entry[0] += 1
                 entry[1] += int(size)
+                _give_back(shares, rid, sid, int(size))
             for rid, (count, size) in sorted(per_recipient.items()):  # the order commits use
                 await session.execute(
                     update(Participant)
@@ -711,6 +809,12 @@ class Store:
                         queued_bytes=Participant.queued_bytes - size,
                     )
                 )
+            await session.run_sync(lambda sync: _add_to_shares(sync.connection(), shares))
+            await session.execute(  # senders with nothing left waiting
+                delete(MailboxShare).where(
+                    MailboxShare.queued_count <= 0, MailboxShare.queued_bytes <= 0
+                )
+            )
             await session.execute(delete(MessageIdRow).where(MessageIdRow.expires_at < now))
             await session.execute(delete(Challenge).where(Challenge.expires_at < now))
             await session.execute(delete(SessionToken).where(SessionToken.expires_at < now))
@@ -718,13 +822,14 @@ class Store:
 
 
 SQLITE_ROWS_PER_INSERT = 150
-"""Rows per multi-row INSERT on SQLite: at most 750 parameters, under old builds' 999."""
+"""Rows per multi-row INSERT on SQLite: at most 900 parameters, under old builds' 999."""
 
 
 def _insert_envelopes(
-    connection: Connection, rows: Sequence[tuple[int, int, int, bytes]]
+    connection: Connection, rows: Sequence[tuple[int, int | None, int, int, bytes]]
 ) -> list[int]:
-    """INSERT (recipient_id, received_at, expires_at, body) rows; -> their seqs, in order.
+    """INSERT (recipient_id, sender_id, received_at, expires_at, body) rows; -> their seqs, in
+    order.
 
     On SQLite the transaction is `BEGIN IMMEDIATE` (the writer engine's, see database.py): no
     one else can insert before it commits, so it numbers the rows itself, after the highest
@@ -739,8 +844,14 @@ def _insert_envelopes(
         result = connection.execute(
             insert(ENVELOPES).returning(ENVELOPES.c.seq, sort_by_parameter_order=True),
             [
-                {"recipient_id": rid, "received_at": at, "expires_at": exp, "body": body}
-                for rid, at, exp, body in rows
+                {
+                    "recipient_id": rid,
+                    "sender_id": sid,
+                    "received_at": at,
+                    "expires_at": exp,
+                    "body": body,
+                }
+                for rid, sid, at, exp, body in rows
             ],
         )
         return list(result.scalars())
@@ -751,9 +862,9 @@ def _insert_envelopes(
     seqs = list(range(int(last) + 1, int(last) + 1 + len(rows)))
     for at in range(0, len(rows), SQLITE_ROWS_PER_INSERT):
         chunk = rows[at : at + SQLITE_ROWS_PER_INSERT]
-        values = ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
+        values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(chunk))
         connection.exec_driver_sql(
-            "INSERT INTO envelopes (seq, recipient_id, received_at, expires_at, body) "
+            "INSERT INTO envelopes (seq, recipient_id, sender_id, received_at, expires_at, body) "
             f"VALUES {values}",
             tuple(
                 value
@@ -811,7 +922,8 @@ def _lock_mailboxes(
 _DELETE_ACKNOWLEDGED = text(  # every acknowledgement of a group, each from its own mailbox
     "DELETE FROM envelopes USING unnest(CAST(:rids AS integer[]), CAST(:seqs AS bigint[]))"
     " AS acked(rid, seq) WHERE envelopes.recipient_id = acked.rid AND envelopes.seq = acked.seq"
-    " RETURNING envelopes.recipient_id, envelopes.seq, length(envelopes.body)"
+    " RETURNING envelopes.recipient_id, envelopes.seq, length(envelopes.body),"
+    " envelopes.sender_id"
 )
 _LOCK_MAILBOXES = text(  # one compiled statement whatever the number of ids; taken in array order
     "SELECT pg_advisory_xact_lock(CAST(:space AS integer), id)"
@@ -841,11 +953,73 @@ _ADD_TO_COUNTERS = (
 )
 
 
+def _read_shares(
+    connection: Connection, keys: set[tuple[int, int]]
+) -> dict[tuple[int, int], tuple[int, int]]:
+    """(recipient, sender) -> what that sender has waiting in that mailbox, for every key
+    asked (a sender with nothing there has no row: (0, 0))."""
+    found = dict.fromkeys(keys, (0, 0))
+    wanted = sorted(keys)
+    for at in range(0, len(wanted), IN_CHUNK):
+        rows = connection.execute(
+            select(
+                SHARES.c.recipient_id, SHARES.c.sender_id,
+                SHARES.c.queued_count, SHARES.c.queued_bytes,
+            ).where(
+                tuple_(SHARES.c.recipient_id, SHARES.c.sender_id).in_(wanted[at : at + IN_CHUNK])
+            )
+        )  # fmt: skip
+        found.update(((rid, sid), (count, size)) for rid, sid, count, size in rows.tuples())
+    return found
+
+
+def _give_back(shares: ShareDeltas, recipient_id: int, sender_id: int | None, size: int) -> None:
+    """An envelope left the mailbox (acknowledged or expired): its sender's share shrinks."""
+    if sender_id is None:  # stored before shares were kept
+        return
+    count, total = shares.get((recipient_id, sender_id), (0, 0))
+    shares[(recipient_id, sender_id)] = (count - 1, total - size)
+
+
+def _share_full(recipient: str, limits: Limits) -> SenderShareFull:
+    """The refusal names the recipient the sender chose and the sender's own share, nothing of
+    what anyone else has sent."""
+    return SenderShareFull(
+        f"you have as much waiting in {recipient}'s mailbox as one sender may "
+        f"({limits.max_share_envelopes} envelopes or {limits.max_share_bytes} bytes); "
+        "more fits as they read it",
+        retry_after=SHARE_RETRY_AFTER,
+    )
+
+
+def _add_to_shares(connection: Connection, deltas: ShareDeltas) -> None:
+    """Add to senders' shares of mailboxes: relative, like `_add_to_counters`, after it and
+    in (recipient, sender) order, so concurrent transactions take row locks in one order. One
+    upsert for growing and shrinking alike (a sender's first envelope creates its row; a
+    shrinking share has one). Rows that reach zero are left for the sweep."""
+    rows = [
+        {"rid": rid, "sid": sid, "count": count, "size": size}
+        for (rid, sid), (count, size) in sorted(deltas.items())
+        if (count, size) != (0, 0)
+    ]
+    if rows:
+        connection.execute(_ADD_TO_SHARE, rows)
+
+
+_ADD_TO_SHARE = text(  # the same statement on SQLite (3.24+) and PostgreSQL
+    "INSERT INTO mailbox_shares (recipient_id, sender_id, queued_count, queued_bytes)"
+    " VALUES (:rid, :sid, :count, :size) ON CONFLICT (recipient_id, sender_id) DO UPDATE SET"
+    " queued_count = mailbox_shares.queued_count + excluded.queued_count,"
+    " queued_bytes = mailbox_shares.queued_bytes + excluded.queued_bytes"
+)
+
+
 def _delete_acknowledged(
-    connection: Connection, acks: Sequence[tuple[int, Sequence[int]]]
+    connection: Connection, acks: Sequence[tuple[int, Sequence[int]]], shares: ShareDeltas
 ) -> list[tuple[int, int]]:
     """Delete what each (recipient, seqs) acknowledges from that recipient's own mailbox;
-    -> per acknowledgement, (how many it deleted, their bytes). The caller updates counters.
+    -> per acknowledgement, (how many it deleted, their bytes). The caller updates counters;
+    what each deleted envelope gave back to its sender's share is subtracted in `shares`.
 
     On SQLite (one writer at a time, so what is read stays true until the commit) every
     acknowledgement of the group costs the same two statements: find the envelopes with one
@@ -866,20 +1040,21 @@ def _delete_acknowledged(
             _DELETE_ACKNOWLEDGED,
             {"rids": [rid for rid, _ in pairs], "seqs": [seq for _, seq in pairs]},
         )
-        for rid, seq, size in gone.tuples():
+        for rid, seq, size, sid in gone.tuples():
             index = owner[(rid, seq)]
             out[index] = (out[index][0] + 1, out[index][1] + int(size))
+            _give_back(shares, rid, sid, int(size))
         return out
     wanted = sorted({seq for _, seqs in acks for seq in seqs})
-    found: dict[int, tuple[int, int]] = {}  # seq -> (recipient, bytes)
+    found: dict[int, tuple[int, int, int | None]] = {}  # seq -> (recipient, bytes, sender)
     for at in range(0, len(wanted), IN_CHUNK):
         chunk = wanted[at : at + IN_CHUNK]
         rows = connection.exec_driver_sql(
-            "SELECT seq, recipient_id, length(body) FROM envelopes "
+            "SELECT seq, recipient_id, length(body), sender_id FROM envelopes "
             f"WHERE seq IN ({', '.join('?' * len(chunk))})",
             tuple(chunk),
         )
-        found.update((seq, (rid, size)) for seq, rid, size in rows)
+        found.update((seq, (rid, size, sid)) for seq, rid, size, sid in rows)
     out = []
     doomed: list[int] = []
     for recipient_id, seqs in acks:
@@ -890,6 +1065,7 @@ def _delete_acknowledged(
                 del found[seq]  # counted once, whoever else acknowledges it in this group
                 doomed.append(seq)
                 count, size = count + 1, size + hit[1]
+                _give_back(shares, recipient_id, hit[2], hit[1])
         out.append((count, size))
     for at in range(0, len(doomed), IN_CHUNK):
         chunk = doomed[at : at + IN_CHUNK]

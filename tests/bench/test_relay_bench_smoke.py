@@ -67,12 +67,27 @@ def test_relay_bench_drives_two_processes_on_postgresql_and_holds_idle_sockets(
     assert idle["rss_with_connections_mib"] > 0
 
 
+def test_abuse_phase_attacks_a_defended_relay_and_reports_every_figure() -> None:
+    done = bench("--phase", "abuse", "--abuse-scale", "0.01", "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    abuse = json.loads(done.stdout)["abuse"]
+    for attack in ("quiet", "bogus", "slow", "flood"):
+        for kind in ("fetch", "send"):
+            assert 0 < abuse[f"{attack}_{kind}_p50_ms"] <= abuse[f"{attack}_{kind}_p99_ms"]
+            assert abuse[f"{attack}_{kind}_refused"] == 0, (attack, kind)
+    assert sum(v for k, v in abuse.items() if k.startswith("bogus_status_")) == 100
+    assert abuse["slow_uploads_cut"] == abuse["slow_uploads"] == 3
+    assert abuse["flood_requests"] > 0 and abuse["flood_refused"] > 0
+    assert abuse["peak_rss_mib"] >= abuse["rss_quiet_mib"] > 0
+
+
 @pytest.mark.parametrize(
     ("args", "why"),
     [
         (["--processes", "2"], "share a PostgreSQL --database"),
         (["--relays", "relay1:8470"], "'relay1:8470' is not an http:// or https:// URL"),
         (["--relays", " , "], "name at least one relay URL"),
+        (["--phase", "abuse", "--relays", "http://a:1"], "starts a relay of its own"),
     ],
 )
 def test_bad_bench_flags_get_one_clear_line(args: list[str], why: str) -> None:

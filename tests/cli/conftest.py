@@ -49,7 +49,11 @@ def _script(name: str) -> str:
 CLI_SCRIPT = _script("backchannel")
 RELAY_SCRIPT = _script("backchannel-relay")
 START_TIMEOUT = 20.0
-GENEROUS = ("--rate-burst", "10000", "--rate-per-second", "1000", "--public-rate-burst", "10000")
+GENEROUS = (
+    *("--rate-burst", "10000", "--rate-per-second", "1000", "--public-rate-burst", "10000"),
+    *("--send-burst", "10000", "--send-per-second", "1000"),
+    *("--prekey-fetch-burst", "10000", "--prekey-fetch-pair-burst", "10000"),
+)
 _serial = itertools.count(1)
 
 

@@ -5,11 +5,13 @@ command that takes an ID, and times recorded when a message is sent, never recom
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
 from .conftest import GENEROUS, Relay, User, participants
-from .test_exercises import control, mini
+from .test_exercises import SCENARIO, control, mini, role
 
 
 def outsider(relay: Relay, home: Path) -> User:
@@ -22,9 +24,32 @@ def outsider(relay: Relay, home: Path) -> User:
 
 def test_a_refused_letter_is_marked_and_blocks_nothing(make_relay: Any, home: Path) -> None:
     relay = make_relay("refusals", *GENEROUS)
-    _, users = mini(relay, home)
-    a, b = users["a"], users["b"]
+    # a wrote to the stranger before the exercise made a one of its roles (the README's order:
+    # invites by hand, then the scenario), so a holds a session and needs no prekey bundle.
+    tag = os.urandom(3).hex()
+    names = {k: f"{k}-{tag}" for k in ("a", "b", "c", "m")}
+    early = User(home, names["a"])
+    early.init(relay)
+    early.register(relay)
     stranger = outsider(relay, home)
+    early.send(stranger, "Before the exercise.")
+    stranger.inbox()
+    kinds = (("a", "party"), ("b", "party"), ("c", "party"), ("m", "mediator"))
+    path = home.parent / "scenario.toml"
+    path.write_text(SCENARIO.format(name=f"mini-{tag}", roles="".join(
+        role(names[k], kind) for k, kind in kinds), **names))  # fmt: skip
+    loaded = control(relay, "load", str(path))
+    users = {"a": early}
+    for entry in loaded["roles"]:
+        if entry["invite"] is not None:
+            users[entry["name"][0]] = user = User(home, entry["name"])
+            user.init(relay)
+            user.json("register", entry["invite"])
+    a, b = users["a"], users["b"]
+    # The relay re-reads the exercise's roles at most a second after the load (exercises.py).
+    deadline = time.monotonic() + 10
+    while a.run("exercise").exit_code != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
     b.send(a, "A letter waiting for a.")
 
     # The relay refuses for good: a and the stranger are not roles of one exercise.

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backchannel import otr
+from backchannel import drops, otr
 from backchannel.encoding import Reader
 from backchannel.errors import (
     DecodeError,
@@ -140,3 +140,30 @@ def test_any_interleaving_delivers_every_message_once(
         assert got == text
         with pytest.raises(DuplicateMessageError):
             otr.decrypt(dobrynin if from_robert else robert, wire)
+
+
+@given(
+    st.integers(min_value=1_700_000_000_000, max_value=1_900_000_000_000),
+    st.integers(min_value=1, max_value=48 * 3600 * 1000),
+    st.binary(min_size=8, max_size=8),
+)
+def test_drop_expiries_fall_after_the_channel_and_before_its_sealed_expiry(
+    now_ms: int, ttl_ms: int, draw: bytes
+) -> None:
+    """PROTOCOL.md §15.3: a drop never ends before its channel, outlives it by at most an hour
+    and at most its remaining life, and every sealed envelope outlives every drop (so the relay
+    keeps the drop's own expiry), on the hour grid."""
+    expires_ms = now_ms + ttl_ms
+    end = -(-expires_ms // 1000)
+    drop = drops.drop_expiry(expires_ms, now_ms, lambda _n: draw)
+    assert end <= drop < end + max(1, min(drops.EXPIRY_SPREAD, end - now_ms // 1000))
+    sealed = drops.sealed_expiry(expires_ms)
+    assert drop < sealed and sealed % drops.EXPIRY_SPREAD == 0
+    assert sealed - end <= 2 * drops.EXPIRY_SPREAD
+
+
+def test_each_side_draws_its_own_drop_expiry() -> None:
+    """Two drops of one channel: drawn apart, so the relay sees no shared value (§15.3)."""
+    expires_ms, now_ms = 1_793_062_800_000, 1_793_059_200_000
+    drawn = {drops.drop_expiry(expires_ms, now_ms) for _ in range(50)}
+    assert len(drawn) > 40  # 50 draws from 3,600 seconds: a few coincide at most

@@ -24,6 +24,7 @@ from backchannel.keys import SigningKeyPair
 from backchannel.proposals import (
     EntryKind,
     NotaryEntry,
+    NotaryLink,
     NotaryReceipt,
     Party,
     Proposal,
@@ -39,10 +40,12 @@ from backchannel.proposals import (
     first_decision,
     next_entry,
     notarise,
+    notary_terms,
     seal,
     sign_statement,
     verify_log,
 )
+from backchannel.records import ProposalRecord
 
 KENNEDY, KHRUSHCHEV, THANT = (IdentityKeyPair.generate() for _ in range(3))
 JFK = Party.of("kennedy", KENNEDY.public)
@@ -313,3 +316,69 @@ def test_the_first_sequenced_decision_wins_a_race() -> None:
     assert first_decision([accept, commit, withdraw], subject) == withdraw
     assert first_decision([commit], subject) is None
     assert entry_kind(StatementKind.OPENED) == EntryKind.STATEMENT
+
+
+def test_a_reader_who_holds_links_for_other_entries_checks_the_same_chain() -> None:
+    """PROTOCOL.md §14.3: entries one is no party to come as links (seq, body hash, previous);
+    the chain through them checks, and a link changed in any field does not."""
+    entries = a_log(6)
+    mixed: list[NotaryEntry | NotaryLink] = [
+        e if e.seq in (2, 5) else e.link() for e in entries
+    ]
+    verify_log(mixed)
+    verify_log(mixed[3:], after=mixed[2])
+    assert all(NotaryLink.from_bytes(e.link().to_bytes()) == e.link() for e in entries)
+    assert [e.chain_hash() for e in entries] == [m.chain_hash() for m in mixed]
+    for field, value in (("body", os.urandom(32)), ("previous", os.urandom(32)), ("seq", 9)):
+        damaged = list(mixed)
+        damaged[3] = dataclasses.replace(entries[3].link(), **{field: value})
+        with pytest.raises(NotaryError):
+            verify_log(damaged)
+    # Nothing in a link shows what the entry holds: its subject and value are hashed away.
+    link = entries[2].link().to_bytes()
+    assert entries[2].subject not in link and entries[2].value not in link
+
+
+def test_a_commitment_receipt_binds_the_author_addressees_and_expiry() -> None:
+    """The value of a commitment entry is `notary_terms`: a record whose notary recorded another
+    expiry, other addressees (a confederate who would accept first) or another author than the
+    proposal names does not check."""
+    notary = SigningKeyPair.generate()
+    proposal = sealed()
+
+    def receipt(value: bytes) -> NotaryReceipt:
+        entry = next_entry(None, T0, EntryKind.COMMITMENT, proposal.commitment, value)
+        return notarise(notary, b"\x0a" * 16, entry)
+
+    ProposalRecord(proposal, receipt(proposal.terms)).check(notary.public)
+    expires = proposal.proposal.expires_at_ms
+    for wrong in (
+        notary_terms(proposal.commitment, NSK, (JFK,), expires - 60_000),  # an earlier expiry
+        notary_terms(proposal.commitment, NSK, (JFK, UT), expires),  # a confederate
+        notary_terms(proposal.commitment, UT, (JFK,), expires),  # another author
+        notary_terms(proposal.commitment, NSK, (JFK,), expires, UT),  # a mediator it names not
+        proposal.commitment,  # the value version 1 of this section recorded
+    ):
+        with pytest.raises(NotaryError, match="another author, other addressees"):
+            ProposalRecord(proposal, receipt(wrong)).check(notary.public)
+
+
+def test_a_commitment_receipt_binds_the_mediator_the_proposal_names() -> None:
+    """A proposal that travels through a mediator names it, and so do the notary's terms: the
+    addressee's client checks that the mediator the notary let it through is the proposal's."""
+    notary = SigningKeyPair.generate()
+    mediated = sealed(dataclasses.replace(offer(), mediator=UT))
+    expires = mediated.proposal.expires_at_ms
+
+    def receipt(value: bytes) -> NotaryReceipt:
+        entry = next_entry(None, T0, EntryKind.COMMITMENT, mediated.commitment, value)
+        return notarise(notary, b"\x0a" * 16, entry)
+
+    assert mediated.terms == notary_terms(mediated.commitment, NSK, (JFK,), expires, UT)
+    ProposalRecord(mediated, receipt(mediated.terms)).check(notary.public)
+    for wrong in (
+        notary_terms(mediated.commitment, NSK, (JFK,), expires),  # no mediator
+        notary_terms(mediated.commitment, NSK, (JFK,), expires, JFK),  # another one
+    ):
+        with pytest.raises(NotaryError, match="another mediator"):
+            ProposalRecord(mediated, receipt(wrong)).check(notary.public)

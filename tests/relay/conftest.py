@@ -184,7 +184,9 @@ def relay(backend: Backend) -> Iterator[Relay]:
     running = make_relay(
         shared,
         *("--rate-burst", "100000", "--rate-per-second", "100000"),
+        *("--send-burst", "100000", "--send-per-second", "100000"),
         *("--public-rate-burst", "100000", "--sweep-interval", "0.2"),
+        *("--prekey-fetch-burst", "100000", "--prekey-fetch-pair-burst", "100000"),
     )
     yield running
     running.kill(signal.SIGTERM)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from backchannel.keys import SigningPublicKey
-from backchannel.proposals import EntryKind, NotaryReceipt, verify_log
+from backchannel.proposals import EntryKind, NotaryEntry, NotaryLink, NotaryReceipt, verify_log
 from backchannel_cli.relay import RelayClient, b64
 
 from .conftest import Backend, Member, Relay, join, make_relay
@@ -48,15 +48,28 @@ async def state(who: Member, kind: str, commitment: bytes, digest: bytes) -> dic
     return answer
 
 
-async def whole_log(member: Member) -> list[NotaryReceipt]:
-    receipts: list[NotaryReceipt] = []
+def logged(item: dict[str, Any]) -> NotaryReceipt | NotaryLink:
+    """A log item: a receipt (an entry about the reader's own proposals) or a link."""
+    if "receipt" in item:
+        return receipt_of(item)
+    link = NotaryLink.from_bytes(base64.b64decode(item["link"]))
+    assert link.seq == item["seq"]
+    return link
+
+
+def chain(items: list[NotaryReceipt | NotaryLink]) -> list[NotaryEntry | NotaryLink]:
+    return [i.entry if isinstance(i, NotaryReceipt) else i for i in items]
+
+
+async def whole_log(member: Member) -> list[NotaryReceipt | NotaryLink]:
+    items: list[NotaryReceipt | NotaryLink] = []
     while True:
         page = await member.client.request(
-            "GET", "/v1/notary/log", params={"after": str(len(receipts)), "limit": "50"}
+            "GET", "/v1/notary/log", params={"after": str(len(items)), "limit": "50"}
         )
-        receipts += [receipt_of(item) for item in page["entries"]]
+        items += [logged(item) for item in page["entries"]]
         if not page["more"]:
-            return receipts
+            return items
 
 
 async def test_a_commitment_gets_a_signed_receipt_once(relay: Relay, members: list[Member]) -> None:
@@ -173,15 +186,24 @@ async def test_the_log_chains_across_a_kill_9_and_concurrent_appends(
         await commit(author, [addressee], os.urandom(32))
         after = await whole_log(author)
         key = await notary_key(restarted)
-        async with RelayClient(restarted.url) as anyone:  # the log is public: no token
-            page = await anyone.request("GET", "/v1/notary/log", params={"limit": "500"})
-        assert [receipt_of(item) for item in page["entries"]] == after
+        async with RelayClient(restarted.url) as anyone:  # the log needs a token
+            unauthenticated = await refused(
+                anyone.request("GET", "/v1/notary/log", params={"limit": "500"})
+            )
+        assert unauthenticated.status == 401
+        # A third participant checks the same chain, seeing no entry's content.
+        stranger = await join(restarted)
+        links = await whole_log(stranger)
+        assert all(isinstance(i, NotaryLink) for i in links)
+        assert links == [i.entry.link() if isinstance(i, NotaryReceipt) else i for i in after]
+        verify_log(chain(links))
         await author.client.close()
+        await stranger.client.close()
     finally:
         restarted.kill()
     assert after[: len(before)] == before  # nothing changed, dropped or reordered
-    verify_log([r.entry for r in after if r.entry.seq <= before[-1].entry.seq])
-    mine = after[len(before) - 1 :]
+    verify_log(chain(after[: len(before)]))
+    mine = [i for i in after[len(before) - 1 :] if isinstance(i, NotaryReceipt)]
     verify_log([r.entry for r in mine[1:]], after=mine[0].entry)
     for receipt in mine:
         receipt.verify(key)
@@ -197,8 +219,8 @@ async def test_two_processes_append_to_one_chain(postgres: Backend) -> None:
             *(commit(b_elsewhere, [a], os.urandom(32)) for _ in range(15)),
         )
         log = await whole_log(a)
-        verify_log([r.entry for r in log])
-        assert len(log) >= 30
+        verify_log(chain(log))
+        assert len([i for i in log if isinstance(i, NotaryReceipt)]) >= 30
         for member in (a, b, b_elsewhere):
             await member.client.close()
     finally:

@@ -18,7 +18,11 @@ from .conftest import Backend, Member, Relay, join, make_relay
 from .test_api import envelope
 from .test_durability_and_hygiene import mailbox_ids, relogin
 
-FAST = ("--rate-burst", "100000", "--rate-per-second", "100000", "--public-rate-burst", "100000")
+FAST = (
+    *("--rate-burst", "100000", "--rate-per-second", "100000", "--public-rate-burst", "100000"),
+    *("--send-burst", "100000", "--send-per-second", "100000"),
+    *("--prekey-fetch-burst", "100000", "--prekey-fetch-pair-burst", "100000"),
+)
 
 
 class Inbox:

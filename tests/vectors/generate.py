@@ -474,7 +474,7 @@ def build_proposal() -> Vector:
     notary = SigningKeyPair.from_private_bytes(rng(32))
     relay_id = rng(16)
     first = next_entry(
-        None, 1_793_059_200_500, EntryKind.COMMITMENT, sealed.commitment, sealed.commitment
+        None, 1_793_059_200_500, EntryKind.COMMITMENT, sealed.commitment, sealed.terms
     )
     second = next_entry(
         first, 1_793_063_000_400, EntryKind.ACCEPTANCE, sealed.commitment,
@@ -512,6 +512,7 @@ def build_proposal() -> Vector:
         "signature": sealed.signature.hex(),
         "nonce": sealed.nonce.hex(),
         "commitment": sealed.commitment.hex(),
+        "notary_terms": sealed.terms.hex(),
         "sealed": sealed.to_bytes().hex(),
         "statement": {  # every field of §14.2 but the digest and commitment above
             "version": 1,
@@ -534,6 +535,8 @@ def build_proposal() -> Vector:
                 "at_ms": r.entry.at_ms,
                 "kind": int(r.entry.kind),
                 "entry": r.entry.to_bytes().hex(),
+                "body_hash": r.entry.body_hash().hex(),
+                "link": r.entry.link().to_bytes().hex(),
                 "chain_hash": r.entry.chain_hash().hex(),
                 "receipt": r.to_bytes().hex(),
             }
@@ -583,7 +586,9 @@ def build_otr() -> Vector:
     assert otr.tag_verifies(mac_key, forged)
     read_key = drops.new_read_key(rng)
     message_id = rng(16)
-    sealed = drops.SealedEnvelope(message_id, OTR_EXPIRES_AT_MS // 1000, first)
+    sealed_expires_at = drops.sealed_expiry(OTR_EXPIRES_AT_MS)
+    sealed = drops.SealedEnvelope(message_id, sealed_expires_at, first)
+    drop_expires_at = drops.drop_expiry(OTR_EXPIRES_AT_MS, OTR_NOW_MS + 1_000, rng)
     return {
         "description": "An off-the-record channel: agreement, a message each way, the MAC key "
         "revealed by the answer, a forgery of the first message that verifies, and the first "
@@ -591,7 +596,8 @@ def build_otr() -> Vector:
         "random_draws": rng.take_new(),
         "random_draw_order": "channel id, opener's ephemeral private key, opener's delivery "
         "token, responder's ephemeral private key, responder's delivery token, responder's read "
-        "key, sealed envelope's message id",
+        "key, sealed envelope's message id, responder's drop expiry (8 bytes, drawn at "
+        "drop_opened_ms)",
         "now_ms": OTR_NOW_MS,
         "expires_at_ms": OTR_EXPIRES_AT_MS,
         "offer_content": sent.to_content().hex(),
@@ -610,7 +616,9 @@ def build_otr() -> Vector:
         "forged_message": forged.hex(),
         "responder_drop_address": drops.drop_address(answer.token).hex(),
         "responder_read_hash": drops.read_hash(read_key).hex(),
-        "sealed_expires_at": OTR_EXPIRES_AT_MS // 1000,
+        "sealed_expires_at": sealed_expires_at,
+        "drop_opened_ms": OTR_NOW_MS + 1_000,
+        "responder_drop_expires_at": drop_expires_at,
         "sealed_envelope": sealed.to_bytes().hex(),
         "opener_state_after": opener.to_bytes().hex(),
     }
@@ -659,7 +667,7 @@ def build_mediation() -> Vector:
         sealed = seal(identity, proposal, rng(32))
         at = 1_793_059_400_500 + len(entries)
         subject = sealed.commitment
-        previous = next_entry(previous, at, EntryKind.COMMITMENT, subject, subject)
+        previous = next_entry(previous, at, EntryKind.COMMITMENT, subject, sealed.terms)
         entries.append(previous)
         offers.append((sealed, notarise(notary, relay_id, previous)))
     (kennedy_offer, kennedy_receipt), (khrushchev_offer, khrushchev_receipt) = offers
