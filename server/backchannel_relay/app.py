@@ -53,7 +53,7 @@ from .config import RelayConfig
 from .database import is_sqlite, migrate, open_engine, private_data_dir, store_error
 from .delivery import GroupCommitter, Hub, MailboxFeed, Sockets
 from .drops import Drops
-from .errors import RelayError, StoreUnavailable, Unauthorized
+from .errors import RelayError, StoreUnavailable, TooManyRequests, Unauthorized
 from .exercises import Exercises
 from .limits import (
     BodyBudget,
@@ -213,7 +213,13 @@ async def auth_middleware(request: web.Request, handler: Handler) -> StreamRespo
         request.app[PUBLIC_LIMITER].take(("drop", who.id))
     elif (request.method, route_template(request)) in MAILBOX_READS:  # never the send budget
         await request.app[READ_LIMITER].take_async(who.id)
-    elif (request.method, route_template(request)) not in SENDS:  # sends pay per envelope
+    elif (request.method, route_template(request)) in SENDS:  # they pay per envelope, but
+        try:  # an empty budget is refused before the body is read, let alone parsed
+            request.app[SEND_LIMITER].check(who.id)
+        except TooManyRequests as exc:
+            raise TooManyRequests("too many envelopes sent; slow down",
+                                  retry_after=exc.retry_after, code="send_rate_limited") from None
+    else:
         await request.app[LIMITER].take_async(who.id)
     request[PARTICIPANT] = who
     return await handler(request)
@@ -223,7 +229,7 @@ async def _authenticate(request: web.Request, address: str) -> ParticipantInfo:
     """The bearer token's participant. A token this process has not seen answered costs a
     lookup in the store, so it is first checked against the address's limit: an address
     that keeps presenting made-up tokens is refused, and a participant whose token is known
-    never meets that limit."""
+    (even when it is due for its periodic re-check) never meets that limit."""
     header = request.headers.get("Authorization", "")
     if not header.startswith("Bearer "):
         raise Unauthorized("this request needs 'Authorization: Bearer <token>'", code="no_token")
@@ -234,7 +240,8 @@ async def _authenticate(request: web.Request, address: str) -> ParticipantInfo:
     store = request.app[STORE]
     who = store.cached_participant(token)
     if who is None:
-        request.app[PUBLIC_LIMITER].check(address)
+        if not store.known_token(token):  # a re-check of a known token is no stranger's guess
+            request.app[PUBLIC_LIMITER].check(address)
         who = await store.participant_for_token(token)
     if who is None:
         raise Unauthorized("the session token is unknown or expired", code="bad_token")

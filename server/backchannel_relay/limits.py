@@ -35,6 +35,10 @@ class IdentityLimiter(Protocol):
 
     async def take_async(self, key: int, cost: float = 1.0) -> None: ...
 
+    def check(self, key: int, cost: float = 1.0) -> None:
+        """Raise 429 if `key` is known to be unable to spend `cost` now, without I/O: lets a
+        caller with an empty budget be refused before its request body is read."""
+
 
 DEFAULT_MAX_KEYS = 100_000
 """Buckets one in-memory limiter holds at most (addresses, drops): a few MiB."""
@@ -259,7 +263,16 @@ class SharedRateLimiter:
         self._leases: OrderedDict[int, tuple[float, float]] = OrderedDict()
         """key -> (tokens left, when the lease lapses), at most `max_keys`: forgetting a lease
         only forgoes tokens already drawn, so the least recently drawn goes first."""
+        self._empty: OrderedDict[int, float] = OrderedDict()
+        """key -> until when its shared bucket, as last read, holds less than one token (the
+        same bound: forgetting an entry only means the database is asked again)."""
         self.max_keys = DEFAULT_MAX_KEYS
+
+    def check(self, key: int, cost: float = 1.0) -> None:
+        """Raise 429 while the last refusal says the shared bucket cannot hold one token yet."""
+        until = self._empty.get(key)
+        if until is not None and self.clock() < until:
+            raise TooManyRequests("too many requests; slow down", retry_after=until - self.clock())
 
     async def take_async(self, key: int, cost: float = 1.0) -> None:
         now = self.clock()
@@ -277,6 +290,12 @@ class SharedRateLimiter:
                 return
         async with self.engine.connect() as connection:
             level = (await connection.execute(SHARED_LEVEL, self._values(key, cost))).scalar()
+        empty_for = (1.0 - float(level or 0.0)) / self.limit.per_second
+        if empty_for > 0:
+            self._empty[key] = now + empty_for
+            self._empty.move_to_end(key)
+            if len(self._empty) > self.max_keys:
+                self._empty.popitem(last=False)
         wait = (cost - float(level or 0.0)) / self.limit.per_second
         raise TooManyRequests("too many requests; slow down", retry_after=max(wait, 0.001))
 

@@ -172,8 +172,8 @@ class Store:
         # only expires or is revoked, so this process may remember them instead of asking the
         # database on every request: a token for at most TOKEN_RECHECK_SECONDS, so that one
         # revoked by another process stops working here within that. Only hits are remembered:
-        # a miss may be issued by another process.
-        self._token_cache: OrderedDict[bytes, tuple[ParticipantInfo, int]] = OrderedDict()
+        # a miss may be issued by another process. Entry: (participant, recheck at, expires at).
+        self._token_cache: OrderedDict[bytes, tuple[ParticipantInfo, int, int]] = OrderedDict()
         self._ids_by_name: OrderedDict[str, int] = OrderedDict()
         self._writer: tuple[ThreadPoolExecutor, Engine] | None = None
         self.wake_origin: str | None = None
@@ -379,13 +379,16 @@ class Store:
         """The token's participant if this process remembers the token unexpired (no I/O)."""
         token_hash = digest(token)
         cached = self._token_cache.get(token_hash)
-        if cached is None:
-            return None
-        if cached[1] < self.now():
-            del self._token_cache[token_hash]
+        if cached is None or cached[1] < self.now():
             return None
         self._token_cache.move_to_end(token_hash)
         return cached[0]
+
+    def known_token(self, token: bytes) -> bool:
+        """Whether this process found the token valid before and it has not expired since (it
+        may be due for a re-check): such a caller is a participant, not a stranger guessing."""
+        cached = self._token_cache.get(digest(token))
+        return cached is not None and cached[2] >= self.now()
 
     async def participant_for_token(self, token: bytes) -> ParticipantInfo | None:
         cached = self.cached_participant(token)
@@ -403,9 +406,13 @@ class Store:
                 )
             ).first()
         if found is None:
+            self._token_cache.pop(token_hash, None)
             return None
         info = _info(found[0])
-        self._token_cache[token_hash] = (info, min(int(found[1]), now + TOKEN_RECHECK_SECONDS))
+        expires_at = int(found[1])
+        self._token_cache[token_hash] = (info, min(expires_at, now + TOKEN_RECHECK_SECONDS),
+                                         expires_at)  # fmt: skip
+        self._token_cache.move_to_end(token_hash)
         if len(self._token_cache) > CACHE_ENTRIES:
             self._token_cache.popitem(last=False)
         return info

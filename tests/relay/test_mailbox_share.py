@@ -17,7 +17,7 @@ from backchannel.envelope import Envelope
 from backchannel_cli.relay import RelayRequestError
 
 from .conftest import Backend, Member, Relay, join, make_relay
-from .test_api import envelope, refused
+from .test_api import envelope, raw, refused
 from .test_durability_and_hygiene import mailbox_ids, own_store, relogin
 
 SENDS_FREE = ("--send-burst", "100000", "--send-per-second", "100000")
@@ -170,6 +170,23 @@ async def test_a_batch_costs_one_token_per_envelope(backend: Backend, tmp_path: 
             await sender.client.send(over[:44])  # the refused request cost nothing: 44 left
             refusal = await refused(sender.client.send(over[44:]))
             assert refusal.code == "send_rate_limited"
+
+
+async def test_an_empty_send_budget_is_refused_before_the_body_is_read(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """A flooder whose budget is spent is answered 429 at once: its next batch is not parsed
+    (here a body that is not even JSON gets the 429, not a 400)."""
+    flags = ("--send-burst", "4", "--send-per-second", "0.01")
+    with started(backend, tmp_path, *flags) as relay:
+        async with joined(relay, 2) as (sender, recipient):
+            await sender.client.send([envelope(sender.name, recipient.name) for _ in range(4)])
+            assert (await refused(sender.client.send([envelope(sender.name, recipient.name)]))
+                    ).code == "send_rate_limited"  # fmt: skip
+            headers = {"Authorization": f"Bearer {sender.client.token}"}
+            status, body = await raw(relay, "POST", "/v1/messages", data=b"{not json",
+                                     headers=headers)  # fmt: skip
+            assert (status, body["error"]) == (429, "send_rate_limited")
 
 
 async def test_the_send_limit_never_refuses_reading_ones_own_mailbox(

@@ -21,6 +21,7 @@ import pytest
 
 from backchannel.relay_auth import sign_login
 from backchannel_cli.relay import RelayClient, RelayRequestError, b64, unb64
+from backchannel_relay.store import TOKEN_RECHECK_SECONDS
 
 from .conftest import Backend, Member, Relay, _postgres, fresh_keys, join, make_relay, unique
 from .test_api import raw
@@ -98,6 +99,10 @@ async def test_made_up_session_tokens_are_charged_but_a_known_token_is_always_se
         ]
         assert statuses[:6] == [401] * 6 and statuses[6] == 429  # a refusal costs 5
         assert (await member.client.mailbox())[0] == []  # same address, still served
+        # ...and when the relay re-checks the token in the store (so that a logout made through
+        # another process holds), it is still no stranger's guess: served, not refused.
+        await asyncio.sleep(TOKEN_RECHECK_SECONDS + 1)
+        assert (await member.client.mailbox())[0] == []
         await member.client.close()
     finally:
         relay.kill()
