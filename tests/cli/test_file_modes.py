@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.relay.test_file_modes import unchangeable_directory
+
 from .conftest import User, assert_one_error_line
 
 RELAY_URL = "http://127.0.0.1:9"  # never reached: these commands work offline
@@ -71,16 +73,3 @@ def test_a_home_that_cannot_be_made_private_is_refused_in_one_line() -> None:
         User(home, "kennedy").run("init", "kennedy", "--relay", RELAY_URL, "--no-passphrase").output
     )
     assert f"cannot make {home} private" in line and "not permitted" in line
-
-
-def unchangeable_directory() -> Path:
-    """A directory whose mode nobody may change, not even root: a process's /proc entry (Linux
-    refuses any chmod there). Probed with its own mode, so nothing changes if it were allowed."""
-    path = Path("/proc/1")
-    try:
-        os.chmod(path, stat.S_IMODE(path.stat().st_mode))
-    except PermissionError:
-        return path
-    except OSError:
-        pass
-    pytest.skip("no directory here refuses a chmod")

@@ -65,8 +65,9 @@ def control(backend: Backend, *args: str) -> Any:
     return json.loads(done.stdout)
 
 
-async def member(relay: Relay, name: str, invite: str) -> Member:
-    identity, secrets = fresh_keys()
+async def member(relay: Relay, name: str, invite: str, one_time: int = 5) -> Member:
+    """Register `name` with `invite` (fresh keys, `one_time` one-time prekeys) and log in."""
+    identity, secrets = fresh_keys(one_time=one_time)
     published = secrets.published(identity)
     client = RelayClient(relay.url)
     await client.register(

@@ -32,9 +32,9 @@ from backchannel.proposals import (
 from backchannel.records import ProposalRecord
 from backchannel_cli.relay import RelayClient, b64
 
-from .conftest import Backend, Member, Relay, fresh_keys, join, make_relay
+from .conftest import Backend, Member, Relay, join, make_relay
 from .test_api import envelope, refused
-from .test_exercises import backend_of_its_own, control
+from .test_exercises import backend_of_its_own, control, member
 from .test_notary import commit, logged, state
 
 GENEROUS = (
@@ -112,8 +112,8 @@ class Cast:
         return self.add(await join(relay, prefix, one_time=10, role=role))
 
     async def close(self) -> None:
-        for member in self.members:
-            await member.client.close()
+        for held in self.members:
+            await held.client.close()
 
 
 @pytest.fixture
@@ -121,18 +121,6 @@ async def cast() -> AsyncIterator[Cast]:
     held = Cast()
     yield held
     await held.close()
-
-
-async def registered(relay: Relay, name: str, invite: str) -> Member:
-    identity, secrets = fresh_keys(one_time=10)
-    published = secrets.published(identity)
-    client = RelayClient(relay.url)
-    await client.register(
-        identity, name, invite, published.signed, published.kem_last_resort,
-        published.one_time, published.kem_one_time,
-    )  # fmt: skip
-    await client.login(identity, name)
-    return Member(name, identity, secrets, client)
 
 
 async def exercise(
@@ -158,7 +146,8 @@ async def exercise(
     members = dict(early)
     for key, _ in kinds:
         if key not in members:
-            members[key] = cast.add(await registered(relay, names[key], invites[names[key]]))
+            joined = await member(relay, names[key], invites[names[key]], one_time=10)
+            members[key] = cast.add(joined)
     first = members[kinds[0][0]]
     deadline = time.monotonic() + 10
     while True:
