@@ -679,5 +679,9 @@ def _bound_inputs(paths: dict[str, Any]) -> None:
                 operation["requestBody"]["description"] = f"At most {limit} bytes"
                 for status, response in BODY_REFUSED.items():
                     responses.setdefault(status, response)
+                bad = responses.get("400", {"description": "400: bad input",
+                                            "content": {"application/json": {"schema": ERROR}}})
+                cut = "; incomplete_body: the client cut the body off"
+                responses["400"] = {**bad, "description": bad["description"] + cut}
             if template not in UNLIMITED:
                 responses.setdefault("429", LIMITED)
