@@ -33,7 +33,6 @@ from sqlalchemy import (
     select,
     text,
     true,
-    tuple_,
     update,
     values,
 )
@@ -968,15 +967,22 @@ def _read_shares(
     found = dict.fromkeys(keys, (0, 0))
     wanted = sorted(keys)
     for at in range(0, len(wanted), IN_CHUNK):
+        chunk = wanted[at : at + IN_CHUNK]
+        # Two plain IN lists, not a row-value IN: SQLite answers that one with a full scan.
         rows = connection.execute(
             select(
                 SHARES.c.recipient_id, SHARES.c.sender_id,
                 SHARES.c.queued_count, SHARES.c.queued_bytes,
             ).where(
-                tuple_(SHARES.c.recipient_id, SHARES.c.sender_id).in_(wanted[at : at + IN_CHUNK])
+                SHARES.c.recipient_id.in_({rid for rid, _ in chunk}),
+                SHARES.c.sender_id.in_({sid for _, sid in chunk}),
             )
         )  # fmt: skip
-        found.update(((rid, sid), (count, size)) for rid, sid, count, size in rows.tuples())
+        found.update(
+            ((rid, sid), (count, size))
+            for rid, sid, count, size in rows.tuples()
+            if (rid, sid) in found
+        )
     return found
 
 
