@@ -32,6 +32,28 @@ any UTC offset (which Python bounds at ±24 h) without leaving the years 1 to 99
 MAX_TIME_MS = 253_370_764_800_000
 
 
+CLASSES = ("record", "confidential", "off_the_record", "communique")
+"""The four channel classes (PROTOCOL.md §16.1): a signed letter, a letter whose visibility to
+control the scenario sets, a deniable one, and a signed statement to every role."""
+SEES = ("content", "envelope", "existence", "nothing")
+"""What control may see of a class, most first: the text, who wrote to whom and when, counts."""
+ALLOWED_SEES: Mapping[str, tuple[str, ...]] = {
+    "record": ("envelope", "existence", "nothing"),
+    "confidential": ("envelope", "existence", "nothing"),
+    "off_the_record": ("existence", "nothing"),
+    "communique": ("content",),
+}
+"""`content` for record and confidential needs a control copy of each letter, which clients do
+not make yet: a scenario may not promise control what it could not read. Off the record never
+shows who spoke; a communiqué is public to every role, control included."""
+DEFAULT_SEES: Mapping[str, str] = {
+    "record": "envelope",
+    "confidential": "existence",
+    "off_the_record": "existence",
+    "communique": "content",
+}
+
+
 class ScenarioError(LocalProtocolError):
     """A scenario file that does not follow the schema; the message names the field."""
 
@@ -119,9 +141,36 @@ class Scenario:
     injects: tuple[Inject, ...]
     offset_minutes: int = 0
     """The UTC offset of `clock.start`: scenario times are shown in that zone."""
+    visibility: Visibility | None = None
+    """What control sees of each class (`[channels]`); None: the defaults."""
 
     def role(self, name: str) -> Role | None:
         return next((r for r in self.roles if r.name == name), None)
+
+    def control_sees(self, first: str, second: str) -> dict[str, str]:
+        return (self.visibility or Visibility({}, {})).between(first, second)
+
+
+@dataclass(frozen=True, slots=True)
+class Visibility:
+    """`[channels]`: per class what control sees, and pairs that differ from it."""
+
+    classes: Mapping[str, str]
+    pairs: Mapping[frozenset[str], Mapping[str, str]]
+
+    def between(self, first: str, second: str) -> dict[str, str]:
+        """Class -> control_sees for letters between these two roles (either way)."""
+        chosen = {**DEFAULT_SEES, **self.classes}
+        return {**chosen, **self.pairs.get(frozenset((first, second)), {})}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "classes": {**DEFAULT_SEES, **self.classes},
+            "pairs": sorted(
+                ({"between": sorted(pair), **dict(sees)} for pair, sees in self.pairs.items()),
+                key=lambda entry: entry["between"],
+            ),
+        }
 
 
 # --- parsing ------------------------------------------------------------------------------------
@@ -147,6 +196,7 @@ def parse_scenario(text: str) -> Scenario:
     kinds = {role.name: role.kind for role in roles}
     policy = _policy(raw.get("policy", {}), kinds)
     injects = _injects(raw.get("injects", []), kinds, start_ms)
+    visibility = _visibility(raw.get("channels", {}), kinds)
     start = clock.get("start")
     offset = start.utcoffset() if isinstance(start, datetime) else None
     if isinstance(start, str):
@@ -155,7 +205,7 @@ def parse_scenario(text: str) -> Scenario:
     return Scenario(
         name, _text(exercise.get("title"), "exercise.title", 200),
         _text(exercise.get("brief"), "exercise.brief", 20_000), start_ms, float(speed),
-        roles, policy, injects, minutes,
+        roles, policy, injects, minutes, visibility,
     )  # fmt: skip
 
 
@@ -208,6 +258,8 @@ def _roles(raw: Any) -> tuple[Role, ...]:
         if not isinstance(entry, dict):
             raise ScenarioError(f"'{where}' must be a table")
         name = _name(entry.get("name"), f"{where}.name")
+        if name == ALL:  # `send all` and an inject's `to = ["all"]` mean every role
+            raise ScenarioError(f"'{where}.name': {ALL!r} means every role; name it otherwise")
         if any(r.name == name for r in roles):
             raise ScenarioError(f"'{where}.name': the role {name!r} is listed twice")
         kind = entry.get("kind")
@@ -254,6 +306,43 @@ def _policy(raw: Any, kinds: Mapping[str, str]) -> Policy:
             raise ScenarioError(f"'{where}' lists a pair that policy.direct already lets write")
         via[pair] = mediator
     return Policy(dict(kinds), direct, via)
+
+
+def _sees(raw: Mapping[str, Any], where: str) -> dict[str, str]:
+    """The class keys of one `[channels]` table or pair, each checked against what it allows."""
+    found: dict[str, str] = {}
+    for key, value in raw.items():
+        if key == "between" and where != "channels":
+            continue
+        if key == "pairs" and where == "channels":
+            continue
+        if key not in CLASSES:
+            raise ScenarioError(f"'{where}.{key}' is not a class (one of {', '.join(CLASSES)})")
+        if value not in ALLOWED_SEES[key]:
+            raise ScenarioError(
+                f"'{where}.{key}' must be one of {', '.join(ALLOWED_SEES[key])}, got {value!r}"
+            )
+        found[key] = value
+    return found
+
+
+def _visibility(raw: Any, kinds: Mapping[str, str]) -> Visibility:
+    if not isinstance(raw, dict):
+        raise ScenarioError("'channels' must be a table")
+    classes = _sees(raw, "channels")
+    pairs_raw = raw.get("pairs", [])
+    if not isinstance(pairs_raw, list) or len(pairs_raw) > 10_000:
+        raise ScenarioError("'channels.pairs' must be a list of at most 10000 tables")
+    pairs: dict[frozenset[str], dict[str, str]] = {}
+    for index, entry in enumerate(pairs_raw):
+        where = f"channels.pairs[{index}]"
+        if not isinstance(entry, dict):
+            raise ScenarioError(f"'{where}' must be a table")
+        pair = _pair(entry.get("between"), f"{where}.between", kinds)
+        if pair in pairs:
+            raise ScenarioError(f"'{where}.between': this pair is listed twice")
+        pairs[pair] = _sees(entry, where)
+    return Visibility(classes, pairs)
 
 
 def _injects(raw: Any, kinds: Mapping[str, str], start_ms: int) -> tuple[Inject, ...]:
@@ -358,6 +447,44 @@ def sign_inject(key: SigningKeyPair, exercise: str, inject: Inject) -> bytes:
 def verify_inject(key: SigningPublicKey, exercise: str, inject: Inject, signature: bytes) -> None:
     """Raise `SignatureError` unless control's key signed this inject."""
     key.verify(signature, labels.signing_input(labels.SIG_INJECT, inject_body(exercise, inject)))
+
+
+MAX_COMMUNIQUE_BYTES = 8_000
+MAX_COMMUNIQUES = 100
+"""Per exercise: each is shown to every role on every refresh, so they are few and short."""
+
+
+@dataclass(frozen=True, slots=True)
+class Communique:
+    """A signed public statement by `author` to every role of `exercise` (PROTOCOL.md §16.9)."""
+
+    exercise: str
+    author: str
+    at_ms: int
+    """When the author signed it (its wall clock, Unix ms); the relay refuses one far off."""
+    text: str
+
+    def body(self) -> bytes:
+        """`var8 exercise ‖ var8 author ‖ i64 at ‖ var32 text`."""
+        writer = Writer().var8(self.exercise.encode()).var8(self.author.encode()).i64(self.at_ms)
+        return bytes(writer.var32(self.text.encode()))
+
+    def check(self) -> None:
+        """Raise `ScenarioError` for an empty or too long text."""
+        if not self.text.strip():
+            raise ScenarioError("a communiqué needs a text")
+        if len(self.text.encode()) > MAX_COMMUNIQUE_BYTES:
+            raise ScenarioError(f"a communiqué holds at most {MAX_COMMUNIQUE_BYTES} bytes")
+
+
+def sign_communique(key: SigningKeyPair, communique: Communique) -> bytes:
+    """Signed with the author's identity key: attributable to anyone, like a letter."""
+    return key.sign(labels.signing_input(labels.SIG_COMMUNIQUE, communique.body()))
+
+
+def verify_communique(key: SigningPublicKey, communique: Communique, signature: bytes) -> None:
+    """Raise `SignatureError` unless `key` signed this communiqué."""
+    key.verify(signature, labels.signing_input(labels.SIG_COMMUNIQUE, communique.body()))
 
 
 def scenario_time_text(ms: int, offset_minutes: int) -> str:

@@ -23,6 +23,9 @@ from .keys import SIGNATURE_SIZE, SigningKeyPair, SigningPublicKey
 from .primitives import sha256
 
 PROPOSAL_VERSION = 1
+PROPOSAL_VERSION_UNDERSTOOD = 2
+"""Version 1 with a trailing u16 naming the conditions an understood clause may meet; written
+only when one may, so every version-1 proposal keeps its encoding and digest."""
 STATEMENT_VERSION = 1
 ID_SIZE = 16
 DIGEST_SIZE = 32
@@ -119,6 +122,15 @@ class Proposal:
     """For `Reveal.AT_TIME`: when the content key is released."""
     exchange_id: bytes | None = None
     """For `Reveal.SIMULTANEOUS`: the exchange this offer is one side of."""
+    allow_understood: tuple[bytes, ...] = ()
+    """The conditions (a subset of `conditions`) the author lets an off-the-record, only
+    understood, clause meet (`--if ID --allow-understood`)."""
+
+    def understood_mask(self) -> int:
+        """Bit i set: condition i may be met by an understood clause."""
+        if not set(self.allow_understood) <= set(self.conditions):
+            raise ValueError("only a condition may allow an understood clause")
+        return sum(1 << i for i, c in enumerate(self.conditions) if c in self.allow_understood)
 
     def canonical(self) -> bytes:
         """The one encoding that is signed and hashed (PROTOCOL.md §14.1)."""
@@ -130,7 +142,9 @@ class Proposal:
             raise ValueError(f"a proposal has at most {MAX_CONDITIONS} conditions")
         if (self.reveal == Reveal.SIMULTANEOUS) != (self.exchange_id is not None):
             raise ValueError("an exchange id goes with, and only with, simultaneous reveal")
-        writer = Writer().u8(PROPOSAL_VERSION).fixed(self.proposal_id, ID_SIZE)
+        mask = self.understood_mask()
+        version = PROPOSAL_VERSION_UNDERSTOOD if mask else PROPOSAL_VERSION
+        writer = Writer().u8(version).fixed(self.proposal_id, ID_SIZE)
         self.author.write(writer)
         writer.u8(len(self.addressees))
         for addressee in self.addressees:
@@ -152,12 +166,14 @@ class Proposal:
         elif self.reveal == Reveal.SIMULTANEOUS:
             assert self.exchange_id is not None
             writer.fixed(self.exchange_id, ID_SIZE)
+        if mask:
+            writer.u16(mask)
         return bytes(writer)
 
     @classmethod
     def read(cls, reader: Reader) -> Proposal:
         version = reader.u8()
-        if version != PROPOSAL_VERSION:
+        if version not in (PROPOSAL_VERSION, PROPOSAL_VERSION_UNDERSTOOD):
             raise InvalidFieldError(f"proposal version {version} is not supported")
         proposal_id = reader.fixed(ID_SIZE)
         author = Party.read(reader, "author")
@@ -187,9 +203,15 @@ class Proposal:
             raise InvalidFieldError(f"unknown reveal policy {raw_reveal}") from None
         reveal_at = reader.u64() if reveal == Reveal.AT_TIME else 0
         exchange_id = reader.fixed(ID_SIZE) if reveal == Reveal.SIMULTANEOUS else None
+        allowed: tuple[bytes, ...] = ()
+        if version == PROPOSAL_VERSION_UNDERSTOOD:
+            mask = reader.u16()
+            if mask == 0 or mask >> len(conditions):
+                raise InvalidFieldError("the understood-clause mask names no condition or too many")
+            allowed = tuple(c for i, c in enumerate(conditions) if mask >> i & 1)
         return cls(
             proposal_id, author, addressees, title, terms, created_at, expires_at, mediator,
-            conditions, answers, reveal, reveal_at, exchange_id,
+            conditions, answers, reveal, reveal_at, exchange_id, allowed,
         )  # fmt: skip
 
     @classmethod
@@ -406,7 +428,10 @@ class Record:
         if status == Status.EXPIRED and kind in (StatementKind.ACCEPTED, StatementKind.WITHDRAWN):
             raise ProposalStateError(f"the proposal expired; it cannot be {kind.name.lower()}")
         if kind == StatementKind.ACCEPTED:
-            missing = set(proposal.conditions) - set(statement.accepted_with) - set(accepted)
+            # A condition an understood clause may meet has no acceptance on the record to
+            # wait for; whether it holds is the agreement's question (agreements.py).
+            missing = set(proposal.conditions) - set(proposal.allow_understood)
+            missing -= set(statement.accepted_with) | set(accepted)
             if missing:
                 raise ProposalStateError(
                     f"the proposal is conditional on {len(missing)} proposal(s) neither accepted "

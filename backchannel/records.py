@@ -13,10 +13,11 @@ import base64
 import binascii
 import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from . import labels
+from .agreements import Decision, clause_of, decide
 from .errors import (
     BackchannelError,
     InvalidFieldError,
@@ -222,6 +223,8 @@ class Verdict:
     record: ProposalRecord
     replayed: Replayed | None
     error: str = ""
+    agreement: Decision | None = None
+    """Bound, void or pending, decided from the records in the export alone (None: invalid)."""
 
 
 def verify_export(export: Export, now_ms: int, notary_key: bytes | None = None) -> list[Verdict]:
@@ -247,7 +250,17 @@ def verify_export(export: Export, now_ms: int, notary_key: bytes | None = None) 
         if replayed.status == Status.ACCEPTED:
             accepted[record.digest] = replayed.decided_at_seq
         verdicts[index] = Verdict(record, replayed)
-    return [verdicts[i] for i in range(len(export.records))]
+    decisions = decide(
+        clause_of(v.record.sealed.proposal, v.replayed.status)
+        for v in verdicts.values()
+        if v.replayed is not None
+    )
+    return [
+        replace(verdicts[i], agreement=decisions.get(verdicts[i].record.digest))
+        if verdicts[i].replayed is not None
+        else verdicts[i]
+        for i in range(len(export.records))
+    ]
 
 
 def _conditions_first(records: Sequence[ProposalRecord]) -> Iterable[int]:

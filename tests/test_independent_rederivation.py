@@ -414,6 +414,8 @@ def decode_proposal(data: bytes) -> dict[str, Any]:
     p["reveal_arg"] = {0: None, 1: r.u64, 2: lambda: r.fixed(16)}[p["reveal"]]
     if p["reveal_arg"] is not None:
         p["reveal_arg"] = p["reveal_arg"]()
+    if p["version"] == 2:  # a u16 mask: the conditions an understood clause may meet
+        p["understood_mask"] = r.u16()
     r.done()
     return p
 
@@ -431,6 +433,8 @@ def encode_proposal(p: dict[str, Any]) -> bytes:
         out += u64(p["reveal_arg"])
     elif p["reveal"] == 2:
         out += p["reveal_arg"]
+    if p["version"] == 2:
+        out += u16(p["understood_mask"])
     return out
 
 
@@ -856,6 +860,23 @@ def test_proposal_and_notary() -> None:
     assert p["reveal"] == 1  # §14.3: "a conditional proposal with a timed reveal"
     assert len(p["conditions"]) >= 1
 
+    # §14.1 version 2: the same fields, a trailing mask; the digest is computed the same way.
+    understood = dict(built, version=2, understood_mask=1)
+    assert [h(c) for c in v["understood"]["allow_understood"]] == p["conditions"][:1]
+    assert encode_proposal(understood) == h(v["understood"]["canonical"])
+    assert decode_proposal(h(v["understood"]["canonical"])) == understood
+    assert labelled_hash("proposal digest", h(v["understood"]["canonical"])) == h(
+        v["understood"]["digest"]
+    )
+
+    # §14.7: an off-the-record clause is 0x00 ‖ form ‖ the unsigned Proposal, or its digest.
+    c = v["clause"]
+    clause = decode_proposal(h(c["proposal_canonical"]))
+    assert clause["version"] == 1 and clause["reveal"] == 0 and clause["conditions"] == []
+    assert h(c["propose_plaintext"]) == b"\x00\x01" + h(c["proposal_canonical"])
+    assert labelled_hash("proposal digest", h(c["proposal_canonical"])) == h(c["digest"])
+    assert h(c["accept_plaintext"]) == b"\x00\x02" + h(c["digest"])
+
     digest = labelled_hash("proposal digest", canonical)
     assert digest == h(v["digest"])
     proposal_input = signing_input("proposal", canonical)
@@ -1130,3 +1151,15 @@ def test_mediation_and_exercise_statements() -> None:
     control = h(v["control_private"])
     check_signature(control, ed25519_public(control), signing_input("exercise inject", expected),
                     h(v["inject_signature"]))  # fmt: skip
+
+    # §16.9: CommuniqueBody from its fields, signed by its author's (Khrushchev's) identity key.
+    at = -226_929_600_000
+    expected = (
+        var8(b"cuba-1962") + var8(b"khrushchev") + at.to_bytes(8, "big", signed=True)
+        + var32(b"The missiles will be crated and returned.")
+    )  # fmt: skip
+    assert h(v["communique_body"]) == expected
+    author = Identity(h(load("handshake")["bob_identity_private"]))
+    check_signature(author.seed, author.sig_public,
+                    signing_input("exercise communique", expected),
+                    h(v["communique_signature"]))  # fmt: skip

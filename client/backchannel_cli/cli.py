@@ -6,6 +6,7 @@ calls the service, and renders. Heavy modules are imported inside commands so `-
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
@@ -415,6 +416,7 @@ def verify(ctx: Context, name: str, yes: bool, as_json: bool) -> None:
     metavar="TO",
     help="NAME is a mediator, and may forward this letter verbatim to TO ('anyone': their choice).",
 )
+@click.option("--yes", is_flag=True, help="With NAME 'all': send without asking.")
 @json_option
 @pass_ctx
 def send(
@@ -424,11 +426,13 @@ def send(
     file: Any,
     reply_to: str | None,
     may_forward: str | None,
+    yes: bool,
     as_json: bool,
 ) -> None:
     """Send a signed letter to NAME (TEXT, --file, or standard input).
 
-    A letter holds at most 65536 bytes (64 KiB) of UTF-8 text."""
+    NAME 'all' sends it to every role of your exercise you may write to, one letter each,
+    after asking (or --yes). A letter holds at most 65536 bytes (64 KiB) of UTF-8 text."""
     from .render import emit_json
 
     if text is not None and file is not None:
@@ -446,6 +450,24 @@ def send(
             "name whom the letter may go to, or 'anyone'", param_hint="--may-forward"
         )
 
+    if name == ALL_ROLES:
+        if reply_to is not None or may_forward is not None:
+            raise click.UsageError("a letter to all takes neither --reply-to nor --may-forward")
+
+        async def send_all(participant: Participant) -> list[Any]:
+            recipients = await _everyone(participant, "send all")
+            _confirm_broadcast(ctx, f"Send this letter to {', '.join(recipients)}?", yes,
+                               "send all ... --yes")  # fmt: skip
+            return [await participant.send_letter(to, body, None) for to in recipients]
+
+        letters = _run(ctx, send_all)
+        if as_json:
+            emit_json([shown.as_json() for shown in letters])
+        else:
+            for shown in letters:
+                say(f"Sent letter {shown.id} to {shown.peer} ({shown.status}).")
+        return
+
     async def send_it(participant: Participant) -> Any:
         answers = participant.reply_target(reply_to) if reply_to is not None else None
         shown = await participant.send_letter(name, body, answers)
@@ -460,6 +482,73 @@ def send(
         say(f"Sent letter {shown.id} to {name} ({shown.status}).")
         if may_forward is not None:
             say(f"{name} may forward it verbatim to {may_forward}.")
+
+
+@main.command()
+@click.argument("text", required=False)
+@click.option("--yes", is_flag=True, help="Publish without asking.")
+@json_option
+@pass_ctx
+def communique(ctx: Context, text: str | None, yes: bool, as_json: bool) -> None:
+    """Publish a signed communiqué (TEXT or standard input) to every role of your exercise.
+
+    It is public: every role and exercise control read it, and your signature proves you
+    wrote it. At most 8000 bytes; it asks first (or --yes)."""
+    from .render import emit_json
+
+    try:
+        body = text if text is not None else sys.stdin.read()
+        body.encode("utf-8")
+    except UnicodeError:
+        raise CliError("the communiqué is not valid UTF-8 text") from None
+    if not body.strip():
+        raise CliError("the communiqué is empty")
+
+    async def publish(participant: Participant) -> dict[str, Any]:
+        await _everyone(participant, "a communiqué")
+        _confirm_broadcast(ctx, "Publish this communiqué to every role of the exercise?", yes,
+                           "communique ... --yes")  # fmt: skip
+        return await participant.exercise.communique(body)
+
+    published = _run(ctx, publish)
+    if as_json:
+        emit_json(published)
+    else:
+        say(f"Published communiqué {published['number']} to every role of "
+            f"{published['exercise']} (communique; control sees content).")  # fmt: skip
+
+
+ALL_ROLES = "all"
+"""`send all`: the one recipient name that broadcasts (a scenario role may not be named so)."""
+
+
+async def _everyone(participant: Participant, what: str) -> list[str]:
+    """Every role the exercise lets us write to (directly or through a mediator)."""
+    view = await participant.exercise.refresh()
+    if view is None:
+        raise CliError(f"{what} writes to the roles of an exercise, and this profile has none; "
+                       "name the recipient", "no_exercise")  # fmt: skip
+    recipients = sorted(view["channels"])
+    if not recipients:
+        raise CliError("the exercise gives you no one to write to", "policy_forbids")
+    return recipients
+
+
+def _at_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
+def _confirm_broadcast(ctx: Context, question: str, yes: bool, command: str) -> None:
+    """A broadcast goes out only when asked for twice: on a terminal, or with --yes."""
+    if yes:
+        return
+    if not _at_terminal():
+        raise CliError(
+            f"a broadcast needs confirming and there is no terminal to confirm on: run "
+            f"`backchannel --profile {ctx.profile} {command}`", "no_terminal",
+        )  # fmt: skip
+    if not click.confirm(question, default=False):
+        raise CliError("nothing was sent", "cancelled")
 
 
 def _consent_to(to: str) -> str:
@@ -717,6 +806,11 @@ def _with_options(options: list[Any]) -> Callable[[Any], Any]:
 @click.argument("name")
 @_with_options(proposal_options)
 @click.option("--if", "conditions", multiple=True, metavar="ID", help="Valid only with ID.")
+@click.option(
+    "--allow-understood",
+    is_flag=True,
+    help="Let a clause only understood off the record meet the --if conditions (unprovable).",
+)
 @click.option("--reveal-at", metavar="TIME", help="Sealed until TIME (ISO time or 2h).")
 @click.option(
     "--via",
@@ -738,6 +832,7 @@ def propose(
     file: Any,
     expires: str | None,
     conditions: tuple[str, ...],
+    allow_understood: bool,
     reveal_at: str | None,
     via: str | None,
     simultaneous: bool,
@@ -757,9 +852,11 @@ def propose(
     async def work(participant: Participant) -> dict[str, Any]:
         return await participant.negotiation.propose(
             name, title, collected, conditions, expires_ms, reveal_ms,
-            via=via, simultaneous=simultaneous,
+            via=via, simultaneous=simultaneous, allow_understood=allow_understood,
         )  # fmt: skip
 
+    if allow_understood and not conditions:
+        raise CliError("--allow-understood goes with --if ID")
     _show_proposal(_run(ctx, work), as_json, verb="Sent")
 
 
@@ -833,19 +930,43 @@ _statement_command("withdraw", "WITHDRAWN", "Withdraw your proposal ID (before a
 @json_option
 @pass_ctx
 def accept(ctx: Context, proposal_id: str, together: tuple[str, ...], as_json: bool) -> None:
-    """Accept proposal ID (and the proposals it depends on, with --with)."""
+    """Accept proposal ID (and the proposals it depends on, with --with).
+
+    ID's acceptance names the package and is notarised first, then each condition's: the
+    notary's order decides, so a condition withdrawn before its acceptance was sequenced
+    leaves ID accepted but void (PRODUCT.md §4), and the command says so and fails."""
     from backchannel.proposals import StatementKind
+
+    failed = ("rejected", "countered", "withdrawn", "expired")
 
     async def work(participant: Participant) -> dict[str, Any]:
         negotiation = participant.negotiation
         await participant.sync()
         for condition in together:
-            if negotiation.view(condition)["status"] != "accepted":
-                await negotiation.state(condition, StatementKind.ACCEPTED, sync=False)
+            known = negotiation.view(condition)
+            if known["status"] in failed:
+                raise CliError(
+                    f"proposal {known['id'][:12]} is {known['status']}: a package with it "
+                    "would be void"
+                )
         view = await negotiation.state(
             proposal_id, StatementKind.ACCEPTED, accepted_with=together, sync=False
         )
-        return view
+        for condition in together:
+            if negotiation.view(condition)["status"] == "accepted":
+                continue
+            try:
+                await negotiation.state(condition, StatementKind.ACCEPTED, sync=False)
+            except CliError as exc:
+                with contextlib.suppress(CliError):  # the winner's statement, to say void
+                    await participant.sync()
+                after = negotiation.view(view["id"])
+                raise CliError(
+                    f"{exc.message}; proposal {after['id'][:12]} is accepted but "
+                    f"{after['agreement']}",
+                    exc.code,
+                ) from None
+        return negotiation.view(view["id"])
 
     _show_proposal(_run(ctx, work), as_json, verb="Accepted")
 
@@ -968,6 +1089,11 @@ def verify_record(ctx: Context, file: Any, notary_key: str | None, as_json: bool
                 "valid": verdict.replayed is not None,
                 "error": verdict.error or None,
                 "status": verdict.replayed.status.name.lower() if verdict.replayed else None,
+                # Bound and void are proven by the notarised statements in the file; a clause
+                # only understood off the record is in no record, so nothing here proves it.
+                "agreement": verdict.agreement.agreement.value if verdict.agreement else None,
+                "agreement_note": verdict.agreement.reason or None if verdict.agreement else None,
+                "understood_allowed": [c.hex() for c in proposal.allow_understood],
                 "notarised_at": verdict.record.receipt.entry.at_ms,
                 "statements": len(verdict.record.statements),
             }
@@ -978,10 +1104,22 @@ def verify_record(ctx: Context, file: Any, notary_key: str | None, as_json: bool
     else:
         for r in results:
             verdict_text = f"VALID, {r['status']}" if r["valid"] else f"INVALID: {r['error']}"
+            if r["agreement"] in ("bound", "void"):
+                verdict_text += f", {r['agreement'].upper()} (proven by the notarised statements)"
+            elif r["agreement"] not in (None, "none"):
+                verdict_text += f", {r['agreement']}"
             say(
                 f"{r['digest'][:12]} {r['title']!r} from {r['from']} to {', '.join(r['to'])}: "
                 f"{verdict_text} (notarised {when(r['notarised_at'])}, "
                 f"{r['statements']} statements)"
+            )
+            if r["agreement_note"]:
+                say(f"  {r['agreement_note']}")
+        if any(r["understood_allowed"] for r in results):
+            say(
+                "Note: a clause only understood off the record is not provable: no record "
+                "holds it, and this one proves only what was notarised.",
+                err=True,
             )
         if key is None:
             say(
@@ -1081,7 +1219,12 @@ def otr_open(ctx: Context, name: str, ttl: str, as_json: bool) -> None:
         say(
             f"Offered {name} an off-the-record channel until {when(opened['expires_at'])}; "
             f"it opens when their client answers (their next `backchannel inbox`). "
-            "Exercise control can learn at most that it exists."
+            + (
+                "Exercise control sees nothing of it (off the record; control sees nothing)."
+                if opened["control_sees"] == "nothing"
+                else "Exercise control can learn at most that it exists (off the record; "
+                "control sees existence)."
+            )
         )
 
 
@@ -1108,6 +1251,45 @@ def otr_send(ctx: Context, name: str, text: str | None, keep: bool, as_json: boo
     else:
         kept = "a copy kept, marked unverifiable" if keep else "nothing kept"
         say(f"Sent off the record to {name} ({kept}).")
+
+
+@otr.command("propose")
+@click.argument("name")
+@click.option("--title", required=True, help="What the clause is, in a line.")
+@click.option("--term", "terms", multiple=True, metavar="TEXT", help="One term (repeat).")
+@json_option
+@pass_ctx
+def otr_propose(ctx: Context, name: str, title: str, terms: tuple[str, ...], as_json: bool) -> None:
+    """Propose a clause to NAME off the record: unsigned, never notarised, deniable.
+
+    Accepted (`otr accept`), it is understood, never bound, and lives only as long as the
+    channel. A proposal on the record counts it only with `propose --if ID --allow-understood`."""
+    collected = _terms(terms, None)
+    made = _run(ctx, lambda p: p.offrecord.propose(name, title, collected))
+    _show_clause(made, as_json, "Proposed off the record")
+
+
+@otr.command("accept")
+@click.argument("name")
+@click.argument("clause_id", metavar="ID")
+@json_option
+@pass_ctx
+def otr_accept(ctx: Context, name: str, clause_id: str, as_json: bool) -> None:
+    """Accept NAME's off-the-record clause ID: it becomes understood, never bound."""
+    done = _run(ctx, lambda p: p.offrecord.accept(name, clause_id))
+    _show_clause(done, as_json, "Understood")
+
+
+def _show_clause(view: dict[str, Any], as_json: bool, verb: str) -> None:
+    from .render import emit_json
+
+    if as_json:
+        emit_json(view)
+    else:
+        say(
+            f"{verb}: clause {view['id'][:12]} with {view['with']} ({view['title']}). "
+            "Deniable: no record holds it and none can prove it."
+        )
 
 
 @otr.command("close")
@@ -1180,6 +1362,18 @@ def exercise_view(ctx: Context, as_json: bool) -> None:
     for name, channel in sorted(view["channels"].items()):
         how = "directly" if channel["direct"] else f"through {channel['via']}"
         say(f"  you may write to {name} {how}")
+    if "control_sees" in view:  # a relay from before channel classes says nothing of them
+        say("\nWhat exercise control sees of each class (content, envelope: who wrote to whom "
+            "and when, existence: counts only, or nothing):")  # fmt: skip
+        classes = view["control_sees"]["classes"]
+        say("  by default: " + _sees_text(classes))
+        for name, sees in sorted(view["control_sees"]["peers"].items()):
+            if sees != classes:
+                say(f"  with {name}: " + _sees_text(sees))
+
+
+def _sees_text(sees: dict[str, str]) -> str:
+    return ", ".join(f"{cls.replace('_', ' ')} {seen}" for cls, seen in sees.items())
 
 
 def _exercise_json(view: dict[str, Any]) -> dict[str, Any]:
@@ -1473,3 +1667,51 @@ def history(
         say("No messages" + (f" with {name}." if name else "."))
     for message in found:
         say(history_line(message.as_json()))
+
+
+# --- wipe ------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--yes", is_flag=True, help="Destroy without asking.")
+@json_option
+@pass_ctx
+def wipe(ctx: Context, yes: bool, as_json: bool) -> None:
+    """Destroy this profile on this machine for good: keys, messages, tokens, every file.
+
+    Each file is overwritten before it is removed. Stop `backchannel watch` on the profile
+    first. The relay keeps your registration until control wipes it (`backchannel-relay wipe`)."""
+    from .render import emit_json
+    from .wipe import RESIDUE_NOTE, wipe_profile
+
+    directory = ctx.directory
+    if not directory.is_dir():
+        raise CliError(f"there is no profile to wipe in {directory}", "no_profile")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise CliError(
+                f"there is no terminal to confirm on: run `backchannel --profile {ctx.profile} "
+                "wipe --yes` to destroy the profile",
+                "no_terminal",
+            )
+        click.confirm(f"Destroy the profile {ctx.profile!r} in {directory} for good?", abort=True)
+    wiped = _guard(ctx, lambda: wipe_profile(directory))
+    if as_json:
+        emit_json(
+            {
+                "profile": ctx.profile,
+                "directory": str(directory),
+                "destroyed": {
+                    "files": wiped.files,
+                    "bytes": wiped.bytes,
+                    "directories": wiped.directories,
+                },
+                "note": RESIDUE_NOTE,
+            }
+        )
+        return
+    say(
+        f"Wiped the profile {ctx.profile!r}: {wiped.files} file(s), {wiped.bytes} byte(s) "
+        f"overwritten and removed, {wiped.directories} director(ies)."
+    )
+    say(f"Note: {RESIDUE_NOTE}.")

@@ -15,16 +15,28 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from backchannel.errors import BackchannelError
-from backchannel.exercise import Clock, Inject, scenario_time_text, verify_inject
+from backchannel.exercise import (
+    Clock,
+    Communique,
+    Inject,
+    scenario_time_text,
+    sign_communique,
+    verify_communique,
+    verify_inject,
+)
+from backchannel.identity import IdentityPublic
 from backchannel.keys import SigningPublicKey
 
 from .errors import CliError, RelayRefusedError, RelayUnreachableError
-from .localstore import Message
-from .relay import RelayRequestError, unb64
+from .localstore import Contact, Message
+from .relay import RelayRequestError, b64, unb64
 
 if TYPE_CHECKING:
     from .service import Participant
 
+CLASS_OF = {"otr": "off_the_record", "inject": "inject", "communique": "communique"}
+"""A message kind's channel class (PROTOCOL.md §16.1); every other kind is `record`: signed and
+attributable. An inject is control's own message, in no participant's class."""
 EXERCISE_SECRET = "exercise"
 CONTROL_SECRET = "control_key"
 
@@ -96,6 +108,53 @@ class Exercise:
         channel = view["channels"].get(peer)
         return bool(channel and channel["direct"])
 
+    def control_sees(self, peer: str, channel_class: str) -> str:
+        """What exercise control sees of `channel_class` between us and `peer` (PROTOCOL.md
+        §16.1), by the exercise view as last heard. Outside an exercise, or for a relay that
+        does not say: what the relay itself learns (a letter's envelope; a deniable message's
+        existence), so the user is never told less than is true."""
+        fallback = "existence" if channel_class == "off_the_record" else "envelope"
+        if channel_class == "inject":
+            return "content"  # control wrote it
+        view = self.view
+        sees = (view or {}).get("control_sees")
+        if not sees:
+            return fallback
+        chosen = sees["peers"].get(peer) or sees["classes"]
+        return str(chosen.get(channel_class, fallback))
+
+    def describe(self, peer: str, kind: str, direction: str, verified: str) -> dict[str, Any]:
+        """The class, control_sees, what is proven and what is only claimed of one message.
+
+        Proven: whose identity key signed it (None when nothing checks, or deniable), whether
+        it is deniable, the mediator it came through (the scenario's route to `peer`). Claimed:
+        whom the signer speaks for, its role's title, which no key proves."""
+        channel_class = CLASS_OF.get(kind, "record")
+        deniable = channel_class == "off_the_record"
+        signer: str | None = None
+        if kind == "inject":
+            signer = "control" if verified == "signed by control" else None
+        elif deniable:
+            signer = None
+        elif direction == "out":
+            signer = self.participant.name
+        elif verified in ("signed", "signed (key not pinned)") or verified.startswith("signed;"):
+            signer = peer
+        elif verified.startswith("signed by "):
+            signer = verified.removeprefix("signed by ").split(";")[0].strip() or None
+        view = self.view or {}
+        channel = view.get("channels", {}).get(peer) or {}
+        carried = not channel.get("direct", True) and channel_class not in ("inject", "communique")
+        via = channel.get("via") if carried else None
+        speaker = peer if direction == "in" else self.participant.name
+        titles = {r["name"]: r["title"] for r in view.get("roles", [])}
+        return {
+            "class": channel_class,
+            "control_sees": self.control_sees(peer, channel_class),
+            "proven": {"signed_by": signer, "deniable": deniable, "via": via},
+            "claimed": {"speaks_for": titles.get(speaker)},
+        }
+
     # --- the clock ------------------------------------------------------------------------------
 
     def scenario_at(self, wall_ms: int) -> tuple[int, int] | None:
@@ -113,10 +172,13 @@ class Exercise:
         """Store the injects due by the relay's answer of this command (`ensure`: a caller that
         runs for long refreshes first) that are not stored yet; -> how many were new."""
         view = await self.ensure()
-        if view is None or not view["injects"]:
+        if view is None:
             return 0
+        fresh = self._take_communiques(view)
+        if not view["injects"]:
+            return fresh
         key = await self._control_key()
-        store, fresh = self.participant.store, 0
+        store = self.participant.store
         with store.transaction() as db:
             for raw in view["injects"]:
                 inject = Inject(
@@ -142,6 +204,69 @@ class Exercise:
                 )  # fmt: skip
                 fresh += 1
         return fresh
+
+    def _take_communiques(self, view: dict[str, Any]) -> int:
+        """Store the exercise's communiqués not stored yet (our own too, as sent); -> how many.
+        The signature is checked against the author's pinned key where we have one, else the
+        key the relay gives with it, and the message says which."""
+        store, fresh, me = self.participant.store, 0, self.participant.name
+        with store.transaction() as db:
+            for raw in view.get("communiques", []):
+                ident = hashlib.sha256(
+                    f"communique {view['exercise']} {raw['number']}".encode()
+                ).hexdigest()[:32]
+                if db.get(Message, ident) is not None:
+                    continue
+                author = str(raw["author"])
+                statement = Communique(view["exercise"], author, raw["at"], raw["text"])
+                contact = db.get(Contact, author)
+                pinned = contact is not None and contact.changed_identity is None
+                try:
+                    if author == me:
+                        identity = self.participant.me.identity.public
+                    elif pinned:
+                        assert contact is not None
+                        identity = IdentityPublic.from_bytes(contact.identity)
+                    else:
+                        identity = IdentityPublic.from_bytes(unb64(raw["identity"]))
+                    verify_communique(identity.signing, statement, unb64(raw["signature"]))
+                    verified = "signed" if author == me or pinned else "signed (key not pinned)"
+                except (BackchannelError, ValueError, TypeError):
+                    verified = "BAD SIGNATURE"
+                mine = author == me
+                store.add_message(
+                    db, statement.text, id=ident, direction="out" if mine else "in",
+                    peer="all" if mine else author, kind="communique", sent_at=statement.at_ms,
+                    stored_at=now_ms(), status="sent" if mine else "delivered",
+                    verified=verified, in_reply_to=None, shown=mine,
+                )  # fmt: skip
+                fresh += 0 if mine else 1
+        return fresh
+
+    async def communique(self, text: str) -> dict[str, Any]:
+        """Sign `text` as a communiqué and hand it to the relay for every role (and control)."""
+        participant = self.participant
+        view = await self.refresh()
+        if view is None:
+            raise CliError("a communiqué goes to the roles of an exercise, and this profile has "
+                           "none", "no_exercise")  # fmt: skip
+        statement = Communique(view["exercise"], participant.name, now_ms(), text)
+        try:
+            statement.check()
+        except BackchannelError as exc:
+            raise CliError(str(exc), "invalid_communique") from None
+        signature = sign_communique(participant.me.identity.signing, statement)
+        body = {"at": statement.at_ms, "text": text, "signature": b64(signature)}
+        answer = await participant.authed(
+            lambda: participant.relay.request("POST", "/v1/exercise/communiques", body)
+        )
+        await self.refresh()
+        await self.take_injects()
+        return {
+            "number": answer["number"], "exercise": view["exercise"], "from": "me",
+            "to": "all", "kind": "communique", "text": text, "sent_at": statement.at_ms,
+            "class": "communique", "control_sees": self.control_sees("all", "communique"),
+        }  # fmt: skip
 
     async def _control_key(self) -> SigningPublicKey:
         """The relay's control key, pinned on first use like the notary's."""

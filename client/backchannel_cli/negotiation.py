@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from backchannel.agreements import Agreement, Clause, Decision, Outcome, clause_of, decide
 from backchannel.content import (
     ProposalContent,
     StatementContent,
@@ -50,6 +51,7 @@ from backchannel.records import Export, Notarised, ProposalRecord
 from .errors import CliError, RelayRefusedError
 from .ids import resolve
 from .localstore import Message, ProposalRow, StatementRow
+from .offrecord import clause_view
 from .relay import RelayRequestError, b64, unb64
 
 if TYPE_CHECKING:
@@ -129,8 +131,11 @@ class Negotiation:
         answers: str | None = None,
         via: str | None = None,
         simultaneous: bool = False,
+        allow_understood: bool = False,
     ) -> dict[str, Any]:
-        """`via` with `simultaneous`: one side of a simultaneous exchange, sealed to that
+        """`allow_understood`: every condition may be met by a clause only understood off the
+        record (PRODUCT.md §4); such a proposal may then bind on a clause no record proves.
+        `via` with `simultaneous`: one side of a simultaneous exchange, sealed to that
         mediator, who releases it to `to` only together with `to`'s offer (PRODUCT.md §4).
         Without: where the exercise routes us to `to` through a mediator, the proposal names it
         (and so do the notary's terms, PROTOCOL.md §14.4) and travels through it blind."""
@@ -162,8 +167,7 @@ class Negotiation:
                 via, IdentityPublic.from_bytes((await self.p.contact(via)).identity).keys
             )
         notary = await self.notary()
-        with self.p.store.transaction() as db:
-            condition_digests = tuple(bytes.fromhex(self._find(db, c).digest) for c in conditions)
+        condition_digests = tuple(self._condition(c, allow_understood) for c in conditions)
         proposal = Proposal(
             os.urandom(16),
             Party.of(self.p.name, self.p.me.identity.public),
@@ -174,6 +178,7 @@ class Negotiation:
             expires_at_ms,
             conditions=condition_digests,
             answers=bytes.fromhex(answers) if answers else None,
+            allow_understood=condition_digests if allow_understood else (),
             reveal=(
                 Reveal.SIMULTANEOUS if simultaneous
                 else Reveal.AT_TIME if reveal_at_ms else Reveal.IMMEDIATE
@@ -664,6 +669,19 @@ class Negotiation:
 
     # --- reading ---------------------------------------------------------------------------------
 
+    def _condition(self, ident: str, allow_understood: bool) -> bytes:
+        """A proposal's digest for `--if`, or an off-the-record clause's where allowed."""
+        clause = self.p.offrecord.find_clause(ident)
+        if clause is None:
+            with self.p.store.transaction() as db:
+                return bytes.fromhex(self._find(db, ident).digest)
+        if not allow_understood:
+            raise CliError(
+                f"{ident} is a clause only understood off the record: a proposal counts it "
+                "only with --allow-understood"
+            )
+        return clause[1].digest()
+
     def _find(self, db: Any, ident: str) -> ProposalRow:
         """A proposal by the ID rule (`ids.py`): its digest, or the message that carried it."""
         found = resolve(db, ident, "proposal")
@@ -705,17 +723,52 @@ class Negotiation:
         now = now_ms()
         return record.replay(now, self._accepted(db, now)).status
 
+    def _agreements(
+        self,
+        db: Any,
+        now: int,
+        accepted: dict[bytes, int],
+        understood: Sequence[tuple[str, Proposal, bool]],
+    ) -> dict[bytes, Decision]:
+        """Bound, void, pending or understood, for every proposal held here and every clause
+        of an open off-the-record channel (PRODUCT.md §4)."""
+        clauses = [
+            Clause(p.digest(), Outcome.ACCEPTED if done else Outcome.OPEN, (), off_record=True)
+            for _, p, done in understood
+        ]
+        for row in db.query(ProposalRow):
+            record = self._record(db, row)
+            if record is not None:
+                status = record.replay(now, accepted).status
+                clauses.append(clause_of(record.sealed.proposal, status))
+        return decide(clauses)
+
     def views(self) -> list[dict[str, Any]]:
+        """Every proposal, then every clause of an open off-the-record channel."""
+        understood = self.p.offrecord.clauses()
         with self.p.store.transaction() as db:
             rows = list(db.query(ProposalRow).order_by(ProposalRow.stored_at))
-            accepted = self._accepted(db, now_ms())
-            return [self._view(db, row, accepted) for row in rows]
+            now = now_ms()
+            accepted = self._accepted(db, now)
+            decisions = self._agreements(db, now, accepted, understood)
+            views = [self._view(db, row, accepted, decisions) for row in rows]
+        return views + [clause_view(*u, self.p.name) for u in understood]
 
     def view(self, ident: str) -> dict[str, Any]:
+        understood = self.p.offrecord.clauses()
         with self.p.store.transaction() as db:
-            return self._view(db, self._find(db, ident), self._accepted(db, now_ms()))
+            now = now_ms()
+            accepted = self._accepted(db, now)
+            decisions = self._agreements(db, now, accepted, understood)
+            return self._view(db, self._find(db, ident), accepted, decisions)
 
-    def _view(self, db: Any, row: ProposalRow, accepted: dict[bytes, int]) -> dict[str, Any]:
+    def _view(
+        self,
+        db: Any,
+        row: ProposalRow,
+        accepted: dict[bytes, int],
+        decisions: Mapping[bytes, Decision],
+    ) -> dict[str, Any]:
         now = now_ms()
         receipt = NotaryReceipt.from_bytes(row.receipt)
         message = db.get(Message, row.message_id)
@@ -750,6 +803,9 @@ class Negotiation:
                 title=None,
                 terms=[],
                 status="withdrawn" if withdrawn else "sealed",
+                agreement=Agreement.NONE.value,
+                agreement_note=None,
+                allow_understood=[],
                 history=pending,
                 signature="not yet opened",
                 expires_at=None,
@@ -759,6 +815,7 @@ class Negotiation:
             return view
         proposal = record.sealed.proposal
         replayed = record.replay(now, accepted)
+        decision = decisions.get(record.digest, Decision(Agreement.NONE))
         view.update(
             {
                 "from": proposal.author.name,
@@ -766,9 +823,12 @@ class Negotiation:
                 "title": proposal.title,
                 "terms": list(proposal.terms),
                 "status": replayed.status.name.lower(),
+                "agreement": decision.agreement.value,
+                "agreement_note": decision.reason or None,
                 "signature": "verified",
                 "expires_at": proposal.expires_at_ms or None,
                 "conditions": [c.hex() for c in proposal.conditions],
+                "allow_understood": [c.hex() for c in proposal.allow_understood],
                 "answers": proposal.answers.hex() if proposal.answers else None,
                 "history": [
                     _history_item(s.notarised, s.effective, s.note) for s in replayed.steps

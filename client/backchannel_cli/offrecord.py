@@ -29,6 +29,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from backchannel import otr
+from backchannel.agreements import ClauseForm, OffRecordClause
 from backchannel.drops import (
     SealedEnvelope,
     drop_address,
@@ -38,9 +39,11 @@ from backchannel.drops import (
     sealed_expiry,
 )
 from backchannel.encoding import Reader
-from backchannel.errors import BackchannelError, DuplicateMessageError
+from backchannel.errors import BackchannelError, DuplicateMessageError, InvalidFieldError
+from backchannel.identity import IdentityPublic
 from backchannel.keys import DHKeyPair
 from backchannel.otr import OtrChannel, OtrControl, OtrForm, Role
+from backchannel.proposals import Party, Proposal
 
 from .errors import CliError, RelayRefusedError
 from .localstore import Contact, Message, Secret
@@ -85,6 +88,9 @@ class Channel:
     drop_expires_at: int = 0
     """Our drop's expiry (s), drawn once (`drop_expiry`) so a retried opening asks the same."""
     new_contact: bool = False
+    clauses: list[tuple[bytes, bool]] = field(default_factory=list)
+    """Proposals made in the channel (canonical bytes) and whether accepted: understood
+    clauses, which live as long as the channel and go with it (PRODUCT.md §4)."""
     new_session: bool = False
     """Whether the channel's set-up made this profile's contact row and session with the peer:
     then they go when the channel ends, unless an identified exchange needs them by then."""
@@ -115,6 +121,7 @@ class Channel:
                 "drop_expires_at": self.drop_expires_at,
                 "new_contact": self.new_contact,
                 "new_session": self.new_session,
+                "clauses": [[c.hex(), a] for c, a in self.clauses],
             }
         ).encode()
 
@@ -143,6 +150,7 @@ class Channel:
             [(bytes.fromhex(i), bytes.fromhex(e)) for i, e in raw["outbox"]],
             int(raw.get("drop_expires_at", 0)),
             bool(raw.get("new_contact", False)),
+            [(bytes.fromhex(c), bool(a)) for c, a in raw.get("clauses", [])],
             bool(raw.get("new_session", False)),
         )
 
@@ -308,11 +316,13 @@ class OffTheRecord:
         refusal = self.given_up.pop(peer, None)
         if refusal is not None:  # the relay refused to open our drop (our role, say)
             raise refusal
+        await self.participant.exercise.ensure()  # what control sees, as the relay says now
         return {
             "with": peer,
             "status": "waiting for the answer",
             "expires_at": channel.expires_at_ms,
-            "control_sees": "existence",
+            "class": "off_the_record",
+            "control_sees": self.participant.exercise.control_sees(peer, "off_the_record"),
         }
 
     def receive(
@@ -505,9 +515,14 @@ class OffTheRecord:
 
     # --- messages -------------------------------------------------------------------------------
 
-    async def send(self, peer: str, text: str, keep: bool) -> Shown:
+    async def send(
+        self, peer: str, text: str, keep: bool, clause: OffRecordClause | None = None
+    ) -> Shown:
+        """Send `text`, or `clause` (then `text` is what we show and `--keep` stores)."""
         channel = await self._ready(peer)
-        plaintext = text.encode("utf-8")
+        if clause is None and text.startswith("\x00"):
+            raise CliError("an off-the-record message does not start with a NUL character")
+        plaintext = text.encode("utf-8") if clause is None else clause.to_plaintext()
         if len(plaintext) > otr.MAX_TEXT_BYTES:
             raise CliError(f"an off-the-record message holds at most {otr.MAX_TEXT_BYTES} bytes")
         message_id = os.urandom(16)
@@ -516,6 +531,8 @@ class OffTheRecord:
             if current is None or current.channel_id != channel.channel_id:
                 raise CliError(f"the off-the-record channel with {peer} was closed meanwhile")
             assert current.state is not None
+            if clause is not None:
+                current.clauses = _with_clause(current.clauses, clause, self.participant.name)
             state, message = otr.encrypt(current.state, plaintext)
             expires = sealed_expiry(current.expires_at_ms)  # the relay takes the drop's
             sealed = SealedEnvelope(message_id, expires, message).to_bytes()
@@ -601,11 +618,16 @@ class OffTheRecord:
                 if held is None or held.state is None or held.channel_id != arrival.channel_id:
                     continue  # closed or replaced meanwhile: what it held is unreadable now
                 state = held.state
+                clauses = list(held.clauses)
                 for item in arrival.page:
                     try:
                         sealed = SealedEnvelope.from_bytes(item.envelope)
                         state, plaintext, _ = otr.decrypt(state, sealed.message)
-                        text = plaintext.decode("utf-8")
+                        clause = OffRecordClause.from_plaintext(plaintext)
+                        if clause is None:
+                            text = plaintext.decode("utf-8")
+                        else:
+                            clauses, text = self._received(db, arrival.peer, clauses, clause)
                     except DuplicateMessageError:
                         continue  # read before a crash kept it from being acknowledged
                     except (BackchannelError, UnicodeDecodeError) as exc:
@@ -617,12 +639,96 @@ class OffTheRecord:
                     if keep:
                         self._keep(db, sealed.message_id, "in", arrival.peer, text)
                     shown.append(self._shown(sealed.message_id, "in", arrival.peer, text))
-                self.save(db, replace(held, state=state))
+                self.save(db, replace(held, state=state, clauses=clauses))
                 done.append((held.my_read_key, [item.id for item in arrival.page]))
             show(shown)
         for read_key, ids in done:
             with contextlib.suppress(RelayRequestError, RelayUnreachable):
                 await relay.drop_ack(read_key, ids)  # else next time, where it reads as a repeat
+
+    # --- clauses: proposals made and accepted off the record ------------------------------------
+
+    def _received(
+        self, db: Any, peer: str, clauses: list[tuple[bytes, bool]], clause: OffRecordClause
+    ) -> tuple[list[tuple[bytes, bool]], str]:
+        """A clause from `peer`: checked to be theirs and to us, then held with the channel."""
+        if clause.form == ClauseForm.PROPOSE:
+            assert clause.proposal is not None
+            proposal = clause.proposal
+            contact: Contact | None = db.get(Contact, peer)
+            me = Party.of(self.participant.name, self.participant.me.identity.public)
+            theirs = (
+                contact is not None
+                and proposal.author.keys == IdentityPublic.from_bytes(contact.identity).keys
+            )
+            if proposal.author.name != peer or not theirs or proposal.addressees != (me,):
+                raise InvalidFieldError(
+                    "an off-the-record proposal names another author or other addressees "
+                    "than the channel's two sides"
+                )
+            updated = _with_clause(clauses, clause, peer)
+            digest = proposal.digest().hex()
+            terms = "".join(f"\n{i}. {t}" for i, t in enumerate(proposal.terms, 1))
+            return updated, (
+                f"Off the record (deniable; at most understood, never bound): {proposal.title}"
+                f"{terms}\n(clause {digest[:12]}: `backchannel otr accept {peer} {digest[:12]}`)"
+            )
+        updated = _with_clause(clauses, clause, peer)
+        return updated, (
+            f"accepted off the record your clause {clause.digest.hex()[:12]}: it is understood, "
+            "and no record holds it"
+        )
+
+    def clauses(self) -> list[tuple[str, Proposal, bool]]:
+        """Every clause held in an open channel: (peer, proposal, accepted)."""
+        with self.store.transaction() as db:
+            self._expire(db)
+            return [
+                (channel.peer, Proposal.from_bytes(raw), accepted)
+                for channel in self.channels(db)
+                for raw, accepted in channel.clauses
+            ]
+
+    def find_clause(self, ident: str) -> tuple[str, Proposal, bool] | None:
+        """The clause whose digest starts with `ident` (at least 8 hex digits), if one."""
+        ident = ident.lower()
+        if len(ident) < 8:
+            return None
+        found = [c for c in self.clauses() if c[1].digest().hex().startswith(ident)]
+        if len(found) > 1:
+            raise CliError(f"{ident} names more than one off-the-record clause; give more digits")
+        return found[0] if found else None
+
+    async def propose(self, peer: str, title: str, terms: list[str]) -> dict[str, Any]:
+        """Make a proposal inside the channel with `peer`: unsigned, never notarised."""
+        await self._ready(peer)
+        contact = await self.participant.contact(peer)
+        me = self.participant.me.identity.public
+        proposal = Proposal(
+            os.urandom(16), Party.of(self.participant.name, me),
+            (Party(peer, IdentityPublic.from_bytes(contact.identity).keys),), title,
+            tuple(terms), now_ms(),
+        )  # fmt: skip
+        try:
+            proposal.canonical()
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+        clause = OffRecordClause(ClauseForm.PROPOSE, proposal)
+        await self.send(peer, f"proposed off the record: {title}", False, clause)
+        return clause_view(peer, proposal, False, self.participant.name)
+
+    async def accept(self, peer: str, ident: str) -> dict[str, Any]:
+        found = self.find_clause(ident)
+        if found is None or found[0] != peer:
+            raise CliError(f"no off-the-record clause {ident} in the channel with {peer}")
+        _, proposal, accepted = found
+        if proposal.author.name != peer:
+            raise CliError("you accept a clause made to you, not your own")
+        if accepted:
+            raise CliError(f"clause {ident} is already understood")
+        clause = OffRecordClause(ClauseForm.ACCEPT, digest=proposal.digest())
+        await self.send(peer, f"accepted off the record: {proposal.title}", False, clause)
+        return clause_view(peer, proposal, True, self.participant.name)
 
     def _keep(self, db: Any, message_id: bytes, direction: str, peer: str, text: str) -> None:
         """The explicit local copy (`--keep`): marked unverifiable, for that is what it is."""
@@ -639,9 +745,67 @@ class OffTheRecord:
     ) -> Shown:
         from .service import Shown
 
+        channel = self.participant.exercise.describe(peer, "otr", direction, "deniable")
         return Shown(
-            message_id.hex(), direction, peer, "otr", text, now_ms(), status, "deniable", None
-        )
+            message_id.hex(), direction, peer, "otr", text, now_ms(), status, "deniable", None,
+            channel=channel,
+        )  # fmt: skip
+
+
+MAX_CLAUSES = 32
+"""Clauses one channel holds: a limit on what a peer can make us keep."""
+
+
+def _with_clause(
+    clauses: list[tuple[bytes, bool]], clause: OffRecordClause, accepter: str
+) -> list[tuple[bytes, bool]]:
+    """The channel's clauses after `clause`: a new offer, or the acceptance of one made to
+    `accepter` (by its only addressee); anything else is refused."""
+    if clause.form == ClauseForm.PROPOSE:
+        assert clause.proposal is not None
+        if len(clauses) >= MAX_CLAUSES:
+            raise InvalidFieldError(f"a channel holds at most {MAX_CLAUSES} clauses")
+        return [*clauses, (clause.proposal.canonical(), False)]
+    updated = []
+    matched = False
+    for raw, accepted in clauses:
+        proposal = Proposal.from_bytes(raw)
+        if proposal.digest() == clause.digest and not accepted:
+            if proposal.author.name == accepter:
+                raise InvalidFieldError("a clause is accepted by its addressee")
+            accepted, matched = True, True
+        updated.append((raw, accepted))
+    if not matched:
+        raise InvalidFieldError("the acceptance names no open clause of this channel")
+    return updated
+
+
+def clause_view(peer: str, proposal: Proposal, accepted: bool, me: str) -> dict[str, Any]:
+    """An off-the-record clause as `proposals` lists it: no notary, no signature."""
+    digest = proposal.digest().hex()
+    return {
+        "id": digest,
+        "digest": digest,
+        "off_record": True,
+        "from": proposal.author.name,
+        "to": [a.name for a in proposal.addressees],
+        "direction": "out" if proposal.author.name == me else "in",
+        "title": proposal.title,
+        "terms": list(proposal.terms),
+        "status": "accepted" if accepted else "opened",
+        "agreement": "understood" if accepted else "none",
+        "agreement_note": "deniable: no notary entry, no signature; no record can prove it",
+        "signature": "none (deniable)",
+        "notary": None,
+        "relay": None,
+        "with": peer,
+        "conditions": [],
+        "allow_understood": [],
+        "answers": None,
+        "expires_at": None,
+        "reveal_at": None,
+        "history": [],
+    }
 
 
 def _after_kind(content: bytes) -> Reader:

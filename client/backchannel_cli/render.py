@@ -132,7 +132,7 @@ def message_lines(message: dict[str, Any], full: bool = False) -> str:
     scenario = f" [scenario {message['scenario_time']}]" if message.get("scenario_time") else ""
     head = (
         f"[{message['id'][:12]}] {message['kind']} {arrow}, {when(message['sent_at'])}{scenario} "
-        f"({message['status']}; {message['verified']})"
+        f"({message['status']}; {message['verified']}){_class_text(message)}"
     )
     reply = f"\n  in reply to {message['in_reply_to'][:12]}" if message.get("in_reply_to") else ""
     if full and message.get("relay_received_at"):
@@ -140,6 +140,8 @@ def message_lines(message: dict[str, Any], full: bool = False) -> str:
         reply += f"\n  relay received it {when(message['relay_received_at'])}" + (
             f" [scenario {relay_scenario}]" if relay_scenario else ""
         )
+    if full and message.get("proven"):
+        reply += "\n  " + _proven_text(message["proven"], message.get("claimed") or {})
     if message.get("refusal"):
         reply += f"\n  REFUSED by the relay: {message['refusal']}"
     body = "\n".join("  " + line for line in str(message["text"]).splitlines() or [""])
@@ -154,12 +156,18 @@ def proposal_lines(view: dict[str, Any], full: bool = False) -> str:
     to = ", ".join(view["to"])
     head = f"[{view['id'][:12]}] proposal from {view['from']} to {to}: {title}"
     head += f" [{view['status'].upper()}]"
+    if view.get("agreement") not in (None, "none"):
+        head += f" {view['agreement'].upper()}"
     if not full:
         return head
     lines = [head]
+    if view.get("agreement_note"):
+        lines.append(f"  {view['agreement']}: {view['agreement_note']}")
     lines += [f"  {i}. {term}" for i, term in enumerate(view["terms"], 1)]
     if view["conditions"]:
         lines.append("  only together with: " + ", ".join(c[:12] for c in view["conditions"]))
+        if view.get("allow_understood"):
+            lines.append("  (a clause only understood off the record may meet these)")
     if view["answers"]:
         lines.append(f"  counters proposal {view['answers'][:12]}")
     if view["expires_at"]:
@@ -191,8 +199,32 @@ def history_line(message: dict[str, Any]) -> str:
     reply = f" re {message['in_reply_to'][:12]}" if message.get("in_reply_to") else ""
     lines = str(message["text"]).splitlines() or [""]
     first = lines[0] if len(lines[0]) <= 60 and len(lines) == 1 else lines[0][:57] + "..."
+    agreement = message.get("agreement")
+    state = f"; {agreement}" if agreement not in (None, "none") else ""
     return (
         f"{when(message['sent_at'])}{scenario} {'<-' if incoming else '->'} {peer} "
         f"{message['kind']} [{message['id'][:12]}] ({message['status']}; "
-        f"{message['verified']}){reply}: {first}"
+        f"{message['verified']}{state}){_class_text(message)}{reply}: {first}"
     )
+
+
+def _proven_text(proven: dict[str, Any], claimed: dict[str, Any]) -> str:
+    """What the keys prove of its author, then what is only claimed (`show`)."""
+    if proven["deniable"]:
+        said = "proven: nothing a third party could check (deniable)"
+    elif proven["signed_by"]:
+        said = f"proven: {proven['signed_by']}'s key signed it"
+    else:
+        said = "proven: nothing (no valid signature)"
+    if proven.get("via"):
+        said += f"; came through {proven['via']}"
+    if claimed.get("speaks_for"):
+        said += f"; claimed, not proven: speaks as {claimed['speaks_for']}"
+    return said
+
+
+def _class_text(message: dict[str, Any]) -> str:
+    """` [record; control sees envelope]`: the channel class and what exercise control sees."""
+    if "class" not in message:
+        return ""
+    return f" [{message['class'].replace('_', ' ')}; control sees {message['control_sees']}]"

@@ -13,7 +13,7 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -178,6 +178,20 @@ class Shown:
     """Status `refused`: the relay's reason."""
     subject: str | None = None
     """The proposal or original message it is about, beyond `in_reply_to`."""
+    agreement: str | None = None
+    """A proposal or a statement about one: bound, void, pending, understood or none."""
+    channel: dict[str, Any] | None = None
+    """`Exercise.describe`: class, control_sees, proven, claimed."""
+
+    def _unknown_channel(self) -> dict[str, Any]:
+        """Without an exercise's word: what the relay itself learns, nothing proven."""
+        otr = self.kind == "otr"
+        return {
+            "class": "off_the_record" if otr else "record",
+            "control_sees": "existence" if otr else "envelope",
+            "proven": None,
+            "claimed": None,
+        }
 
     def as_json(self) -> dict[str, Any]:
         """Times in ms since the epoch (`emit_json` adds their ISO 8601 siblings)."""
@@ -195,9 +209,10 @@ class Shown:
             "verified": self.verified,
             "in_reply_to": self.in_reply_to,
             "subject": self.subject,
-            # What exercise control can learn of it (PRODUCT.md §3): a letter's envelope (who,
-            # to whom, when, how big), an off-the-record message's existence at most.
-            "control_sees": "existence" if self.kind == "otr" else "envelope",
+            "agreement": self.agreement,
+            # What exercise control can learn of it (PRODUCT.md §3, PROTOCOL.md §16.1), and
+            # what is proven of its author apart from what is only claimed.
+            **(self.channel or self._unknown_channel()),
             "scenario_time": self.scenario_time,
             "relay_received_at": self.relay_at,
             "relay_scenario_time": self.relay_scenario_time,
@@ -1282,6 +1297,9 @@ class Participant:
             scenario(message.relay_scenario_at),
             message.refusal,
             message.subject,
+            channel=self.exercise.describe(
+                message.peer, message.kind, message.direction, message.verified
+            ),
         )
 
     def show(self, message_id: str) -> Shown:
@@ -1351,7 +1369,16 @@ class Participant:
                 query = query.where(Message.sent_at >= since)
             if until is not None:
                 query = query.where(Message.sent_at <= until)
-            return [self._shown(m) for m in db.scalars(query)]
+            found = [self._shown(m) for m in db.scalars(query)]
+        if not any(m.kind in ("proposal", "statement") and m.subject for m in found):
+            return found
+        agreements = {v["id"]: v["agreement"] for v in self.negotiation.views()}
+        return [
+            replace(m, agreement=agreements.get(m.subject or ""))
+            if m.kind in ("proposal", "statement")
+            else m
+            for m in found
+        ]
 
     def fingerprint(self) -> str:
         return format_fingerprint(self.me.identity.public.fingerprint())

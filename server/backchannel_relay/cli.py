@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -843,10 +844,24 @@ def exercise_status(
     for role in status["roles"]:
         joined = "registered" if role["registered"] else "not registered yet"
         click.echo(f"  {role['name']} ({role['kind']}, {role['title']}): {joined}")
+    click.echo(_sees_line("control sees", status["control_sees"]["classes"]))
+    for pair in status["control_sees"]["pairs"]:
+        sees = {k: v for k, v in pair.items() if k != "between"}
+        click.echo(_sees_line(f"  between {' and '.join(pair['between'])}", sees))
+    for said in status["communiques"]:  # public: control reads them whole
+        text = "".join(c if c.isprintable() else " " for c in said["text"])  # no escapes
+        signed = datetime.fromtimestamp(said["at"] / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+        click.echo(f"  communiqué {said['number']} from {said['author']} "
+                   f"(signed {signed} UTC): {text}")  # fmt: skip
     for inject in status["injects"]:
         state = "delivered" if inject["delivered"] else "pending"
         click.echo(f"  inject {inject['number']} at {_when(inject['at'], offset)}: "
                    f"{inject['title']} [{state}]")  # fmt: skip
+
+
+def _sees_line(lead: str, sees: dict[str, str]) -> str:
+    """`lead`: record envelope, off the record existence, ... (class names as people say them)."""
+    return f"{lead}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sees.items())
 
 
 @exercise.command("clock")
@@ -897,3 +912,127 @@ def exercise_clock(
     clock = _exercises(data_dir, database_url, work)
     store = _store_used(data_dir, database_url, as_json)
     click.echo(json.dumps({**clock, **store}) if as_json else _clock_line(clock))
+
+
+# --- wipe --------------------------------------------------------------------------------------
+
+
+@main.command("wipe")
+@_store_options
+@click.option(
+    "--exercise",
+    "exercise_name",
+    metavar="NAME",
+    help="Wipe only if the store holds nothing but this exercise (the notary log is shared).",
+)
+@click.option("--yes", is_flag=True, help="Destroy without asking.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def wipe_command(
+    data_dir: Path, database_url: str | None, exercise_name: str | None, yes: bool, as_json: bool
+) -> None:
+    """Destroy everything in the store for good, once the exercise is over.
+
+    Envelopes, drops, registrations, invites, tokens, prekeys, the notary log and keys, the
+    control key and the exercises. Stop every relay serving the store first: a SQLite store a
+    relay holds is refused, and so is a PostgreSQL database other sessions are connected to."""
+    import sys
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .database import StoreInUse, open_engine, serving_lock, sqlite_file, store_error
+    from .wipe import RESIDUE_NOTE, Wiped, other_sessions, wipe_store
+
+    config = RelayConfig(data_dir=data_dir, database_url=database_url)
+    store = config.describe_store()
+    path = sqlite_file(config.url)
+    if path is not None and not path.exists():
+        raise CodedError(f"there is no store to wipe: no SQLite file {path}", "no_store")
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(serving_lock(config.url))  # and no relay starts meanwhile
+        except StoreInUse as exc:
+            raise CodedError(f"{exc}; nothing was wiped", "store_in_use") from None
+        except OSError as exc:
+            raise CodedError(
+                f"cannot open the {store}: {store_error(exc)}", "store_unavailable"
+            ) from None
+        if not yes:
+            if not sys.stdin.isatty():
+                raise CodedError(
+                    "there is no terminal to confirm on: run `backchannel-relay wipe --yes` "
+                    "to destroy the store",
+                    "no_terminal",
+                )
+            click.confirm(f"Destroy everything in the {store} for good?", abort=True)
+
+        async def run() -> Wiped:
+            engine = open_engine(config.url)
+            try:
+                sessions = await other_sessions(engine)
+                if sessions:
+                    raise CodedError(
+                        f"{sessions} other session(s) are connected to the {store}: stop every "
+                        "relay serving it first; nothing was wiped",
+                        "store_in_use",
+                    )
+                return await wipe_store(engine, exercise_name)
+            except (OSError, SQLAlchemyError) as exc:
+                raise StoreUnavailable(f"the {store} failed: {store_error(exc)}") from None
+            finally:
+                await engine.dispose()
+
+        wiped = _run(run)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "store": config.store_label(),
+                    "exercise": exercise_name,
+                    "destroyed": wiped.destroyed,
+                    "vacuumed": wiped.vacuumed,
+                    "note": RESIDUE_NOTE,
+                }
+            )
+        )
+        return
+    click.echo(f"Wiped the {store}:")
+    for kind, count in sorted(wiped.destroyed.items()):
+        click.echo(f"  {kind}: {count}")
+    click.echo(f"Note: {RESIDUE_NOTE}.")
+
+
+@main.command("backup")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="BACKCHANNEL_RELAY_DATA_DIR",
+    default=default_data_dir,
+    show_default=True,
+    help="Where the SQLite store lives.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def backup_command(out: Path, data_dir: Path, as_json: bool) -> None:
+    """Copy the SQLite store to OUT (0600) while the relay runs, without off-the-record drops.
+
+    On PostgreSQL use `pg_dump --exclude-table-data=drops --exclude-table-data=drop_messages`
+    (deploy/README.md): off-the-record data is never in a backup."""
+    import sqlite3
+
+    from .database import sqlite_file, sqlite_url
+    from .wipe import backup_sqlite
+
+    store = sqlite_file(sqlite_url(data_dir))
+    assert store is not None
+    if not store.exists():
+        raise CodedError(f"there is no store to back up: no SQLite file {store}", "no_store")
+    if out.exists():
+        raise CodedError(f"{out} exists already; name a new file", "exists")
+    try:
+        kept = backup_sqlite(store, out)
+    except (OSError, sqlite3.Error) as exc:
+        raise CodedError(f"cannot back up {store} to {out}: {exc}", "backup_failed") from None
+    if as_json:
+        click.echo(json.dumps({"store": str(store), "out": str(out), "rows": kept}))
+    else:
+        click.echo(f"Backed up {store} to {out} ({sum(kept.values())} rows; no drops).")

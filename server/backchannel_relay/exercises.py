@@ -24,14 +24,27 @@ from sqlalchemy.exc import IntegrityError
 
 from backchannel.envelope import Envelope, Route
 from backchannel.errors import BackchannelError
-from backchannel.exercise import Clock, Scenario, due, parse_scenario, sign_inject
+from backchannel.exercise import (
+    MAX_COMMUNIQUES,
+    Clock,
+    Communique,
+    Scenario,
+    Visibility,
+    due,
+    parse_scenario,
+    sign_inject,
+    verify_communique,
+)
 from backchannel.exercise import Route as PolicyRoute
+from backchannel.identity import IdentityPublic
 from backchannel.keys import SigningKeyPair
 
 from .errors import BadRequest, Conflict, Forbidden, NotFound
-from .models import ExerciseRoleRow, ExerciseRow, Invite, Participant
-from .store import Store, add_invite
+from .models import CommuniqueRow, ExerciseRoleRow, ExerciseRow, Invite, Participant
+from .store import ParticipantInfo, Store, add_invite
 
+COMMUNIQUE_SKEW_MS = 10 * 60 * 1000
+"""How far a communiqué's signing time may be from the relay's clock: no back-dating."""
 ROLE_CACHE_SECONDS = 1.0
 """How stale this process's view of which names are roles may be (a scenario loaded by the
 command line while the relay runs is enforced within this long)."""
@@ -209,6 +222,11 @@ class Exercises:
             "exercise": scenario.name,
             "title": scenario.title,
             "clock": _clock_json(scenario, clock, now),
+            "control_sees": (scenario.visibility or Visibility({}, {})).to_json(),
+            "communiques": [
+                {k: v for k, v in c.items() if k in ("number", "author", "at", "text")}
+                for c in await self.communiques(name)
+            ],
             "roles": [
                 {
                     "name": r.name,
@@ -281,6 +299,15 @@ class Exercises:
                 for other in others
                 if (route := policy.route(name, other)).direct or route.via
             },
+            "control_sees": {
+                "classes": (scenario.visibility or Visibility({}, {})).to_json()["classes"],
+                "peers": {
+                    other: scenario.control_sees(name, other)
+                    for other in others
+                    if (route := policy.route(name, other)).direct or route.via
+                },
+            },
+            "communiques": await self.communiques(scenario.name),
             "injects": [
                 {
                     "number": i.number,
@@ -293,6 +320,66 @@ class Exercises:
                 for i in due(scenario.injects, name, clock.now(now))
             ],
         }
+
+    async def communique(self, author: ParticipantInfo, at: int, text: str, sig: bytes) -> int:
+        """Keep a communiqué for every role of the author's exercise; -> its number. Observers
+        send nothing; the signature must be the author's; at most `MAX_COMMUNIQUES`."""
+        exercise = (await self.role_map()).get(author.name)
+        if exercise is None:
+            raise NotFound(f"{author.name} has no role in an exercise on this relay",
+                           code="no_exercise")  # fmt: skip
+        scenario = await self.scenario(exercise)
+        role = scenario.role(author.name)
+        if role is None or role.kind == "observer":
+            raise Forbidden("an observer sends nothing, communiqués included", code="role_forbids")
+        now = self.store.now_ms()
+        if abs(at - now) > COMMUNIQUE_SKEW_MS:
+            raise BadRequest("field 'at' must be the time of signing, within 10 minutes of the "
+                             "relay's clock", code="invalid_field")  # fmt: skip
+        statement = Communique(exercise, author.name, at, text)
+        try:
+            statement.check()
+            verify_communique(IdentityPublic.from_bytes(author.identity).signing, statement, sig)
+        except BackchannelError as exc:
+            raise BadRequest(f"the communiqué: {exc}", code="invalid_communique") from None
+        for _attempt in range(5):  # two at once may take the same number: the later retries
+            try:
+                async with self.store.write() as session:
+                    count = len(list(await session.scalars(
+                        select(CommuniqueRow.number).where(CommuniqueRow.exercise == exercise)
+                    )))  # fmt: skip
+                    if count >= MAX_COMMUNIQUES:
+                        raise Forbidden(
+                            f"the exercise {exercise} holds {MAX_COMMUNIQUES} communiqués, "
+                            "its most", code="communiques_full",
+                        )  # fmt: skip
+                    session.add(CommuniqueRow(
+                        exercise=exercise, number=count + 1, author=author.name, at=at,
+                        text=text, signature=sig, received_at=now,
+                    ))  # fmt: skip
+                return count + 1
+            except IntegrityError:
+                continue
+        raise Conflict("too many communiqués at once; send it again", code="busy")
+
+    async def communiques(self, exercise: str) -> list[dict[str, Any]]:
+        """Every communiqué of the exercise, in order, with its author's identity key."""
+        async with self.store.read() as session:
+            rows = list(await session.scalars(
+                select(CommuniqueRow).where(CommuniqueRow.exercise == exercise)
+                .order_by(CommuniqueRow.number)
+            ))  # fmt: skip
+            found = await session.execute(
+                select(Participant.name, Participant.identity)
+                .where(Participant.name.in_({r.author for r in rows}))
+            )  # fmt: skip
+            keys: dict[str, bytes] = {name: key for name, key in found.all()}
+        return [
+            {"number": r.number, "author": r.author, "at": r.at, "text": r.text,
+             "signature": _b64(r.signature),
+             "identity": _b64(keys[r.author]) if r.author in keys else None}
+            for r in rows
+        ]  # fmt: skip
 
     async def check(self, envelopes: Sequence[Envelope]) -> None:
         """Refuse (403 `policy_forbids`) what the exercises' policies do not allow."""

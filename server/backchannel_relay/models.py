@@ -238,6 +238,19 @@ class ExerciseRoleRow(Base):
     exercise: Mapped[str] = mapped_column(ForeignKey("exercises.name"), index=True)
 
 
+class CommuniqueRow(Base):
+    """A communiqué (PROTOCOL.md §16.9): public to every role of its exercise and to control."""
+
+    __tablename__ = "exercise_communiques"
+    exercise: Mapped[str] = mapped_column(ForeignKey("exercises.name"), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    author: Mapped[str] = mapped_column(String(64))
+    at: Mapped[int] = mapped_column(BigInteger)
+    text: Mapped[str] = mapped_column(Text)
+    signature: Mapped[bytes] = mapped_column(LargeBinary(64))
+    received_at: Mapped[int] = mapped_column(BigInteger)
+
+
 class RateBucketRow(Base):
     """A per-identity token bucket shared by every relay process on PostgreSQL (`limits.py`);
     keyed by the participant's internal id; UNLOGGED there, as it is worthless after a crash."""

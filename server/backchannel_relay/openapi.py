@@ -531,6 +531,8 @@ def openapi_document() -> dict[str, Any]:
                                 "roles",
                                 "clock",
                                 "channels",
+                                "control_sees",
+                                "communiques",
                                 "injects",
                             ],
                             exercise=NAME,
@@ -540,11 +542,29 @@ def openapi_document() -> dict[str, Any]:
                             roles={"type": "array"},
                             clock={"type": "object"},
                             channels={"type": "object"},
+                            control_sees={"type": "object"},
+                            communiques={"type": "array"},
                             injects={"type": "array"},
                         )
                     ),
                     **_errors(401, 404, 429),
                 },
+            )
+        },
+        "/v1/exercise/communiques": {
+            "post": _op(
+                "Publish a signed communiqué to every role of the caller's exercise (§16.9)",
+                {
+                    **_ok(_obj(["number"], number=INT), "201", "Kept"),
+                    **_refused(400, "invalid_field; invalid_communique: an empty or too long "
+                               "text, or a signature that is not the caller's"),
+                    **_errors(401, 404, 409),
+                    **_refused(403, f"{ROLE_FORBIDS}; communiques_full: the exercise holds "
+                               "100 communiqués"),
+                },
+                body=_obj(["at", "text", "signature"], at=INT,
+                          text={"type": "string", "minLength": 1, "maxLength": 8000},
+                          signature=B64),
             )
         },
         "/v1/drops": {

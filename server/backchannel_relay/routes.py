@@ -22,6 +22,7 @@ from backchannel.encoding import Reader
 from backchannel.envelope import MAX_CIPHERTEXT_BYTES, Envelope, Route
 from backchannel.errors import BackchannelError
 from backchannel.identity import IdentityPublic, format_fingerprint
+from backchannel.keys import SIGNATURE_SIZE
 from backchannel.prekeys import (
     MAX_PREKEYS_PER_UPLOAD,
     KemPrekey,
@@ -837,3 +838,18 @@ async def drop_close(request: web.Request) -> web.Response:
 async def exercise(request: web.Request) -> web.Response:
     """The caller's exercise: briefs, scenario clock, channels, and the injects now due."""
     return web.json_response(await request.app[EXERCISES].view(participant(request).name))
+
+
+@routes.post("/v1/exercise/communiques")
+async def communique(request: web.Request) -> web.Response:
+    """A signed public statement to every role of the caller's exercise (PROTOCOL.md §16.9)."""
+    body = await json_body(request)
+    text = body.get("text")
+    if not isinstance(text, str):
+        raise BadRequest("field 'text' must be a string", code="invalid_field")
+    at = body.get("at")
+    if not isinstance(at, int) or isinstance(at, bool):
+        raise BadRequest("field 'at' must be an integer (Unix ms)", code="invalid_field")
+    signature = bytes_field(body, "signature", SIGNATURE_SIZE)
+    number = await request.app[EXERCISES].communique(participant(request), at, text, signature)
+    return web.json_response({"number": number}, status=201)

@@ -302,3 +302,206 @@ def test_the_readme_order_invites_first_then_the_scenario(make_relay: Any, home:
     dobrynin.ok("register", reprinted[0].rsplit(" ", 1)[-1])
     status = control(relay, "status")
     assert all(role["registered"] for role in status["roles"])
+
+
+def test_each_role_is_told_what_control_sees_of_each_class(
+    make_relay: Any, store: tuple[str, ...], home: Path
+) -> None:
+    """`[channels]` sets control_sees per class, a pair may differ; the defaults fill the rest.
+    `backchannel exercise` tells each role, per class and per peer; `exercise status` tells
+    control; a value a class does not allow is refused on load, naming the field."""
+    relay = make_relay("sees", *GENEROUS, *store)
+    tag = os.urandom(3).hex()
+    names = {k: f"{k}-{tag}" for k in ("a", "b", "c", "m")}
+    kinds = (("a", "party"), ("b", "party"), ("c", "party"), ("m", "mediator"))
+    roles = "".join(role(names[k], kind) for k, kind in kinds)
+    channels = (
+        '[channels]\nrecord = "existence"\n'
+        f'[[channels.pairs]]\nbetween = ["{names["a"]}", "{names["b"]}"]\n'
+        'off_the_record = "nothing"\nconfidential = "nothing"\n'
+    )
+    text = SCENARIO.format(name=f"mini-{tag}", roles=roles, **names)
+    text = text.replace("[[injects]]", channels + "[[injects]]", 1)
+    users = load(relay, home, text)
+    a, b = users[names["a"]], users[names["b"]]
+    defaults = {"record": "existence", "confidential": "existence",
+                "off_the_record": "existence", "communique": "content"}  # fmt: skip
+    between = {**defaults, "off_the_record": "nothing", "confidential": "nothing"}
+    view = a.json("exercise")
+    assert view["control_sees"] == {
+        "classes": defaults,
+        "peers": {names["b"]: between, names["c"]: defaults, names["m"]: defaults},
+    }
+    assert b.json("exercise")["control_sees"]["peers"] == {names["a"]: between,
+                                                          names["m"]: defaults}  # fmt: skip
+    shown = a.ok("exercise")
+    assert "by default: record existence, confidential existence, off the record existence, " \
+        "communique content" in shown  # fmt: skip
+    assert f"with {names['b']}: record existence, confidential nothing, off the record nothing" \
+        in shown  # fmt: skip
+    assert f"with {names['c']}:" not in shown  # the same as the default: not repeated
+
+    status = control(relay, "status", "--exercise", f"mini-{tag}")
+    assert status["control_sees"] == {
+        "classes": defaults,
+        "pairs": [{"between": sorted([names["a"], names["b"]]),
+                   "off_the_record": "nothing", "confidential": "nothing"}],
+    }  # fmt: skip
+    plain = ["exercise", "status", "--exercise", f"mini-{tag}", "--data-dir", str(relay.data_dir)]
+    if "--database" in relay.extra:
+        plain += ["--database", relay.extra[relay.extra.index("--database") + 1]]
+    said = CliRunner().invoke(relay_main, plain)
+    assert said.exit_code == 0, said.output
+    assert "control sees: record existence, confidential existence" in said.output
+    assert f"between {' and '.join(sorted([names['a'], names['b']]))}: " in said.output
+
+    # What a class cannot promise is refused on load, in one line naming the field.
+    path = home.parent / "bad-channels.toml"
+    for bad, expected in [
+        ('[channels]\noff_the_record = "envelope"\n', "'channels.off_the_record' must be one of"),
+        ('[channels]\nrecord = "content"\n', "'channels.record' must be one of"),
+        ('[channels]\ncommunique = "nothing"\n', "'channels.communique' must be one of content"),
+        ('[channels]\nletters = "nothing"\n', "'channels.letters' is not a class"),
+        ('[[channels.pairs]]\nbetween = ["x", "y"]\n', "'channels.pairs[0].between' names"),
+    ]:
+        path.write_text(text.replace(f"mini-{tag}", f"bad-{tag}").replace(channels, bad))
+        args = ["exercise", "load", str(path), *plain[4:]]
+        result = CliRunner().invoke(relay_main, args)
+        assert result.exit_code != 0
+        assert expected in assert_one_error_line(result.output), result.output
+
+
+def test_every_message_carries_its_class_what_control_sees_and_what_is_proven(
+    make_relay: Any, home: Path
+) -> None:
+    """inbox, show and history (text and --json) give each message its class and the
+    scenario's control_sees for that class and peer, and keep what the keys prove (signer,
+    deniable, the mediator it came through) apart from what is only claimed (the role)."""
+    relay = make_relay("classes", *GENEROUS)
+    tag = os.urandom(3).hex()
+    names = {k: f"{k}-{tag}" for k in ("a", "b", "c", "m")}
+    kinds = (("a", "party"), ("b", "party"), ("c", "party"), ("m", "mediator"))
+    roles = "".join(role(names[k], kind) for k, kind in kinds)
+    channels = (
+        '[channels]\nrecord = "existence"\n'
+        f'[[channels.pairs]]\nbetween = ["{names["a"]}", "{names["b"]}"]\n'
+        'off_the_record = "nothing"\n'
+    )
+    text = SCENARIO.format(name=f"mini-{tag}", roles=roles, **names)
+    users = load(relay, home, text.replace("[[injects]]", channels + "[[injects]]", 1))
+    a, b, c, m = (users[names[k]] for k in "abcm")
+
+    sent = a.json("send", b.name, "A signed word.")
+    assert (sent["class"], sent["control_sees"]) == ("record", "existence")
+    assert sent["proven"] == {"signed_by": a.name, "deniable": False, "via": None}
+    (letter,) = b.inbox()
+    assert (letter["class"], letter["control_sees"]) == ("record", "existence")
+    assert letter["proven"] == {"signed_by": a.name, "deniable": False, "via": None}
+    assert letter["claimed"] == {"speaks_for": a.name}  # the role's title (the helper's)
+    shown = b.ok("show", letter["id"])
+    assert "(read; signed) [record; control sees existence]" in shown
+    assert f"proven: {a.name}'s key signed it; claimed, not proven: speaks as {a.name}" in shown
+    assert "[record; control sees existence]" in b.ok("history", a.name)
+
+    # Through the mediator: proven who signed it and whom it came through.
+    a.ok("send", c.name, "Through the mediator.")
+    m.inbox()
+    (carried,) = c.inbox()
+    assert carried["proven"] == {"signed_by": a.name, "deniable": False, "via": m.name}
+    assert "came through " + m.name in c.ok("show", carried["id"])
+
+    # Off the record between a and b: control sees nothing, and nothing is proven.
+    opened = a.json("otr", "open", b.name, "--ttl", "10m")
+    assert (opened["class"], opened["control_sees"]) == ("off_the_record", "nothing")
+    b.inbox()
+    said = a.json("otr", "send", b.name, "Deniably.")
+    assert (said["class"], said["control_sees"]) == ("off_the_record", "nothing")
+    assert said["proven"] == {"signed_by": None, "deniable": True, "via": None}
+    (otr,) = b.inbox()
+    assert (otr["class"], otr["control_sees"], otr["proven"]["deniable"]) == (
+        "off_the_record", "nothing", True,
+    )  # fmt: skip
+
+    # Control's inject: its own class, signed by control.
+    control(relay, "clock", "set", "1962-10-22T09:30:00-04:00", "--exercise", f"mini-{tag}")
+    (inject,) = c.inbox()
+    assert (inject["class"], inject["control_sees"]) == ("inject", "content")
+    assert inject["proven"]["signed_by"] == "control"
+
+
+def test_no_implicit_broadcast(make_relay: Any, home: Path, monkeypatch: Any) -> None:
+    """`send` needs a recipient; `send all` writes to every role the sender may address (one
+    letter each, through the mediator where the scenario says), and only when confirmed: on a
+    terminal, or with --yes. A role may not be named `all`."""
+    from backchannel_cli import cli
+
+    relay = make_relay("broadcast", *GENEROUS)
+    _name, users = mini(relay, home)
+    a, b, c, m = (users[k] for k in "abcm")
+    result = a.run("send")
+    assert result.exit_code != 0 and "Missing argument" in result.output
+    line = a.fails("send", "all", "To everyone.")
+    assert "no terminal to confirm on" in line and "send all ... --yes" in line
+    assert json.loads(a.run("send", "all", "To everyone.", "--json").stdout)["error"] \
+        == "no_terminal"  # fmt: skip
+    monkeypatch.setattr(cli, "_at_terminal", lambda: True)
+    asked = a.run("send", "all", "To everyone.", input="n\n")
+    assert asked.exit_code != 0 and f"Send this letter to {b.name}, {c.name}, {m.name}?" \
+        in asked.output and "nothing was sent" in asked.output  # fmt: skip
+    assert b.inbox() == []
+    confirmed = a.run("send", "all", "To everyone, confirmed.", input="y\n")
+    assert confirmed.exit_code == 0, confirmed.output
+    monkeypatch.undo()
+    sent = a.json("send", "all", "To everyone, again.", "--yes")
+    assert sorted(s["to"] for s in sent) == sorted([b.name, c.name, m.name])
+    assert [x["text"] for x in b.inbox()] == ["To everyone, confirmed.", "To everyone, again."]
+    m.inbox()
+    assert len(c.inbox()) == 2  # through the mediator
+    assert "neither --reply-to" in a.fails("send", "all", "x", "--reply-to", "abc", "--yes")
+
+    loner = User(home, f"loner-{os.urandom(3).hex()}")
+    loner.init(relay)
+    loner.register(relay)
+    assert "has none; name the recipient" in loner.fails("send", "all", "Hello?", "--yes")
+
+    bad = home.parent / "all.toml"
+    bad.write_text(SCENARIO.format(name="x", roles=role("all", "party") + role("b", "party"),
+                                   a="all", b="b", c="b", m="b"))  # fmt: skip
+    refused = CliRunner().invoke(relay_main, ["exercise", "load", str(bad), "--data-dir",
+                                              str(relay.data_dir)])  # fmt: skip
+    assert "'all' means every role" in assert_one_error_line(refused.output)
+
+
+def test_a_communique_reaches_every_role_and_control(
+    make_relay: Any, store: tuple[str, ...], home: Path, monkeypatch: Any
+) -> None:
+    """`communique` publishes a signed statement to every role, also those the author has no
+    channel to; only when confirmed; each role sees it signed by its author, of class
+    communique, which control sees whole (`exercise status`)."""
+    from backchannel_cli import cli
+
+    relay = make_relay("communique", *GENEROUS, *store)
+    name, users = mini(relay, home)
+    a, b, c, m = (users[k] for k in "abcm")
+    assert "no terminal to confirm on" in b.fails("communique", "Radio Moscow.")
+    monkeypatch.setattr(cli, "_at_terminal", lambda: True)
+    declined = b.run("communique", "Radio Moscow.", input="n\n")
+    assert declined.exit_code != 0 and "Error: nothing was sent" in declined.output
+    monkeypatch.undo()
+    assert "empty" in b.fails("communique", "  ", "--yes")
+    assert "at most 8000 bytes" in b.fails("communique", "x" * 8001, "--yes")
+    published = b.json("communique", "Radio Moscow: the missiles will be crated.", "--yes")
+    assert (published["number"], published["class"], published["control_sees"]) == (
+        1, "communique", "content",
+    )  # fmt: skip
+    for reader in (a, c, m):  # c has no channel to b at all: a communiqué is public
+        (said,) = [x for x in reader.inbox() if x["kind"] == "communique"]
+        assert (said["from"], said["text"]) == (b.name, published["text"])
+        assert (said["class"], said["control_sees"]) == ("communique", "content")
+        assert said["proven"]["signed_by"] == b.name and said["proven"]["via"] is None
+        assert said["verified"] in ("signed", "signed (key not pinned)")
+        assert [x for x in reader.inbox() if x["kind"] == "communique"] == []  # once
+    assert "[communique; control sees content]" in a.ok("history")
+    status = control(relay, "status", "--exercise", name)
+    assert status["communiques"] == [{"number": 1, "author": b.name, "at": published["sent_at"],
+                                      "text": published["text"]}]  # fmt: skip

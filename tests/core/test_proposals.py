@@ -143,7 +143,7 @@ def test_the_commitment_binds_digest_and_nonce() -> None:
     [
         (lambda b: b[:-1], TruncatedError),
         (lambda b: b + b"\x00", TrailingBytesError),
-        (lambda b: b"\x02" + b[1:], InvalidFieldError),  # unknown version
+        (lambda b: b"\x03" + b[1:], InvalidFieldError),  # unknown version
         (lambda b: b[:-17] + b"\x09" + b[-16:], InvalidFieldError),  # unknown reveal policy
     ],
 )
@@ -382,3 +382,18 @@ def test_a_commitment_receipt_binds_the_mediator_the_proposal_names() -> None:
     ):
         with pytest.raises(NotaryError, match="another mediator"):
             ProposalRecord(mediated, receipt(wrong)).check(notary.public)
+
+
+def test_a_condition_allowing_an_understood_clause_is_version_2_and_round_trips() -> None:
+    plain = offer(conditions=(b"\x01" * 32, b"\x02" * 32))
+    assert plain.canonical()[0] == 1  # nothing allowed: version 1, digest as before
+    allowing = dataclasses.replace(plain, allow_understood=(b"\x02" * 32,))
+    raw = allowing.canonical()
+    assert raw[0] == 2 and raw[-2:] == b"\x00\x02"
+    assert Proposal.from_bytes(raw) == allowing
+    assert allowing.digest() != plain.digest()
+    for mask in (b"\x00\x00", b"\x00\x04"):  # none, or a condition it does not have
+        with pytest.raises(InvalidFieldError):
+            Proposal.from_bytes(raw[:-2] + mask)
+    with pytest.raises(ValueError, match="only a condition"):
+        dataclasses.replace(plain, allow_understood=(b"\x03" * 32,)).canonical()

@@ -372,3 +372,57 @@ async def test_a_refused_load_creates_nothing(own_backend: Backend, tmp_path: Pa
         await observer.client.close()
     finally:
         relay.kill()
+
+
+async def test_communiques_are_checked_and_refused_in_4xx(
+    own_backend: Backend, tmp_path: Path
+) -> None:
+    """POST /v1/exercise/communiques: the author's signature, its time near the relay's, a
+    text within bounds; an observer refused; everything kept in order for every role."""
+    import time
+
+    from backchannel.exercise import Communique, sign_communique
+
+    backend = own_backend
+    path = small_scenario(tmp_path, {"a": "party", "b": "party", "c": "observer", "m": "mediator"})
+    names = names_in(path)
+    relay = make_relay(backend)
+    try:
+        loaded = control(backend, "load", str(path))
+        invites = {r["name"]: r["invite"] for r in loaded["roles"]}
+        ka, kc = [await member(relay, names[k], invites[names[k]]) for k in ("a", "c")]
+        exercise = loaded["exercise"]
+
+        def body(who: Member, text: str, at: int | None = None, signer: Member | None = None
+                 ) -> dict[str, Any]:  # fmt: skip
+            at = int(time.time() * 1000) if at is None else at
+            statement = Communique(exercise, who.name, at, text)
+            sig = sign_communique((signer or who).identity.signing, statement)
+            return {"at": at, "text": text, "signature": base64.b64encode(sig).decode()}
+
+        def post(who: Member, payload: Any) -> Any:
+            return who.client.request("POST", "/v1/exercise/communiques", payload)
+
+        assert (await post(ka, body(ka, "First.")))["number"] == 1
+        observer = await refused(post(kc, body(kc, "I only watch.")))
+        assert (observer.status, observer.code) == (403, "role_forbids")
+        for payload, code in [
+            (body(ka, "Forged.", signer=kc), "invalid_communique"),
+            (body(ka, "Back-dated.", at=int(time.time() * 1000) - 3_600_000), "invalid_field"),
+            (body(ka, "x" * 8_001), "invalid_communique"),
+            ({**body(ka, "ok"), "text": 5}, "invalid_field"),
+            ({**body(ka, "ok"), "at": "now"}, "invalid_field"),
+            ({**body(ka, "ok"), "signature": "AAAA"}, "invalid_field"),
+            ([], "invalid_json"),
+        ]:
+            error = await refused(post(ka, payload))
+            assert error.status == 400 and error.code in (code, "invalid_field"), error
+        assert (await post(ka, body(ka, "Second.")))["number"] == 2
+        view = await kc.client.request("GET", "/v1/exercise")
+        assert [(c["number"], c["author"], c["text"]) for c in view["communiques"]] == [
+            (1, names["a"], "First."), (2, names["a"], "Second."),
+        ]  # fmt: skip
+        for each in (ka, kc):
+            await each.client.close()
+    finally:
+        relay.kill()

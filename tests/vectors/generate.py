@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from backchannel import drops, keystore, labels, otr, padding, relay_auth
+from backchannel.agreements import ClauseForm, OffRecordClause
 from backchannel.content import (
     Letter,
     LetterAcknowledgement,
@@ -28,7 +29,7 @@ from backchannel.content import (
     sign_letter,
 )
 from backchannel.envelope import Envelope, Route
-from backchannel.exercise import Inject, inject_body, sign_inject
+from backchannel.exercise import Communique, Inject, inject_body, sign_communique, sign_inject
 from backchannel.handshake import (
     DISCONTINUITY_BYTES,
     associated_data,
@@ -486,6 +487,12 @@ def build_proposal() -> Vector:
     timed = ProposalContent(receipts[0], sealed.digest, None, proposal.reveal_at_ms, locked)
     assert timed.unlock(content_key) == sealed
     record = ProposalRecord(sealed, receipts[0], (Notarised(acceptance, receipts[1]),))
+    understood = replace(proposal, allow_understood=proposal.conditions)
+    jupiters = replace(
+        proposal, title="Jupiters out of Turkey", terms=("Within months, never public.",),
+        author=kennedy, addressees=(khrushchev,), conditions=(), reveal=Reveal.IMMEDIATE,
+        reveal_at_ms=0, expires_at_ms=0,
+    )  # fmt: skip
     return {
         "description": "A sealed proposal, its commitment, an acceptance, and notary receipts "
         "for both over a hash-chained log (PROTOCOL.md §14)",
@@ -548,6 +555,23 @@ def build_proposal() -> Vector:
         "open_content": ProposalContent(receipts[0], sealed.digest, sealed).to_content().hex(),
         "statement_content": StatementContent(acceptance, receipts[1]).to_content().hex(),
         "export": Export(notary.public.raw, (record,)).to_json(),
+        # §14.1 version 2: the same offer letting an understood clause meet its condition.
+        "understood": {
+            "allow_understood": [c.hex() for c in proposal.conditions],
+            "canonical": understood.canonical().hex(),
+            "digest": understood.digest().hex(),
+        },
+        # §14.7: a clause proposed, and accepted, inside an off-the-record channel.
+        "clause": {
+            "proposal_canonical": jupiters.canonical().hex(),
+            "propose_plaintext": OffRecordClause(ClauseForm.PROPOSE, jupiters)
+            .to_plaintext()
+            .hex(),
+            "accept_plaintext": OffRecordClause(ClauseForm.ACCEPT, digest=jupiters.digest())
+            .to_plaintext()
+            .hex(),
+            "digest": jupiters.digest().hex(),
+        },
     }
 
 
@@ -682,10 +706,13 @@ def build_mediation() -> Vector:
     control = SigningKeyPair.from_private_bytes(rng(32))
     inject = Inject(1, -227_304_000_000, ("all",), "The quarantine",
                     "The President has announced a quarantine of Cuba.")  # fmt: skip
+    communique = Communique("cuba-1962", BOB, -226_929_600_000,
+                            "The missiles will be crated and returned.")  # fmt: skip
     return {
         "description": "A mediator's introduction (kind 6), the author's consent to forwarding "
         "(kind 10), the letter forwarded verbatim (kind 8), a simultaneous exchange's release "
-        "to Kennedy (kind 9), and an inject signed by the control key (PROTOCOL.md §16)",
+        "to Kennedy (kind 9), an inject signed by the control key, and a communiqué signed by "
+        "its author's identity key (PROTOCOL.md §16)",
         "random_draws": rng.take_new(),
         "mediator": MEDIATOR,
         "mediator_identity_private": thant.private_bytes().hex(),
@@ -709,6 +736,8 @@ def build_mediation() -> Vector:
         "inject_exercise": "cuba-1962",
         "inject_body": inject_body("cuba-1962", inject).hex(),
         "inject_signature": sign_inject(control, "cuba-1962", inject).hex(),
+        "communique_body": communique.body().hex(),
+        "communique_signature": sign_communique(bob.signing, communique).hex(),
     }
 
 
