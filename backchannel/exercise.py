@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -38,14 +38,17 @@ control the scenario sets, a deniable one, and a signed statement to every role.
 SEES = ("content", "envelope", "existence", "nothing")
 """What control may see of a class, most first: the text, who wrote to whom and when, counts."""
 ALLOWED_SEES: Mapping[str, tuple[str, ...]] = {
-    "record": ("envelope", "existence", "nothing"),
-    "confidential": ("envelope", "existence", "nothing"),
+    "record": ("content", "envelope", "existence", "nothing"),
+    "confidential": ("content", "envelope", "existence", "nothing"),
     "off_the_record": ("existence", "nothing"),
     "communique": ("content",),
 }
-"""`content` for record and confidential needs a control copy of each letter, which clients do
-not make yet: a scenario may not promise control what it could not read. Off the record never
-shows who spoke; a communiqué is public to every role, control included."""
+"""`content` for record and confidential: the sender's client seals a control copy of each letter
+to the control key (`control_copy`, PROTOCOL.md §16.11). Off the record never shows who spoke; a
+communiqué is public to every role, control included."""
+LETTER_CLASSES = ("record", "confidential")
+"""The class of the signed letters between two roles: `letters` in `[channels]` or a pair. A
+property of the pair, not of each letter, so both ends know it without anything on the wire."""
 DEFAULT_SEES: Mapping[str, str] = {
     "record": "envelope",
     "confidential": "existence",
@@ -150,6 +153,10 @@ class Scenario:
     def control_sees(self, first: str, second: str) -> dict[str, str]:
         return (self.visibility or Visibility({}, {})).between(first, second)
 
+    def letters(self, first: str, second: str) -> str:
+        """The class of the signed letters between these two roles: record or confidential."""
+        return (self.visibility or Visibility({}, {})).letters_between(first, second)
+
 
 @dataclass(frozen=True, slots=True)
 class Visibility:
@@ -157,6 +164,11 @@ class Visibility:
 
     classes: Mapping[str, str]
     pairs: Mapping[frozenset[str], Mapping[str, str]]
+    letters: str = "record"
+    pair_letters: Mapping[frozenset[str], str] = field(default_factory=dict)
+
+    def letters_between(self, first: str, second: str) -> str:
+        return self.pair_letters.get(frozenset((first, second)), self.letters)
 
     def between(self, first: str, second: str) -> dict[str, str]:
         """Class -> control_sees for letters between these two roles (either way)."""
@@ -166,8 +178,20 @@ class Visibility:
     def to_json(self) -> dict[str, Any]:
         return {
             "classes": {**DEFAULT_SEES, **self.classes},
+            "letters": self.letters,
             "pairs": sorted(
-                ({"between": sorted(pair), **dict(sees)} for pair, sees in self.pairs.items()),
+                (
+                    {
+                        "between": sorted(pair),
+                        **dict(sees),
+                        **(
+                            {"letters": self.pair_letters[pair]}
+                            if pair in self.pair_letters
+                            else {}
+                        ),
+                    }
+                    for pair, sees in self.pairs.items()
+                ),
                 key=lambda entry: entry["between"],
             ),
         }
@@ -316,6 +340,10 @@ def _sees(raw: Mapping[str, Any], where: str) -> dict[str, str]:
             continue
         if key == "pairs" and where == "channels":
             continue
+        if key == "letters":
+            if value not in LETTER_CLASSES:
+                raise ScenarioError(f"'{where}.letters' must be record or confidential")
+            continue
         if key not in CLASSES:
             raise ScenarioError(f"'{where}.{key}' is not a class (one of {', '.join(CLASSES)})")
         if value not in ALLOWED_SEES[key]:
@@ -334,6 +362,7 @@ def _visibility(raw: Any, kinds: Mapping[str, str]) -> Visibility:
     if not isinstance(pairs_raw, list) or len(pairs_raw) > 10_000:
         raise ScenarioError("'channels.pairs' must be a list of at most 10000 tables")
     pairs: dict[frozenset[str], dict[str, str]] = {}
+    pair_letters: dict[frozenset[str], str] = {}
     for index, entry in enumerate(pairs_raw):
         where = f"channels.pairs[{index}]"
         if not isinstance(entry, dict):
@@ -342,7 +371,9 @@ def _visibility(raw: Any, kinds: Mapping[str, str]) -> Visibility:
         if pair in pairs:
             raise ScenarioError(f"'{where}.between': this pair is listed twice")
         pairs[pair] = _sees(entry, where)
-    return Visibility(classes, pairs)
+        if "letters" in entry:
+            pair_letters[pair] = entry["letters"]
+    return Visibility(classes, pairs, raw.get("letters", "record"), pair_letters)
 
 
 def _injects(raw: Any, kinds: Mapping[str, str], start_ms: int) -> tuple[Inject, ...]:

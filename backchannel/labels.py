@@ -24,6 +24,7 @@ SIG_COMMUNIQUE = b"exercise communique"
 SIG_INTRODUCTION = b"introduction"
 SIG_EXCHANGE_RELEASE = b"exchange release"
 SIG_FORWARD_CONSENT = b"forward consent"
+SIG_CONTROL_KEY = b"exercise control key"
 
 # Hash and KDF info strings.
 FINGERPRINT = PREFIX + b"fingerprint"
@@ -42,6 +43,7 @@ OTR_ROOT_INFO = PREFIX + b"otr root"
 OTR_MESSAGE_INFO = PREFIX + b"otr message keys"
 DROP_ADDRESS = PREFIX + b"drop address"
 DROP_READ_KEY = PREFIX + b"drop read key"
+CONTROL_COPY_INFO = PREFIX + b"control copy X25519 ML-KEM-768"
 
 # Chain-key step constants (Double Ratchet §5.2, as libsignal).
 CHAIN_MESSAGE_KEY = b"\x01"

@@ -1163,3 +1163,42 @@ def test_mediation_and_exercise_statements() -> None:
     check_signature(author.seed, author.sig_public,
                     signing_input("exercise communique", expected),
                     h(v["communique_signature"]))  # fmt: skip
+
+
+def test_control_key_and_control_copy() -> None:
+    """PROTOCOL.md §16.11: control_copy.json. The published key body and control's signature
+    over it; the copy opened from the key secret alone: X25519 with the ephemeral key, ML-KEM
+    decapsulation, HKDF over both, AES-256-GCM with the message id as associated data; and the
+    letter inside signed by its author."""
+    v = load("control_copy")
+    secret = h(v["control_key_secret"])
+    x_private, kem_seed = secret[:32], secret[32:]
+    x_public = x25519_public(x_private)
+    kem_private = mlkem.MLKEM768PrivateKey.from_seed_bytes(kem_seed)
+    kem_public = kem_private.public_key().public_bytes_raw()
+    body = var8(v["exercise"].encode()) + x_public + var16(kem_public)
+    assert h(v["control_key_body"]) == body
+    signer = h(v["control_signing_private"])
+    check_signature(signer, ed25519_public(signer), signing_input("exercise control key", body),
+                    h(v["control_key_signature"]))  # fmt: skip
+
+    copy = h(v["control_copy"])
+    ephemeral, ct_kem, sealed = copy[:32], copy[32 : 32 + 1088], copy[32 + 1088 :]
+    assert ct_kem == h(v["kem_ciphertext"])
+    dh = x25519(x_private, ephemeral)
+    ss = kem_private.decapsulate(ct_kem)
+    info = PREFIX + b"control copy X25519 ML-KEM-768"
+    okm = hkdf(dh + ss, None, info + ephemeral + ct_kem + x_public + kem_public, 44)
+    message_id = h(v["message_id"])
+    content = AESGCM(okm[:32]).decrypt(okm[32:], sealed, info + message_id)
+    assert content == h(v["letter_content"])
+    assert content[0] == 1  # a letter (§7), its message id the one bound in
+    letter, signature = content[1:-64], content[-64:]
+    r = Reader(letter)
+    assert r.u8() == 1 and r.fixed(16) == message_id
+    assert r.fixed(r.u8()) == b"kennedy"
+    author = Identity(h(load("handshake")["alice_identity_private"]))
+    assert r.fixed(64) == author.keys
+    Ed25519PublicKey.from_public_bytes(author.sig_public).verify(
+        signature, signing_input("letter", letter)
+    )

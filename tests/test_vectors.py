@@ -18,7 +18,12 @@ from backchannel.keys import KEMKeyPair
 from backchannel.primitives import hkdf_sha256
 from backchannel.session import parse_message
 
-from .vectors.generate import build_all, load, recorded_kem_ciphertext
+from .vectors.generate import (
+    build_all,
+    load,
+    recorded_copy_kem_ciphertext,
+    recorded_kem_ciphertext,
+)
 
 NAMES = [
     "identity",
@@ -32,12 +37,13 @@ NAMES = [
     "proposal",
     "otr",
     "mediation",
+    "control_copy",
 ]
 
 
 @pytest.fixture(scope="module")
 def rebuilt() -> dict[str, dict[str, Any]]:
-    return build_all(recorded_kem_ciphertext())
+    return build_all(recorded_kem_ciphertext(), recorded_copy_kem_ciphertext())
 
 
 def _diff(expected: Any, actual: Any, path: str = "") -> list[str]:

@@ -1361,7 +1361,9 @@ def exercise_view(ctx: Context, as_json: bool) -> None:
     say(f"\n{view['brief']}\n")
     for name, channel in sorted(view["channels"].items()):
         how = "directly" if channel["direct"] else f"through {channel['via']}"
-        say(f"  you may write to {name} {how}")
+        letters = channel.get("letters", "record")
+        say(f"  you may write to {name} {how}" + (", in confidential letters"
+                                                  if letters == "confidential" else ""))
     if "control_sees" in view:  # a relay from before channel classes says nothing of them
         say("\nWhat exercise control sees of each class (content, envelope: who wrote to whom "
             "and when, existence: counts only, or nothing):")  # fmt: skip
@@ -1370,6 +1372,34 @@ def exercise_view(ctx: Context, as_json: bool) -> None:
         for name, sees in sorted(view["control_sees"]["peers"].items()):
             if sees != classes:
                 say(f"  with {name}: " + _sees_text(sees))
+
+
+@main.command("observe")
+@json_option
+@pass_ctx
+def observe(ctx: Context, as_json: bool) -> None:
+    """An observer's read-only view of the party exercise control named for it: what control
+    may see of that party's traffic (who wrote to whom and when, or counts), never content."""
+    from .render import emit_json, when
+
+    async def work(participant: Participant) -> Any:
+        return await participant.authed(
+            lambda: participant.relay.request("GET", "/v1/exercise/observed")
+        )
+
+    seen: dict[str, Any] = _run(ctx, work)
+    if as_json:
+        emit_json(seen)
+        return
+    say(f"What exercise control sees of {seen['party']}'s traffic in {seen['exercise']} "
+        "(letters still waiting on the relay; never their content):")  # fmt: skip
+    record = seen["record"]
+    for letter in record["letters"]:
+        say(f"  {when(letter['at'])}: {letter['from']} to {letter['to']} (record)")
+    hidden = record["count"] - len(record["letters"])
+    say(f"  record letters: {record['count']}"
+        + (f" ({hidden} of them counted only)" if hidden else ""))  # fmt: skip
+    say("  confidential and off-the-record traffic: not available to this view")
 
 
 def _sees_text(sees: dict[str, str]) -> str:

@@ -14,6 +14,7 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+from backchannel.control_copy import parse_public, seal
 from backchannel.errors import BackchannelError
 from backchannel.exercise import (
     Clock,
@@ -123,13 +124,62 @@ class Exercise:
         chosen = sees["peers"].get(peer) or sees["classes"]
         return str(chosen.get(channel_class, fallback))
 
+    def letters(self, peer: str) -> str:
+        """The class of our signed letters with `peer`: record or confidential (the scenario's
+        `letters`, PROTOCOL.md §16.1); record outside an exercise."""
+        channel = (self.view or {}).get("channels", {}).get(peer) or {}
+        return str(channel.get("letters", "record"))
+
+    async def report_letter(self, to: str, message_id: bytes, content: bytes) -> None:
+        """Tell control of a letter, before it leaves, as much as its class lets control see
+        (PROTOCOL.md §16.11): with `content`, a copy sealed to the control encryption key,
+        which must carry the signature of the control key pinned on first use. Nothing for
+        `nothing`, outside an exercise, or to someone outside it."""
+        participant = self.participant
+        view = await self.ensure()
+        if view is None or to not in {r["name"] for r in view["roles"]}:
+            return
+        await self.via(to)  # the policy's refusal first: no channel, nothing to report
+        channel_class = self.letters(to)
+        sees = self.control_sees(to, channel_class)
+        if sees == "nothing":
+            return
+        body: dict[str, Any] = {"to": to, "message_id": b64(message_id)}
+        if sees == "content":
+            published = view.get("control_key") or {}
+            try:
+                public = parse_public(unb64(published["x25519"]), unb64(published["mlkem"]))
+                public.verify(await self._control_key(), view["exercise"],
+                              unb64(published["signature"]))  # fmt: skip
+            except (BackchannelError, KeyError, TypeError, ValueError):
+                raise CliError(
+                    "the relay's control encryption key is missing or not signed by the "
+                    "pinned control key: the letter is not sent",
+                    "bad_control_key",
+                ) from None
+            body["copy"] = b64(seal(public, message_id, content))
+        await participant.authed(
+            lambda: participant.relay.request("POST", "/v1/exercise/traffic", body)
+        )
+
+    async def report_channel(self, peer: str) -> None:
+        """Tell control an off-the-record channel to `peer` is being opened, where the
+        scenario lets it count them (`existence`): the relay keeps a count, never the pair."""
+        if await self.ensure() is None or self.control_sees(peer, "off_the_record") != "existence":
+            return
+        participant = self.participant
+        body = {"to": peer, "class": "off_the_record"}
+        await participant.authed(
+            lambda: participant.relay.request("POST", "/v1/exercise/traffic", body)
+        )
+
     def describe(self, peer: str, kind: str, direction: str, verified: str) -> dict[str, Any]:
         """The class, control_sees, what is proven and what is only claimed of one message.
 
         Proven: whose identity key signed it (None when nothing checks, or deniable), whether
         it is deniable, the mediator it came through (the scenario's route to `peer`). Claimed:
         whom the signer speaks for, its role's title, which no key proves."""
-        channel_class = CLASS_OF.get(kind, "record")
+        channel_class = self.letters(peer) if kind == "letter" else CLASS_OF.get(kind, "record")
         deniable = channel_class == "off_the_record"
         signer: str | None = None
         if kind == "inject":

@@ -293,6 +293,7 @@ class OffTheRecord:
                 f"{amount(cap, unit)}",
                 "ttl_too_long",
             )
+        await participant.exercise.report_channel(peer)  # a count at most (PROTOCOL.md §16.11)
         with self.store.transaction() as db:
             self._expire(db)
             existing = self.load(db, peer)

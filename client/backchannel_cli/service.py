@@ -471,6 +471,7 @@ class Participant:
             content = sign_letter(self.me.identity, letter).to_content()
         except ValueError as exc:
             raise CliError(str(exc)) from None
+        await self.exercise.report_letter(to, message_id, content)
         await self.queue(
             to,
             peer,

@@ -859,9 +859,81 @@ def exercise_status(
                    f"{inject['title']} [{state}]")  # fmt: skip
 
 
+@exercise.command("traffic")
+@exercise_option
+@_store_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def exercise_traffic(
+    name: str | None, data_dir: Path, database_url: str | None, as_json: bool
+) -> None:
+    """What control may see of the letters: their text (copies opened, signatures checked)
+    where it sees content, who wrote to whom and when where it sees the envelope, counts
+    where it sees existence, and nothing where it sees nothing."""
+
+    async def work(exercises: Any) -> Any:
+        return await exercises.traffic(await exercises.pick(name))
+
+    seen = _exercises(data_dir, database_url, work)
+    store = _store_used(data_dir, database_url, as_json)
+    if as_json:
+        click.echo(json.dumps({**seen, **store}))
+        return
+    click.echo(f"exercise {seen['exercise']}: letters as control may see them")
+    for entry in seen["letters"]:
+        when = datetime.fromtimestamp(entry["at"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        line = f"  {when} UTC {entry['class']} {entry['from']} -> {entry['to']}"
+        if "verified" in entry:
+            text = entry["text"]
+            shown = "".join(c if c.isprintable() else " " for c in text) if text else ""
+            line += f" [{entry['verified']}]: {shown}"
+        click.echo(line)
+    for channel_class, count in sorted(seen["counts"].items()):
+        what = "channel(s) opened" if channel_class == "off_the_record" else "letter(s)"
+        click.echo(f"  {channel_class.replace('_', ' ')}: {count} {what}, no more known")
+    if not seen["letters"] and not seen["counts"]:
+        click.echo("  nothing")
+
+
 def _sees_line(lead: str, sees: dict[str, str]) -> str:
     """`lead`: record envelope, off the record existence, ... (class names as people say them)."""
     return f"{lead}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sees.items())
+
+
+@exercise.command("observe")
+@click.argument("observer")
+@click.option("--as", "party", metavar="PARTY", help="The party whose traffic it may see.")
+@click.option("--stop", is_flag=True, help="End the observer's view.")
+@exercise_option
+@_store_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def exercise_observe(
+    observer: str, party: str | None, stop: bool, name: str | None, data_dir: Path,
+    database_url: str | None, as_json: bool,
+) -> None:  # fmt: skip
+    """Let an observer see what control sees of one party's traffic (--as PARTY), or end it
+    (--stop). Never more than that party's channel classes let control see."""
+    if stop == (party is not None):
+        raise CodedError("give --as PARTY or --stop", "invalid_field")
+
+    async def work(exercises: Any) -> Any:
+        from .observing import grant, revoke
+
+        exercise = await exercises.pick(name)
+        if party is None:
+            return {"exercise": exercise, "observer": observer,
+                    "stopped": await revoke(exercises, exercise, observer)}  # fmt: skip
+        return await grant(exercises, exercise, observer, party)
+
+    done = _exercises(data_dir, database_url, work)
+    store = _store_used(data_dir, database_url, as_json)
+    if as_json:
+        click.echo(json.dumps({**done, **store}))
+    elif party is None:
+        had = "no longer sees" if done["stopped"] else "had no view of"
+        click.echo(f"{observer} {had} a party's traffic in {done['exercise']}")
+    else:
+        click.echo(f"{observer} now sees what control sees of {party}'s traffic "
+                   f"in {done['exercise']}")  # fmt: skip
 
 
 @exercise.command("clock")

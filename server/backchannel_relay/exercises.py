@@ -22,6 +22,12 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
+from backchannel.control_copy import (
+    CONTROL_KEY_SECRET_SIZE,
+    ControlCopyError,
+    ControlKeyPair,
+    open_letter,
+)
 from backchannel.envelope import Envelope, Route
 from backchannel.errors import BackchannelError
 from backchannel.exercise import (
@@ -40,7 +46,15 @@ from backchannel.identity import IdentityPublic
 from backchannel.keys import SigningKeyPair
 
 from .errors import BadRequest, Conflict, Forbidden, NotFound
-from .models import CommuniqueRow, ExerciseRoleRow, ExerciseRow, Invite, Participant
+from .models import (
+    CommuniqueRow,
+    ControlCountRow,
+    ControlTrafficRow,
+    ExerciseRoleRow,
+    ExerciseRow,
+    Invite,
+    Participant,
+)
 from .store import ParticipantInfo, Store, add_invite
 
 COMMUNIQUE_SKEW_MS = 10 * 60 * 1000
@@ -75,6 +89,15 @@ class Exercises:
         self.control_key = control_key
         self._roles: tuple[float, dict[str, str]] = (0.0, {})
         self._scenarios: dict[str, Scenario] = {}
+        self._box: ControlKeyPair | None = None
+
+    async def control_box(self) -> ControlKeyPair:
+        """The control encryption key (PROTOCOL.md §16.11): made once per relay and kept like
+        the control signing key; senders seal control copies to it."""
+        if self._box is None:
+            secret, _ = await self.store.meta_secret("control_box_key", CONTROL_KEY_SECRET_SIZE)
+            self._box = ControlKeyPair.from_secret(secret)
+        return self._box
 
     # --- control's side -------------------------------------------------------------------------
 
@@ -294,8 +317,13 @@ class Exercises:
             },
             "roles": [{"name": r.name, "kind": r.kind, "title": r.title} for r in scenario.roles],
             "clock": _clock_json(scenario, clock, now),
+            "control_key": await self._published_key(scenario.name),
             "channels": {
-                other: {"direct": route.direct, "via": route.via}
+                other: {
+                    "direct": route.direct,
+                    "via": route.via,
+                    "letters": scenario.letters(name, other),
+                }
                 for other in others
                 if (route := policy.route(name, other)).direct or route.via
             },
@@ -320,6 +348,105 @@ class Exercises:
                 for i in due(scenario.injects, name, clock.now(now))
             ],
         }
+
+    async def _published_key(self, exercise: str) -> dict[str, str]:
+        public = (await self.control_box()).public
+        return {"x25519": _b64(public.dh.raw), "mlkem": _b64(public.kem.raw),
+                "signature": _b64(public.sign(self.control_key, exercise))}  # fmt: skip
+
+    async def report(self, sender: ParticipantInfo, to: str, message_id: bytes | None,
+                     copy: bytes | None) -> dict[str, str]:  # fmt: skip
+        """Keep what control may see of one letter from `sender` to `to`, and no more: the
+        class and `control_sees` are the scenario's for the pair, never the sender's word.
+        `content`: the row and its sealed copy (required); `envelope`: the row; `existence`:
+        the class's count goes up; `nothing`: nothing. A copy control may not read is refused.
+        No `message_id`: an off-the-record channel `sender` opens to `to`, at most counted."""
+        roles = await self.role_map()
+        exercise = roles.get(sender.name)
+        if exercise is None:
+            raise NotFound(f"{sender.name} has no role in an exercise on this relay",
+                           code="no_exercise")  # fmt: skip
+        if roles.get(to) != exercise or to == sender.name:
+            raise BadRequest(f"{to!r} is no other role of your exercise", code="unknown_role")
+        scenario = await self.scenario(exercise)
+        role = scenario.role(sender.name)
+        if role is None or role.kind == "observer":
+            raise Forbidden("an observer sends nothing, letters included", code="role_forbids")
+        otr = message_id is None
+        channel_class = "off_the_record" if otr else scenario.letters(sender.name, to)
+        sees = scenario.control_sees(sender.name, to)[channel_class]
+        if sees == "content" and copy is None:
+            raise BadRequest(f"control sees the content of {channel_class} letters to {to}: "
+                             "send the control copy", code="copy_required")  # fmt: skip
+        if sees != "content" and copy is not None:
+            raise BadRequest(f"control sees only {sees} of {channel_class} letters to {to}: "
+                             "send no copy", code="copy_refused")  # fmt: skip
+        told = {"class": channel_class, "control_sees": sees}
+        if sees == "nothing":
+            return told
+        now = self.store.now_ms()
+        for _attempt in range(5):  # two first letters at once both insert the count: one retries
+            try:
+                async with self.store.write() as session:
+                    if sees == "existence":
+                        row = await session.get(ControlCountRow, (exercise, channel_class))
+                        if row is None:
+                            session.add(
+                                ControlCountRow(
+                                    exercise=exercise, channel_class=channel_class, count=1
+                                )
+                            )
+                        else:
+                            row.count += 1
+                    elif message_id is not None:
+                        session.add(ControlTrafficRow(
+                            exercise=exercise, channel_class=channel_class, sender=sender.name,
+                            recipient=to, at=now, message_id=message_id, copy=copy,
+                        ))  # fmt: skip
+                return told
+            except IntegrityError:
+                continue
+        raise Conflict("too many letters at once; send it again", code="busy")
+
+    async def traffic(self, exercise: str) -> dict[str, Any]:
+        """What control may see of the exercise's letters (`exercise traffic`): each class's
+        `control_sees` with the rows and counts kept for it, each copy opened and its
+        signature checked against its author's identity key."""
+        scenario = await self.scenario(exercise)
+        box = await self.control_box()
+        async with self.store.read() as session:
+            rows = list(await session.scalars(
+                select(ControlTrafficRow).where(ControlTrafficRow.exercise == exercise)
+                .order_by(ControlTrafficRow.id)
+            ))  # fmt: skip
+            counts = {r.channel_class: r.count for r in await session.scalars(
+                select(ControlCountRow).where(ControlCountRow.exercise == exercise)
+            )}  # fmt: skip
+            found = await session.execute(
+                select(Participant.name, Participant.identity)
+                .where(Participant.name.in_({r.sender for r in rows}))
+            )  # fmt: skip
+            keys: dict[str, bytes] = {name: key for name, key in found.all()}
+        letters: list[dict[str, Any]] = []
+        for r in rows:
+            entry: dict[str, Any] = {"class": r.channel_class, "from": r.sender,
+                                     "to": r.recipient, "at": r.at}  # fmt: skip
+            if r.copy is not None:
+                entry["message_id"] = r.message_id.hex()
+                try:
+                    if r.sender not in keys:
+                        raise ControlCopyError(f"{r.sender} is no longer registered")
+                    letter = open_letter(
+                        box, r.message_id, r.copy, IdentityPublic.from_bytes(keys[r.sender])
+                    )
+                    entry |= {"text": letter.text, "sent_at": letter.sent_at_ms,
+                              "verified": "signed"}  # fmt: skip
+                except BackchannelError as exc:
+                    entry |= {"text": None, "verified": f"unreadable: {exc}"}
+            letters.append(entry)
+        classes = (scenario.visibility or Visibility({}, {})).to_json()
+        return {"exercise": exercise, "control_sees": classes, "letters": letters,
+                "counts": counts}  # fmt: skip
 
     async def communique(self, author: ParticipantInfo, at: int, text: str, sig: bytes) -> int:
         """Keep a communiqué for every role of the author's exercise; -> its number. Observers

@@ -251,6 +251,31 @@ class CommuniqueRow(Base):
     received_at: Mapped[int] = mapped_column(BigInteger)
 
 
+class ControlTrafficRow(Base):
+    """A letter as its pair's `control_sees` lets control see it (PROTOCOL.md §16.11): with
+    `envelope` who wrote to whom, when, in which class; with `content` also the control copy,
+    sealed to the control key. `existence` and `nothing` never make a row."""
+
+    __tablename__ = "control_traffic"
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    exercise: Mapped[str] = mapped_column(ForeignKey("exercises.name"), index=True)
+    channel_class: Mapped[str] = mapped_column(String(16))
+    sender: Mapped[str] = mapped_column(String(64))
+    recipient: Mapped[str] = mapped_column(String(64))
+    at: Mapped[int] = mapped_column(BigInteger)
+    message_id: Mapped[bytes] = mapped_column(LargeBinary(16))
+    copy: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+
+
+class ControlCountRow(Base):
+    """`existence`: how many letters of a class an exercise has seen, and nothing else."""
+
+    __tablename__ = "control_counts"
+    exercise: Mapped[str] = mapped_column(ForeignKey("exercises.name"), primary_key=True)
+    channel_class: Mapped[str] = mapped_column(String(16), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger)
+
+
 class RateBucketRow(Base):
     """A per-identity token bucket shared by every relay process on PostgreSQL (`limits.py`);
     keyed by the participant's internal id; UNLOGGED there, as it is worthless after a crash."""

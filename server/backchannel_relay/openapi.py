@@ -532,6 +532,7 @@ def openapi_document() -> dict[str, Any]:
                                 "clock",
                                 "channels",
                                 "control_sees",
+                                "control_key",
                                 "communiques",
                                 "injects",
                             ],
@@ -543,12 +544,44 @@ def openapi_document() -> dict[str, Any]:
                             clock={"type": "object"},
                             channels={"type": "object"},
                             control_sees={"type": "object"},
+                            control_key=_obj(["x25519", "mlkem", "signature"], x25519=B64,
+                                             mlkem=B64, signature=B64),
                             communiques={"type": "array"},
                             injects={"type": "array"},
                         )
                     ),
                     **_errors(401, 404, 429),
                 },
+            )
+        },
+        "/v1/exercise/observed": {
+            "get": _op(
+                "An observer's view of one party's traffic, as control may see it (§16.10)",
+                {
+                    **_ok(_obj(["exercise", "party", "control_sees", "record"],
+                               exercise=NAME, party=NAME, control_sees={"type": "object"},
+                               record={"type": "object"})),
+                    **_refused(403, "no_view: control has given the caller no view"),
+                    **_errors(401, 404, 429),
+                },
+            )
+        },
+        "/v1/exercise/traffic": {
+            "post": _op(
+                "Report a letter (or an opened off-the-record channel) to control as its pair's "
+                "class lets control see it, before sending it; with the sealed control copy "
+                "where control sees content (§16.11)",
+                {
+                    **_ok(_obj(["class", "control_sees"], **{"class": {"type": "string"}},
+                               control_sees={"type": "string"}), "201", "Kept"),
+                    **_refused(400, "invalid_field; unknown_role: `to` is no other role of the "
+                               "caller's exercise; copy_required: control sees content; "
+                               "copy_refused: control sees less than content"),
+                    **_errors(401, 404, 409, 413),
+                    **_refused(403, f"{ROLE_FORBIDS}"),
+                },
+                body=_obj(["to"], to=NAME, message_id=B64, copy=B64,
+                          **{"class": {"type": "string", "enum": ["off_the_record"]}}),
             )
         },
         "/v1/exercise/communiques": {

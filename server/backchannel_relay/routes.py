@@ -18,6 +18,8 @@ from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 from prometheus_client import generate_latest
 
 from backchannel import PROTOCOL_VERSION
+from backchannel.content import MESSAGE_ID_SIZE
+from backchannel.control_copy import MAX_COPY_BYTES
 from backchannel.encoding import Reader
 from backchannel.envelope import MAX_CIPHERTEXT_BYTES, Envelope, Route
 from backchannel.errors import BackchannelError
@@ -838,6 +840,40 @@ async def drop_close(request: web.Request) -> web.Response:
 async def exercise(request: web.Request) -> web.Response:
     """The caller's exercise: briefs, scenario clock, channels, and the injects now due."""
     return web.json_response(await request.app[EXERCISES].view(participant(request).name))
+
+
+@routes.get("/v1/exercise/observed")
+async def observed(request: web.Request) -> web.Response:
+    """An observer's read-only view of the party control named for it, within control_sees."""
+    from .observing import view
+
+    return web.json_response(await view(request.app[EXERCISES], participant(request).name))
+
+
+@routes.post("/v1/exercise/traffic")
+async def traffic(request: web.Request) -> web.Response:
+    """A letter's report to control, as its pair's class lets control see it (§16.11): the
+    sender's client posts it before the letter, with the sealed control copy when control
+    sees content."""
+    body = await json_body(request)
+    to = text_field(body, "to")
+    exercises = request.app[EXERCISES]
+    if body.get("class") == "off_the_record":  # an opened channel: a count at most
+        if "message_id" in body or "copy" in body:
+            raise BadRequest("an off-the-record channel is reported by its class alone",
+                             code="invalid_field")  # fmt: skip
+        told = await exercises.report(participant(request), to, None, None)
+        return web.json_response(told, status=201)
+    if body.get("class") is not None:
+        raise BadRequest("field 'class' is 'off_the_record' or absent (a letter)",
+                         code="invalid_field")  # fmt: skip
+    message_id = bytes_field(body, "message_id", MESSAGE_ID_SIZE)
+    copy = bytes_field(body, "copy") if body.get("copy") is not None else None
+    if copy is not None and len(copy) > MAX_COPY_BYTES:
+        raise BadRequest(f"field 'copy' is longer than {MAX_COPY_BYTES} bytes",
+                         code="invalid_field")  # fmt: skip
+    told = await exercises.report(participant(request), to, message_id, copy)
+    return web.json_response(told, status=201)
 
 
 @routes.post("/v1/exercise/communiques")

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import ClientPayloadError, web
 
 from backchannel.content import MAX_NAME_BYTES, MESSAGE_ID_SIZE
+from backchannel.control_copy import MAX_COPY_BYTES
 from backchannel.envelope import MAX_CIPHERTEXT_BYTES
 from backchannel.identity import IDENTITY_PUBLIC_SIZE
 from backchannel.keys import DH_KEY_SIZE, KEM_PUBLIC_KEY_SIZE, SIGNATURE_SIZE
@@ -60,10 +61,13 @@ REGISTER_BODY_BYTES = (
 )
 PREKEY_BODY_BYTES = _PREKEYS + JSON_SLACK
 DROP_SEND_BODY_BYTES = b64_size(MAX_SEALED_BYTES) + b64_size(32) + JSON_SLACK
+TRAFFIC_BODY_BYTES = b64_size(MAX_COPY_BYTES) + b64_size(MESSAGE_ID_SIZE) + 6 * MAX_NAME_BYTES \
+    + JSON_SLACK  # fmt: skip
 _LARGE_BODIES = {
     "/v1/register": REGISTER_BODY_BYTES,
     "/v1/prekeys": PREKEY_BODY_BYTES,
     "/v1/drops/send": DROP_SEND_BODY_BYTES,
+    "/v1/exercise/traffic": TRAFFIC_BODY_BYTES,
 }
 
 

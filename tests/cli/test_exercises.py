@@ -343,7 +343,7 @@ def test_each_role_is_told_what_control_sees_of_each_class(
 
     status = control(relay, "status", "--exercise", f"mini-{tag}")
     assert status["control_sees"] == {
-        "classes": defaults,
+        "classes": defaults, "letters": "record",
         "pairs": [{"between": sorted([names["a"], names["b"]]),
                    "off_the_record": "nothing", "confidential": "nothing"}],
     }  # fmt: skip
@@ -359,9 +359,10 @@ def test_each_role_is_told_what_control_sees_of_each_class(
     path = home.parent / "bad-channels.toml"
     for bad, expected in [
         ('[channels]\noff_the_record = "envelope"\n', "'channels.off_the_record' must be one of"),
-        ('[channels]\nrecord = "content"\n', "'channels.record' must be one of"),
+        ('[channels]\nrecord = "everything"\n', "'channels.record' must be one of content"),
         ('[channels]\ncommunique = "nothing"\n', "'channels.communique' must be one of content"),
-        ('[channels]\nletters = "nothing"\n', "'channels.letters' is not a class"),
+        ('[channels]\nletters = "nothing"\n', "'channels.letters' must be record or confid"),
+        ('[channels]\nletter = "record"\n', "'channels.letter' is not a class"),
         ('[[channels.pairs]]\nbetween = ["x", "y"]\n', "'channels.pairs[0].between' names"),
     ]:
         path.write_text(text.replace(f"mini-{tag}", f"bad-{tag}").replace(channels, bad))

@@ -137,9 +137,10 @@ async def test_policy_clock_and_injects(own_backend: Backend, tmp_path: Path) ->
         # The clock is paused: nothing due. Resumed at 3600x, nine o'clock comes in a second.
         view = await ka.client.request("GET", "/v1/exercise")
         assert view["role"]["name"] == a and view["injects"] == []
-        assert view["channels"] == {b: {"direct": True, "via": None},
-                                    c: {"direct": False, "via": m},
-                                    m: {"direct": True, "via": None}}  # fmt: skip
+        record = {"letters": "record"}
+        assert view["channels"] == {b: {"direct": True, "via": None, **record},
+                                    c: {"direct": False, "via": m, **record},
+                                    m: {"direct": True, "via": None, **record}}  # fmt: skip
         control(backend, "clock", "resume", "--exercise", f"mini-{tag}")
         await asyncio.sleep(1.3)
         view = await ka.client.request("GET", "/v1/exercise")

@@ -28,6 +28,8 @@ from backchannel.content import (
     sign_acknowledgement,
     sign_letter,
 )
+from backchannel.control_copy import ControlKeyPair, open_letter
+from backchannel.control_copy import seal as seal_copy
 from backchannel.envelope import Envelope, Route
 from backchannel.exercise import Communique, Inject, inject_body, sign_communique, sign_inject
 from backchannel.handshake import (
@@ -741,9 +743,52 @@ def build_mediation() -> Vector:
     }
 
 
-def build_all(kem_ciphertext: bytes | None) -> dict[str, Vector]:
+def build_control_copy(kem_ciphertext: bytes | None) -> Vector:
+    """The control encryption key published under the control signing key, and a letter's
+    control copy sealed to it (PROTOCOL.md §16.11)."""
+    alice, _ = _identity("identity-alice")
+    bob, _ = _identity("identity-bob")
+    rng = RecordingRandom("control-copy")
+    signer = SigningKeyPair.from_private_bytes(rng(32))
+    secret = rng(32) + rng(64)
+    control = ControlKeyPair.from_secret(secret)
+
+    def encapsulate(public: KEMPublicKey) -> tuple[bytes, bytes]:
+        if kem_ciphertext is None:  # first generation: a real, randomised encapsulation
+            return public.key.encapsulate()
+        return control.kem.decapsulate(kem_ciphertext), kem_ciphertext
+
+    letter = sign_letter(
+        alice,
+        Letter(rng(16), ALICE, alice.public.keys, BOB, bob.public.keys, 1_793_059_600_000,
+               "On the Jupiters: privately, in four to five months."),
+    )  # fmt: skip
+    content = letter.to_content()
+    message_id = letter.letter.message_id
+    copy = seal_copy(control.public, message_id, content, rng, encapsulate)
+    assert open_letter(control, message_id, copy, alice.public).text == letter.letter.text
+    return {
+        "description": "The control encryption key (X25519 ‖ ML-KEM-768 seed) and its "
+        "publication signed by the control signing key; a letter's content sealed to it as a "
+        "control copy: ephemeral X25519 ‖ ML-KEM-768 ciphertext ‖ AES-256-GCM, HKDF-SHA256 over "
+        "both secrets, the message id in the associated data (PROTOCOL.md §16.11)",
+        "random_draws": rng.take_new(),
+        "control_signing_private": signer.private_bytes().hex(),
+        "control_key_secret": secret.hex(),
+        "exercise": "cuba-1962",
+        "control_key_body": control.public.body("cuba-1962").hex(),
+        "control_key_signature": control.public.sign(signer, "cuba-1962").hex(),
+        "message_id": message_id.hex(),
+        "letter_content": content.hex(),
+        "kem_ciphertext": copy[32 : 32 + 1088].hex(),
+        "control_copy": copy.hex(),
+    }
+
+
+def build_all(kem_ciphertext: bytes | None, copy_kem: bytes | None = None) -> dict[str, Vector]:
     handshake = build_handshake(kem_ciphertext)
     return {
+        "control_copy": build_control_copy(copy_kem),
         "identity": build_identity(),
         "handshake": handshake,
         "ratchet": build_ratchet(handshake),
@@ -768,8 +813,14 @@ def recorded_kem_ciphertext() -> bytes | None:
     return bytes.fromhex(load("handshake")["kem_ciphertext"]) if path.exists() else None
 
 
+def recorded_copy_kem_ciphertext() -> bytes | None:
+    path = HERE / "control_copy.json"
+    return bytes.fromhex(load("control_copy")["kem_ciphertext"]) if path.exists() else None
+
+
 def main() -> None:
-    for name, vector in build_all(recorded_kem_ciphertext()).items():
+    built = build_all(recorded_kem_ciphertext(), recorded_copy_kem_ciphertext())
+    for name, vector in built.items():
         (HERE / f"{name}.json").write_text(json.dumps(vector, indent=2) + "\n")
         print(f"wrote tests/vectors/{name}.json")
 
