@@ -484,6 +484,18 @@ def send(
             say(f"{name} may forward it verbatim to {may_forward}.")
 
 
+def _text(text: str | None, what: str) -> str:
+    """TEXT, or standard input without it: valid UTF-8 and not blank."""
+    try:
+        body = text if text is not None else sys.stdin.read()
+        body.encode("utf-8")
+    except UnicodeError:
+        raise CliError(f"the {what} is not valid UTF-8 text") from None
+    if not body.strip():
+        raise CliError(f"the {what} is empty")
+    return body
+
+
 @main.command()
 @click.argument("text", required=False)
 @click.option("--yes", is_flag=True, help="Publish without asking.")
@@ -496,13 +508,7 @@ def communique(ctx: Context, text: str | None, yes: bool, as_json: bool) -> None
     wrote it. At most 8000 bytes; it asks first (or --yes)."""
     from .render import emit_json
 
-    try:
-        body = text if text is not None else sys.stdin.read()
-        body.encode("utf-8")
-    except UnicodeError:
-        raise CliError("the communiqué is not valid UTF-8 text") from None
-    if not body.strip():
-        raise CliError("the communiqué is empty")
+    body = _text(text, "communiqué")
 
     async def publish(participant: Participant) -> dict[str, Any]:
         await _everyone(participant, "a communiqué")
@@ -1238,13 +1244,7 @@ def otr_send(ctx: Context, name: str, text: str | None, keep: bool, as_json: boo
     """Send NAME an off-the-record message (TEXT or standard input)."""
     from .render import emit_json
 
-    try:
-        body = text if text is not None else sys.stdin.read()
-        body.encode("utf-8")
-    except UnicodeError:
-        raise CliError("the message is not valid UTF-8 text") from None
-    if not body.strip():
-        raise CliError("the message is empty")
+    body = _text(text, "message")
     shown = _run(ctx, lambda p: p.offrecord.send(name, body, keep))
     if as_json:
         emit_json(shown.as_json())

@@ -50,6 +50,16 @@ def _database_url(_ctx: click.Context, _param: click.Parameter, value: str | Non
     return url.set(drivername=wanted).render_as_string(hide_password=False)
 
 
+_data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="BACKCHANNEL_RELAY_DATA_DIR",
+    default=default_data_dir,
+    show_default=True,
+    help="Where the SQLite store lives.",
+)
+
+
 def _store_options(command: Callable[..., Any]) -> Callable[..., Any]:
     command = click.option(
         "--database",
@@ -59,14 +69,7 @@ def _store_options(command: Callable[..., Any]) -> Callable[..., Any]:
         callback=_database_url,
         help="SQLAlchemy URL, e.g. postgresql+asyncpg://user@host/db (default: SQLite).",
     )(command)
-    return click.option(
-        "--data-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        envvar="BACKCHANNEL_RELAY_DATA_DIR",
-        default=default_data_dir,
-        show_default=True,
-        help="Where the SQLite store lives.",
-    )(command)
+    return _data_dir_option(command)
 
 
 def _with_store(
@@ -272,7 +275,7 @@ def _proxies(_: click.Context, __: click.Parameter, values: tuple[str, ...]) -> 
     show_default=True,
     envvar="BACKCHANNEL_RELAY_PUBLIC_RATE_BURST",
     help="Unauthenticated requests (register, login, admin, notary log) per client address "
-    "in a burst; a refused request costs 10.",
+    "in a burst; a refused request costs 5 more.",
 )
 @click.option(
     "--public-rate-per-second",
@@ -1075,14 +1078,7 @@ def wipe_command(
 
 @main.command("backup")
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="BACKCHANNEL_RELAY_DATA_DIR",
-    default=default_data_dir,
-    show_default=True,
-    help="Where the SQLite store lives.",
-)
+@_data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def backup_command(out: Path, data_dir: Path, as_json: bool) -> None:
     """Copy the SQLite store to OUT (0600) while the relay runs, without off-the-record drops.
