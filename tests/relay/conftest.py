@@ -168,6 +168,14 @@ def _postgres(workdir: Path) -> Iterator[Backend]:
         _pg(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
+GENEROUS = (
+    *("--rate-burst", "100000", "--rate-per-second", "100000"),
+    *("--send-burst", "100000", "--send-per-second", "100000"),
+    *("--public-rate-burst", "100000"),
+)
+"""Rate limits out of the way, for a test about something else."""
+
+
 def make_relay(backend: Backend, *extra: str) -> Relay:
     relay = Relay(backend.store_args, backend.workdir, list(extra))
     relay.start()

@@ -14,7 +14,7 @@ import pytest
 
 from backchannel_cli.relay import RelayClient, RelayRequestError, RelayUnreachable
 
-from .conftest import Backend, Member, Relay, join, make_relay
+from .conftest import GENEROUS, Backend, Member, Relay, join, make_relay
 from .test_api import envelope
 
 
@@ -46,7 +46,7 @@ async def mailbox_ids(member: Member) -> dict[int, bytes]:
 
 async def test_every_receipted_send_survives_kill_9(backend: Backend, tmp_path: Path) -> None:
     store = own_store(backend, tmp_path)
-    relay = make_relay(store)
+    relay = make_relay(store, *GENEROUS)  # the senders outrun the default send budget
     alice, bob = await join(relay), await join(relay)
     receipted: dict[int, bytes] = {}
     first_receipts = asyncio.Event()

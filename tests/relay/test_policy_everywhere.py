@@ -32,16 +32,11 @@ from backchannel.proposals import (
 from backchannel.records import ProposalRecord
 from backchannel_cli.relay import RelayClient, b64
 
-from .conftest import Backend, Member, Relay, join, make_relay
+from .conftest import GENEROUS, Backend, Member, Relay, join, make_relay
 from .test_api import envelope, refused
 from .test_exercises import backend_of_its_own, control, member
 from .test_notary import commit, logged, state
 
-GENEROUS = (
-    *("--rate-burst", "100000", "--rate-per-second", "100000"),
-    *("--send-burst", "100000", "--send-per-second", "100000"),
-    *("--public-rate-burst", "100000"),
-)
 DROPS_EACH = 3
 """`--drops-per-participant` of this module's relay."""
 KINDS = (
