@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint typecheck bench vectors fuzz clean
+.PHONY: run test browser screenshots lint typecheck bench vectors fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +22,26 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed
 	exec $(BIN)/backchannel-relay serve
 
-test: $(VENV)/.installed-test
+# The control page's tests drive Debian's Chromium through its own chromedriver, never a
+# downloaded browser. Missing, they are installed (as root, as CI runs); if that cannot be done
+# the run stops here: the browser tests never skip.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		echo "installing Debian's chromium and chromium-driver for the browser tests"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends chromium chromium-driver; } || { \
+		echo "error: cannot install chromium and chromium-driver (apt-get, as root);" \
+			"the browser tests need /usr/bin/chromium and /usr/bin/chromedriver" >&2; exit 1; }; \
+	fi
+
+test: $(VENV)/.installed-test browser
 	$(BIN)/python -m pytest
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict backchannel server/backchannel_relay client/backchannel_cli
+
+# The README's screenshots (docs/*.png), taken again by the browser tests.
+screenshots: $(VENV)/.installed-test browser
+	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/browser
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m backchannel.bench

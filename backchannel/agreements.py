@@ -191,6 +191,9 @@ never starts with NUL: `otr send` refuses control characters there)."""
 class ClauseForm(IntEnum):
     PROPOSE = 1
     ACCEPT = 2
+    WITHDRAW = 3
+    """By its author, at any time: an offer taken back, or an understanding disavowed (it was
+    never provable, so it can always be denied). It wins over an acceptance that crosses it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +207,7 @@ class OffRecordClause:
     proposal: Proposal | None = None
     """PROPOSE: the offer (its `digest()` names the clause)."""
     digest: bytes = b""
-    """ACCEPT: the clause accepted."""
+    """ACCEPT, WITHDRAW: the clause accepted or withdrawn."""
 
     def to_plaintext(self) -> bytes:
         writer = Writer().u8(CLAUSE_MARK).u8(self.form)

@@ -26,6 +26,8 @@ KINDS = ("party", "mediator", "observer")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 MAX_SPEED = 10_000.0
 ALL = "all"
+GROUPS = {"parties": "party", "mediators": "mediator", "observers": "observer"}
+"""Addresses an inject's `to` may hold besides role names and `all`: every role of a kind."""
 MIN_TIME_MS = -62_104_060_800_000
 """0002-01-01T00:00Z and 9999-01-01T00:00Z: a scenario time in this range can be shown in
 any UTC offset (which Python bounds at ±24 h) without leaving the years 1 to 9999."""
@@ -78,12 +80,14 @@ class Inject:
     at_ms: int
     """Scenario time (Unix milliseconds) at which it is delivered."""
     to: tuple[str, ...]
-    """Role names, or ("all",)."""
+    """Role names, `all`, or a kind's group (`GROUPS`: `observers` ...)."""
     title: str
     text: str
 
-    def addressed_to(self, role: str) -> bool:
-        return ALL in self.to or role in self.to
+    def addressed_to(self, role: Role) -> bool:
+        return any(
+            to in (ALL, role.name) or GROUPS.get(to) == role.kind for to in self.to
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,8 +286,10 @@ def _roles(raw: Any) -> tuple[Role, ...]:
         if not isinstance(entry, dict):
             raise ScenarioError(f"'{where}' must be a table")
         name = _name(entry.get("name"), f"{where}.name")
-        if name == ALL:  # `send all` and an inject's `to = ["all"]` mean every role
-            raise ScenarioError(f"'{where}.name': {ALL!r} means every role; name it otherwise")
+        if name == ALL or name in GROUPS:  # `send all`, an inject's `to = ["observers"]`
+            raise ScenarioError(
+                f"'{where}.name': {name!r} addresses a group of roles; name the role otherwise"
+            )
         if any(r.name == name for r in roles):
             raise ScenarioError(f"'{where}.name': the role {name!r} is listed twice")
         kind = entry.get("kind")
@@ -389,9 +395,12 @@ def _injects(raw: Any, kinds: Mapping[str, str], start_ms: int) -> tuple[Inject,
             raise ScenarioError(f"'{where}.at' is before the scenario starts")
         to = entry.get("to")
         if not isinstance(to, list) or not to or not all(isinstance(t, str) for t in to):
-            raise ScenarioError(f"'{where}.to' must be a list of role names, or [\"all\"]")
+            raise ScenarioError(
+                f"'{where}.to' must be a list of role names, \"all\", \"parties\", "
+                "\"mediators\" or \"observers\""
+            )
         for name in to:
-            if name != ALL and name not in kinds:
+            if name != ALL and name not in GROUPS and name not in kinds:
                 raise ScenarioError(f"'{where}.to' names {name!r}, which is not a role")
         title = _text(entry.get("title"), f"{where}.title", 200)
         found.append((at, tuple(to), title, _text(entry.get("text"), f"{where}.text", 20_000)))
@@ -525,6 +534,6 @@ def scenario_time_text(ms: int, offset_minutes: int) -> str:
     return f"{moment:%Y-%m-%d %H:%M} {sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
-def due(injects: Sequence[Inject], role: str, scenario_ms: int) -> list[Inject]:
+def due(injects: Sequence[Inject], role: Role, scenario_ms: int) -> list[Inject]:
     """The injects for `role` whose scenario time has come."""
     return [i for i in injects if i.addressed_to(role) and i.at_ms <= scenario_ms]

@@ -876,6 +876,7 @@ def test_proposal_and_notary() -> None:
     assert h(c["propose_plaintext"]) == b"\x00\x01" + h(c["proposal_canonical"])
     assert labelled_hash("proposal digest", h(c["proposal_canonical"])) == h(c["digest"])
     assert h(c["accept_plaintext"]) == b"\x00\x02" + h(c["digest"])
+    assert h(c["withdraw_plaintext"]) == b"\x00\x03" + h(c["digest"])
 
     digest = labelled_hash("proposal digest", canonical)
     assert digest == h(v["digest"])

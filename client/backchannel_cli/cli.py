@@ -405,8 +405,11 @@ def verify(ctx: Context, name: str, yes: bool, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("name")
+@click.argument("name", required=False)
 @click.argument("text", required=False)
+@click.option(
+    "--to", "to", metavar="NAME", help="The recipient, instead of NAME ('all': every role)."
+)
 @click.option(
     "--file", "file", type=click.File("r", encoding="utf-8"), help="Read TEXT from a file."
 )
@@ -421,20 +424,30 @@ def verify(ctx: Context, name: str, yes: bool, as_json: bool) -> None:
 @pass_ctx
 def send(
     ctx: Context,
-    name: str,
+    name: str | None,
     text: str | None,
+    to: str | None,
     file: Any,
     reply_to: str | None,
     may_forward: str | None,
     yes: bool,
     as_json: bool,
 ) -> None:
-    """Send a signed letter to NAME (TEXT, --file, or standard input).
+    """Send a signed letter to NAME, or --to NAME (TEXT, --file, or standard input).
 
     NAME 'all' sends it to every role of your exercise you may write to, one letter each,
     after asking (or --yes). A letter holds at most 65536 bytes (64 KiB) of UTF-8 text."""
     from .render import emit_json
 
+    if to is not None:  # `send --to NAME [TEXT]`: the one positional is the text
+        if text is not None:
+            raise click.UsageError("name the recipient once: NAME or --to NAME")
+        name, text = to, name
+    if not name:
+        raise click.UsageError(
+            "a letter needs a recipient: send NAME TEXT, or send --to all TEXT for every "
+            "role you may write to (nothing is ever sent to everyone by default)"
+        )
     if text is not None and file is not None:
         raise click.UsageError("give TEXT or --file, not both")
     source = file or sys.stdin
@@ -1022,19 +1035,34 @@ def counter(
 
 
 @main.command()
-@click.argument("proposal_id", metavar="ID")
+@click.argument("proposal_id", metavar="ID", required=False)
+@click.option(
+    "--all", "everything", is_flag=True,
+    help="Everything attributable this profile holds (letters, acknowledgements, proposals, "
+    "introductions, forwards, injects, communiqués), never anything off the record.",
+)  # fmt: skip
 @click.option("--out", type=click.Path(dir_okay=False, writable=True), help="Write to this file.")
 @json_option
 @pass_ctx
-def export(ctx: Context, proposal_id: str, out: str | None, as_json: bool) -> None:
-    """Export proposal ID's record (with those it depends on) for `verify-record`.
+def export(
+    ctx: Context, proposal_id: str | None, everything: bool, out: str | None, as_json: bool
+) -> None:
+    """Export proposal ID's record (with those it depends on), or with --all every attributable
+    item, for `verify-record`.
 
     The record is JSON: on standard output, or in the --out file (then --json prints where)."""
     import json
 
     from .render import emit_json
 
+    if everything == (proposal_id is not None):
+        raise CliError("export takes a proposal ID or --all, exactly one of the two", "usage")
+    if everything:
+        _export_all(ctx, out, as_json)
+        return
+
     async def work(participant: Participant) -> dict[str, Any]:
+        assert proposal_id is not None
         return participant.negotiation.export(proposal_id)
 
     record = _run(ctx, work)
@@ -1054,30 +1082,86 @@ def export(ctx: Context, proposal_id: str, out: str | None, as_json: bool) -> No
         say(f"Wrote {out}.", err=True)
 
 
+def _export_all(ctx: Context, out: str | None, as_json: bool) -> None:
+    """`export --all` (PROTOCOL.md §14.8): `--json` says what is in it and what was left out."""
+    import json
+    from collections import Counter
+
+    from backchannel.bundle import MAX_BUNDLE_BYTES
+
+    from .archive import export_all
+    from .render import emit_json
+
+    async def work(participant: Participant) -> dict[str, Any]:
+        return export_all(participant)
+
+    document = _run(ctx, work)
+    text = json.dumps(document, indent=1) + "\n"
+    if len(text.encode()) > MAX_BUNDLE_BYTES:
+        raise CliError(f"the export would be larger than {MAX_BUNDLE_BYTES} bytes, which no "
+                       "verifier reads; export single proposals with `export ID`")  # fmt: skip
+    counts = dict(Counter(item["kind"] for item in document["items"]))
+    if out is not None:
+        try:
+            Path(out).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise CliError(f"cannot write {out}: {exc.strerror}", "cannot_write") from None
+    if as_json:
+        emit_json({"out": out, "format": document["format"], "items": counts,
+                   "left_out": document["left_out"], "relay": document["relay"]}
+                  if out is not None else document)  # fmt: skip
+        return
+    if out is None:
+        click.echo(text, nl=False)
+        return
+    listed = ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())) or "no items"
+    say(f"Wrote {out}: {listed}.", err=True)
+    for left in document["left_out"]:
+        say(f"Left out {left['count']} {left['kind']}: {left['reason']}.", err=True)
+
+
 @main.command(name="verify-record")
-@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.argument("file", type=click.File("rb"))
 @click.option(
     "--notary-key",
     metavar="KEY",
     help="The relay's notary key as you trust it, in base64 (as /v1/info and `notary-log "
     "--json` print it) or hex.",
 )
+@click.option(
+    "--control-key",
+    metavar="KEY",
+    help="For a full export (--all): the relay's control key as you trust it (base64 or hex).",
+)
 @json_option
 @pass_ctx
-def verify_record(ctx: Context, file: Any, notary_key: str | None, as_json: bool) -> None:
-    """Check an exported proposal record offline: signatures, commitment, notary receipts."""
+def verify_record(
+    ctx: Context, file: Any, notary_key: str | None, control_key: str | None, as_json: bool
+) -> None:
+    """Check an exported record offline: a proposal's (signatures, commitment, notary receipts)
+    or a full export's (`export --all`: every item's signature and signer)."""
     import base64
     import time
 
+    from backchannel.bundle import MAX_BUNDLE_BYTES, is_bundle, load_json
     from backchannel.errors import BackchannelError
-    from backchannel.records import parse_export, verify_export
+    from backchannel.records import Export, verify_export
 
     from .render import emit_json, when
 
     key = _notary_key(notary_key) if notary_key else None
+    data = file.read(MAX_BUNDLE_BYTES + 1)
     try:
-        export = parse_export(file.read())
-    except (UnicodeError, BackchannelError) as exc:  # the file is opened as UTF-8 text
+        value = load_json(data)
+    except BackchannelError as exc:
+        raise CliError(f"{file.name} is not a proposal record: {exc}") from None
+    if is_bundle(value):
+        control = _notary_key(control_key) if control_key else None
+        _verify_bundle(file.name, value, key, control, as_json)
+        return
+    try:
+        export = Export.from_json(value)
+    except BackchannelError as exc:
         raise CliError(f"{file.name} is not a proposal record: {exc}") from None
     try:
         verdicts = verify_export(export, int(time.time() * 1000), key)
@@ -1135,6 +1219,50 @@ def verify_record(ctx: Context, file: Any, notary_key: str | None, as_json: bool
             )
     if not all(r["valid"] for r in results):
         raise click.exceptions.Exit(1)  # the reasons are printed above, one per record
+
+
+def _verify_bundle(
+    name: str, value: object, notary: bytes | None, control: bytes | None, as_json: bool
+) -> None:
+    """A full export's verdicts, one per item; exit 1 with one line when any item fails."""
+    import time
+
+    from backchannel.bundle import parse_bundle, verify_bundle
+    from backchannel.errors import BackchannelError
+
+    from .render import emit_json
+
+    try:
+        bundle = parse_bundle(value)
+        verdicts = verify_bundle(bundle, int(time.time() * 1000), notary, control)
+    except BackchannelError as exc:
+        raise CliError(f"{name} is not a valid full export: {exc}") from None
+    failed = [v for v in verdicts if not v.ok]
+    line = ""
+    if failed:
+        first = failed[0]
+        line = (f"{name}: {len(failed)} of {len(verdicts)} items do not verify; item "
+                f"{first.index} ({first.kind} {first.id[:12]}): {first.reason}")  # fmt: skip
+    if as_json:
+        emit_json({"format": "backchannel-export-all/1", "participant": bundle.participant,
+                   "valid": not failed, "error": line or None,
+                   "trusted_keys_given": {"notary": notary is not None,
+                                          "control": control is not None},
+                   "left_out": list(bundle.left_out),
+                   "items": [v.to_json() for v in verdicts]})  # fmt: skip
+        if failed:
+            raise click.exceptions.Exit(1)
+        return
+    for v in verdicts:
+        head = f"{v.index:>4} {v.kind:<15} {v.id[:12]:<12} {v.signer or '?'}"
+        say(f"{head}: VALID, {v.summary}" if v.ok else f"{head}: INVALID: {v.reason}")
+    if failed:
+        raise CliError(line, "invalid_record")
+    say(f"All {len(verdicts)} items of {bundle.participant}'s export verify.", err=True)
+    if notary is None or control is None:
+        say("Note: checked against the keys in the file; compare them with the relay's "
+            "(`notary_key`, `control_key` at /v1/info) or pass --notary-key/--control-key.",
+            err=True)  # fmt: skip
 
 
 NOTARY_KEY_BYTES = 32
@@ -1280,6 +1408,18 @@ def otr_accept(ctx: Context, name: str, clause_id: str, as_json: bool) -> None:
     _show_clause(done, as_json, "Understood")
 
 
+@otr.command("withdraw")
+@click.argument("name")
+@click.argument("clause_id", metavar="ID")
+@json_option
+@pass_ctx
+def otr_withdraw(ctx: Context, name: str, clause_id: str, as_json: bool) -> None:
+    """Withdraw your off-the-record clause ID to NAME, offered or understood: what counted on
+    it (a proposal's --if ... --allow-understood) becomes void."""
+    done = _run(ctx, lambda p: p.offrecord.withdraw(name, clause_id))
+    _show_clause(done, as_json, "Withdrawn")
+
+
 def _show_clause(view: dict[str, Any], as_json: bool, verb: str) -> None:
     from .render import emit_json
 
@@ -1378,8 +1518,9 @@ def exercise_view(ctx: Context, as_json: bool) -> None:
 @json_option
 @pass_ctx
 def observe(ctx: Context, as_json: bool) -> None:
-    """An observer's read-only view of the party exercise control named for it: what control
-    may see of that party's traffic (who wrote to whom and when, or counts), never content."""
+    """An observer's read-only view of the party exercise control named for it: that party's
+    letters as control may see them (the text where its class gives control the content, who
+    wrote to whom and when where it gives the envelope), never more."""
     from .render import emit_json, when
 
     async def work(participant: Participant) -> Any:
@@ -1391,15 +1532,17 @@ def observe(ctx: Context, as_json: bool) -> None:
     if as_json:
         emit_json(seen)
         return
-    say(f"What exercise control sees of {seen['party']}'s traffic in {seen['exercise']} "
-        "(letters still waiting on the relay; never their content):")  # fmt: skip
-    record = seen["record"]
-    for letter in record["letters"]:
-        say(f"  {when(letter['at'])}: {letter['from']} to {letter['to']} (record)")
-    hidden = record["count"] - len(record["letters"])
-    say(f"  record letters: {record['count']}"
-        + (f" ({hidden} of them counted only)" if hidden else ""))  # fmt: skip
-    say("  confidential and off-the-record traffic: not available to this view")
+    say(f"{seen['party']}'s letters in {seen['exercise']}, as exercise control sees them:")
+    if seen["truncated"]:
+        say(f"  (the newest {len(seen['letters'])} only)")
+    for letter in seen["letters"]:
+        line = f"  {when(letter['at'])}: {letter['class']} {letter['from']} -> {letter['to']}"
+        if "text" in letter:
+            line += f" [{letter['verified']}]: {letter['text'] or ''}"
+        say(line)
+    if not seen["letters"]:
+        say("  none that control may see")
+    say("  counted and off-the-record traffic names no party: it is not in this view")
 
 
 def _sees_text(sees: dict[str, str]) -> str:
@@ -1745,3 +1888,6 @@ def wipe(ctx: Context, yes: bool, as_json: bool) -> None:
         f"overwritten and removed, {wiped.directories} director(ies)."
     )
     say(f"Note: {RESIDUE_NOTE}.")
+
+
+from . import report_check  # noqa: E402, F401  (registers `verify-report`)

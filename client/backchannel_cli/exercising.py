@@ -20,6 +20,7 @@ from backchannel.exercise import (
     Clock,
     Communique,
     Inject,
+    inject_body,
     scenario_time_text,
     sign_communique,
     verify_communique,
@@ -130,20 +131,20 @@ class Exercise:
         channel = (self.view or {}).get("channels", {}).get(peer) or {}
         return str(channel.get("letters", "record"))
 
-    async def report_letter(self, to: str, message_id: bytes, content: bytes) -> None:
-        """Tell control of a letter, before it leaves, as much as its class lets control see
-        (PROTOCOL.md §16.11): with `content`, a copy sealed to the control encryption key,
-        which must carry the signature of the control key pinned on first use. Nothing for
-        `nothing`, outside an exercise, or to someone outside it."""
-        participant = self.participant
+    async def letter_report(self, to: str, message_id: bytes, content: bytes) -> bytes | None:
+        """What control is to be told of a letter, as much as its class lets control see
+        (PROTOCOL.md §16.11), as the JSON body of its report, queued with the letter: with
+        `content`, a copy sealed to the control encryption key, which must carry the signature
+        of the control key pinned on first use. None for `nothing`, outside an exercise, or to
+        someone outside it. Built from the exercise view as last heard, so offline too."""
         view = await self.ensure()
         if view is None or to not in {r["name"] for r in view["roles"]}:
-            return
+            return None
         await self.via(to)  # the policy's refusal first: no channel, nothing to report
         channel_class = self.letters(to)
         sees = self.control_sees(to, channel_class)
         if sees == "nothing":
-            return
+            return None
         body: dict[str, Any] = {"to": to, "message_id": b64(message_id)}
         if sees == "content":
             published = view.get("control_key") or {}
@@ -158,6 +159,12 @@ class Exercise:
                     "bad_control_key",
                 ) from None
             body["copy"] = b64(seal(public, message_id, content))
+        return json.dumps(body).encode()
+
+    async def post_report(self, report: bytes) -> None:
+        """Post a queued report (`letter_report`); the relay keeps a report sent again once."""
+        participant = self.participant
+        body = json.loads(report)
         await participant.authed(
             lambda: participant.relay.request("POST", "/v1/exercise/traffic", body)
         )
@@ -242,6 +249,8 @@ class Exercise:
                 try:
                     verify_inject(key, view["exercise"], inject, unb64(raw["signature"]))
                     verified = "signed by control"
+                    body = inject_body(view["exercise"], inject)  # kept for export --all
+                    store.keep_signed(db, ident, key.raw, body, unb64(raw["signature"]))
                 except (BackchannelError, ValueError):
                     verified = "BAD SIGNATURE"
                 when = scenario_time_text(inject.at_ms, view["clock"]["utc_offset_minutes"])
@@ -281,6 +290,8 @@ class Exercise:
                         identity = IdentityPublic.from_bytes(unb64(raw["identity"]))
                     verify_communique(identity.signing, statement, unb64(raw["signature"]))
                     verified = "signed" if author == me or pinned else "signed (key not pinned)"
+                    signature = unb64(raw["signature"])  # kept for export --all (§14.8)
+                    store.keep_signed(db, ident, identity.signing.raw, statement.body(), signature)
                 except (BackchannelError, ValueError, TypeError):
                     verified = "BAD SIGNATURE"
                 mine = author == me

@@ -88,6 +88,9 @@ class Message(Base):
     in_reply_to: Mapped[str | None] = mapped_column(String(32), nullable=True)
     envelope: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     """Outgoing only: the sealed envelope, kept until the relay's receipt so a retry resends it."""
+    report: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    """Outgoing letters in an exercise: the report to control still owed (PROTOCOL.md §16.11,
+    JSON), posted before the envelope and queued with it, so neither goes without the other."""
     shown: Mapped[bool] = mapped_column(Boolean, default=False)
     refusal: Mapped[str | None] = mapped_column(String(600), nullable=True)
     """Outgoing only, status `refused`: the relay's reason and code. Never sent again by itself."""
@@ -108,11 +111,30 @@ class Message(Base):
 
 
 class LetterSignature(Base):
-    """A received letter's signature, kept so a mediator can forward it verbatim (PRODUCT.md §6)
-    and anyone can prove later who wrote it."""
+    """A letter's signature, kept so a mediator can forward it verbatim (PRODUCT.md §6) and
+    anyone can prove later who wrote it (`export --all`): received letters', and since the full
+    export sent letters' too."""
 
     __tablename__ = "letter_signatures"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+    peer_keys: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    """The correspondent's IdentityKeys the letter names, so it is rebuilt byte for byte even
+    after their key changes (None: kept by an earlier version; the pinned key is used)."""
+
+
+class SignedItem(Base):
+    """The exact signed bytes of an attributable item other than a letter, kept so `export
+    --all` can prove it later (PROTOCOL.md §14.8): a formal acknowledgement (either way), an
+    introduction, a forward (its whole content, kind 8), an inject or a communiqué. `signed` is
+    sealed with the data key (an inject's or a forward's bytes carry text)."""
+
+    __tablename__ = "signed_items"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    """The id of the message it was stored as."""
+    signer_key: Mapped[bytes] = mapped_column(LargeBinary)
+    """The Ed25519 key it verified under when it was stored."""
+    signed: Mapped[bytes] = mapped_column(LargeBinary)
     signature: Mapped[bytes] = mapped_column(LargeBinary)
 
 
@@ -342,6 +364,22 @@ class LocalStore:
         message = Message(text=self.vault.seal(f"message:{fields['id']}", text.encode()), **fields)
         session.add(message)
         return message
+
+    def keep_signed(
+        self, session: Session, ident: str, signer_key: bytes, signed: bytes, signature: bytes
+    ) -> None:
+        """Keep an item's signed bytes for `export --all` (once: a redelivery changes nothing)."""
+        if session.get(SignedItem, ident) is None:
+            sealed = self.vault.seal(f"signed-item:{ident}", signed)
+            session.add(SignedItem(id=ident, signer_key=signer_key, signed=sealed,
+                                   signature=signature))  # fmt: skip
+
+    def signed_item(self, session: Session, ident: str) -> tuple[bytes, bytes, bytes] | None:
+        """(signer key, signed bytes, signature) kept for message `ident`, if any."""
+        row = session.get(SignedItem, ident)
+        if row is None:
+            return None
+        return row.signer_key, self.vault.open(f"signed-item:{ident}", row.signed), row.signature
 
     def stamp_relay_time(
         self, session: Session, message_id: str, received_at: int, direction: str

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from backchannel.content import ProposalContent, SignedLetter, letter_digest
@@ -83,10 +84,13 @@ class Mediation:
             signed = sign_introduction(self.p.me.identity, introduction)
             fingerprint = format_fingerprint(identity.fingerprint())
             message_id = os.urandom(16)
+            keep = partial(self.p.store.keep_signed, ident=message_id.hex(),
+                           signer_key=self.p.me.identity.public.signing.raw,
+                           signed=introduction.canonical(), signature=signed.signature)  # fmt: skip
             await self.p.queue(
                 to, peer, signed.to_content(), message_id,
                 f"introduced {subject} (fingerprint {fingerprint}) to {to}",
-                kind="introduction", sent_at=introduction.at_ms,
+                kind="introduction", sent_at=introduction.at_ms, also=keep,
             )  # fmt: skip
             sent.append({"to": to, "introduces": subject, "fingerprint": fingerprint,
                          "id": message_id.hex()})  # fmt: skip
@@ -116,6 +120,13 @@ class Mediation:
             db, text, id=envelope_id, direction="in", peer=sender, kind=kind, sent_at=at,
             stored_at=now_ms(), status="delivered", verified=verified, in_reply_to=None,
         )  # fmt: skip
+        # Kept for `export --all` (PROTOCOL.md §14.8); a consent is the mediator's, not a record.
+        if isinstance(content, SignedIntroduction):
+            intro = content.introduction.canonical()
+            self.p.store.keep_signed(db, envelope_id, peer.signing.raw, intro, content.signature)
+        elif isinstance(content, Forwarded):
+            self.p.store.keep_signed(db, envelope_id, content.author().keys[:32],
+                                     content.to_content(), b"")  # fmt: skip
 
     def _introduction(
         self, db: Any, sender: str, peer: IdentityPublic, signed: SignedIntroduction

@@ -51,7 +51,7 @@ from backchannel.records import Export, Notarised, ProposalRecord
 from .errors import CliError, RelayRefusedError
 from .ids import resolve
 from .localstore import Message, ProposalRow, StatementRow
-from .offrecord import clause_view
+from .offrecord import ACCEPTED, OPENED, WITHDRAWN, clause_view
 from .relay import RelayRequestError, b64, unb64
 
 if TYPE_CHECKING:
@@ -59,6 +59,8 @@ if TYPE_CHECKING:
 
 NOTARY_SECRET = "notary"
 ENTRY_NAMES = {1: "commitment", 2: "acceptance", 3: "withdrawal", 4: "statement"}
+CLAUSE_OUTCOME = {OPENED: Outcome.OPEN, ACCEPTED: Outcome.ACCEPTED, WITHDRAWN: Outcome.FAILED}
+"""An off-the-record clause's state as the agreements core weighs it: withdrawn fails."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -728,13 +730,13 @@ class Negotiation:
         db: Any,
         now: int,
         accepted: dict[bytes, int],
-        understood: Sequence[tuple[str, Proposal, bool]],
+        understood: Sequence[tuple[str, Proposal, str]],
     ) -> dict[bytes, Decision]:
         """Bound, void, pending or understood, for every proposal held here and every clause
         of an open off-the-record channel (PRODUCT.md §4)."""
         clauses = [
-            Clause(p.digest(), Outcome.ACCEPTED if done else Outcome.OPEN, (), off_record=True)
-            for _, p, done in understood
+            Clause(p.digest(), CLAUSE_OUTCOME[state], (), off_record=True)
+            for _, p, state in understood
         ]
         for row in db.query(ProposalRow):
             record = self._record(db, row)

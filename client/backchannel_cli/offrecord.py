@@ -88,9 +88,9 @@ class Channel:
     drop_expires_at: int = 0
     """Our drop's expiry (s), drawn once (`drop_expiry`) so a retried opening asks the same."""
     new_contact: bool = False
-    clauses: list[tuple[bytes, bool]] = field(default_factory=list)
-    """Proposals made in the channel (canonical bytes) and whether accepted: understood
-    clauses, which live as long as the channel and go with it (PRODUCT.md §4)."""
+    clauses: list[tuple[bytes, str]] = field(default_factory=list)
+    """Proposals made in the channel (canonical bytes) and their state (`CLAUSE_STATES`):
+    understood clauses, which live as long as the channel and go with it (PRODUCT.md §4)."""
     new_session: bool = False
     """Whether the channel's set-up made this profile's contact row and session with the peer:
     then they go when the channel ends, unless an identified exchange needs them by then."""
@@ -150,7 +150,7 @@ class Channel:
             [(bytes.fromhex(i), bytes.fromhex(e)) for i, e in raw["outbox"]],
             int(raw.get("drop_expires_at", 0)),
             bool(raw.get("new_contact", False)),
-            [(bytes.fromhex(c), bool(a)) for c, a in raw.get("clauses", [])],
+            [(bytes.fromhex(c), _clause_state(a)) for c, a in raw.get("clauses", [])],
             bool(raw.get("new_session", False)),
         )
 
@@ -650,8 +650,8 @@ class OffTheRecord:
     # --- clauses: proposals made and accepted off the record ------------------------------------
 
     def _received(
-        self, db: Any, peer: str, clauses: list[tuple[bytes, bool]], clause: OffRecordClause
-    ) -> tuple[list[tuple[bytes, bool]], str]:
+        self, db: Any, peer: str, clauses: list[tuple[bytes, str]], clause: OffRecordClause
+    ) -> tuple[list[tuple[bytes, str]], str]:
         """A clause from `peer`: checked to be theirs and to us, then held with the channel."""
         if clause.form == ClauseForm.PROPOSE:
             assert clause.proposal is not None
@@ -674,23 +674,37 @@ class OffTheRecord:
                 f"Off the record (deniable; at most understood, never bound): {proposal.title}"
                 f"{terms}\n(clause {digest[:12]}: `backchannel otr accept {peer} {digest[:12]}`)"
             )
+        before = {Proposal.from_bytes(raw).digest(): state for raw, state in clauses}
         updated = _with_clause(clauses, clause, peer)
+        if clause.form == ClauseForm.ACCEPT and before.get(clause.digest) == WITHDRAWN:
+            return (
+                updated,
+                (  # it crossed our withdrawal, which wins on both sides
+                    f"accepted off the record your clause {clause.digest.hex()[:12]} after you "
+                    "withdrew it: it stays withdrawn"
+                ),
+            )
+        if clause.form == ClauseForm.WITHDRAW:
+            return updated, (
+                f"withdrew off the record the clause {clause.digest.hex()[:12]}: it is no longer "
+                "offered or understood, and what counted on it is void"
+            )
         return updated, (
             f"accepted off the record your clause {clause.digest.hex()[:12]}: it is understood, "
             "and no record holds it"
         )
 
-    def clauses(self) -> list[tuple[str, Proposal, bool]]:
-        """Every clause held in an open channel: (peer, proposal, accepted)."""
+    def clauses(self) -> list[tuple[str, Proposal, str]]:
+        """Every clause held in an open channel: (peer, proposal, state)."""
         with self.store.transaction() as db:
             self._expire(db)
             return [
-                (channel.peer, Proposal.from_bytes(raw), accepted)
+                (channel.peer, Proposal.from_bytes(raw), state)
                 for channel in self.channels(db)
-                for raw, accepted in channel.clauses
+                for raw, state in channel.clauses
             ]
 
-    def find_clause(self, ident: str) -> tuple[str, Proposal, bool] | None:
+    def find_clause(self, ident: str) -> tuple[str, Proposal, str] | None:
         """The clause whose digest starts with `ident` (at least 8 hex digits), if one."""
         ident = ident.lower()
         if len(ident) < 8:
@@ -716,20 +730,34 @@ class OffTheRecord:
             raise CliError(str(exc)) from None
         clause = OffRecordClause(ClauseForm.PROPOSE, proposal)
         await self.send(peer, f"proposed off the record: {title}", False, clause)
-        return clause_view(peer, proposal, False, self.participant.name)
+        return clause_view(peer, proposal, OPENED, self.participant.name)
 
     async def accept(self, peer: str, ident: str) -> dict[str, Any]:
         found = self.find_clause(ident)
         if found is None or found[0] != peer:
             raise CliError(f"no off-the-record clause {ident} in the channel with {peer}")
-        _, proposal, accepted = found
+        _, proposal, state = found
         if proposal.author.name != peer:
             raise CliError("you accept a clause made to you, not your own")
-        if accepted:
-            raise CliError(f"clause {ident} is already understood")
+        if state != OPENED:
+            raise CliError(f"clause {ident} is {state}: there is nothing to accept")
         clause = OffRecordClause(ClauseForm.ACCEPT, digest=proposal.digest())
         await self.send(peer, f"accepted off the record: {proposal.title}", False, clause)
-        return clause_view(peer, proposal, True, self.participant.name)
+        return clause_view(peer, proposal, ACCEPTED, self.participant.name)
+
+    async def withdraw(self, peer: str, ident: str) -> dict[str, Any]:
+        """Take back our own clause, offered or understood: what counted on it becomes void."""
+        found = self.find_clause(ident)
+        if found is None or found[0] != peer:
+            raise CliError(f"no off-the-record clause {ident} in the channel with {peer}")
+        _, proposal, state = found
+        if proposal.author.name != self.participant.name:
+            raise CliError("you withdraw a clause of your own, not one made to you")
+        if state == WITHDRAWN:
+            raise CliError(f"clause {ident} is already withdrawn")
+        clause = OffRecordClause(ClauseForm.WITHDRAW, digest=proposal.digest())
+        await self.send(peer, f"withdrew off the record: {proposal.title}", False, clause)
+        return clause_view(peer, proposal, WITHDRAWN, self.participant.name)
 
     def _keep(self, db: Any, message_id: bytes, direction: str, peer: str, text: str) -> None:
         """The explicit local copy (`--keep`): marked unverifiable, for that is what it is."""
@@ -757,31 +785,50 @@ MAX_CLAUSES = 32
 """Clauses one channel holds: a limit on what a peer can make us keep."""
 
 
+OPENED, ACCEPTED, WITHDRAWN = "opened", "accepted", "withdrawn"
+CLAUSE_STATES = (OPENED, ACCEPTED, WITHDRAWN)
+
+
+def _clause_state(stored: object) -> str:
+    """A clause's stored state (a bool before withdrawal existed: accepted or not)."""
+    if isinstance(stored, str) and stored in CLAUSE_STATES:
+        return stored
+    return ACCEPTED if stored is True else OPENED
+
+
 def _with_clause(
-    clauses: list[tuple[bytes, bool]], clause: OffRecordClause, accepter: str
-) -> list[tuple[bytes, bool]]:
-    """The channel's clauses after `clause`: a new offer, or the acceptance of one made to
-    `accepter` (by its only addressee); anything else is refused."""
+    clauses: list[tuple[bytes, str]], clause: OffRecordClause, actor: str
+) -> list[tuple[bytes, str]]:
+    """The channel's clauses after `clause` by `actor`: a new offer; the acceptance of an open
+    one by its only addressee; or its withdrawal by its author, which wins over an acceptance
+    that crossed it (both sides end withdrawn). Anything else is refused."""
     if clause.form == ClauseForm.PROPOSE:
         assert clause.proposal is not None
         if len(clauses) >= MAX_CLAUSES:
             raise InvalidFieldError(f"a channel holds at most {MAX_CLAUSES} clauses")
-        return [*clauses, (clause.proposal.canonical(), False)]
+        return [*clauses, (clause.proposal.canonical(), OPENED)]
     updated = []
     matched = False
-    for raw, accepted in clauses:
+    for raw, state in clauses:
         proposal = Proposal.from_bytes(raw)
-        if proposal.digest() == clause.digest and not accepted:
-            if proposal.author.name == accepter:
-                raise InvalidFieldError("a clause is accepted by its addressee")
-            accepted, matched = True, True
-        updated.append((raw, accepted))
+        if proposal.digest() == clause.digest:
+            mine = proposal.author.name == actor
+            if clause.form == ClauseForm.WITHDRAW and state != WITHDRAWN:
+                if not mine:
+                    raise InvalidFieldError("a clause is withdrawn by its author")
+                state, matched = WITHDRAWN, True
+            elif clause.form == ClauseForm.ACCEPT and state != ACCEPTED:
+                if mine:
+                    raise InvalidFieldError("a clause is accepted by its addressee")
+                state, matched = (WITHDRAWN if state == WITHDRAWN else ACCEPTED), True
+        updated.append((raw, state))
     if not matched:
-        raise InvalidFieldError("the acceptance names no open clause of this channel")
+        what = "withdrawal" if clause.form == ClauseForm.WITHDRAW else "acceptance"
+        raise InvalidFieldError(f"the {what} names no open clause of this channel")
     return updated
 
 
-def clause_view(peer: str, proposal: Proposal, accepted: bool, me: str) -> dict[str, Any]:
+def clause_view(peer: str, proposal: Proposal, state: str, me: str) -> dict[str, Any]:
     """An off-the-record clause as `proposals` lists it: no notary, no signature."""
     digest = proposal.digest().hex()
     return {
@@ -793,8 +840,8 @@ def clause_view(peer: str, proposal: Proposal, accepted: bool, me: str) -> dict[
         "direction": "out" if proposal.author.name == me else "in",
         "title": proposal.title,
         "terms": list(proposal.terms),
-        "status": "accepted" if accepted else "opened",
-        "agreement": "understood" if accepted else "none",
+        "status": state,
+        "agreement": "understood" if state == ACCEPTED else "none",
         "agreement_note": "deniable: no notary entry, no signature; no record can prove it",
         "signature": "none (deniable)",
         "notary": None,

@@ -468,10 +468,15 @@ class Participant:
             reply,
         )
         try:  # before the bundle is fetched: a letter that cannot be sent costs no prekey
-            content = sign_letter(self.me.identity, letter).to_content()
+            signed = sign_letter(self.me.identity, letter)
+            content = signed.to_content()
         except ValueError as exc:
             raise CliError(str(exc)) from None
-        await self.exercise.report_letter(to, message_id, content)
+
+        def keep_signature(db: Any) -> None:  # so `export --all` can prove it (§14.8)
+            db.add(LetterSignature(id=message_id.hex(), signature=signed.signature,
+                                   peer_keys=peer.keys))  # fmt: skip
+
         await self.queue(
             to,
             peer,
@@ -482,6 +487,8 @@ class Participant:
             sent_at=letter.sent_at_ms,
             in_reply_to=in_reply_to,
             digest=letter_digest(letter).hex(),
+            report=await self.exercise.letter_report(to, message_id, content),
+            also=keep_signature,
         )
         await self.flush_outbox(mine=[message_id.hex()], what="the letter")
         return self.show(message_id.hex())
@@ -500,9 +507,10 @@ class Participant:
         also: Callable[[Any], None] | None = None,
         subject: str | None = None,
         digest: str | None = None,
+        report: bytes | None = None,
     ) -> str:
-        """Encrypt `content` to `to` and store it in the outbox (with `also(db)`, atomically);
-        -> its message id.
+        """Encrypt `content` to `to` and store it in the outbox (with `also(db)`, and with the
+        `report` to control it owes, atomically); -> its message id.
 
         One transaction reads the newest ratchet state, encrypts, and stores the successor with
         the message: stored before it leaves, so a crash loses nothing. The caller flushes."""
@@ -526,6 +534,7 @@ class Participant:
                 shown=True,
                 subject=subject,
                 digest=digest,
+                report=report,
             )
             if also is not None:
                 also(db)
@@ -629,6 +638,7 @@ class Participant:
         now = int(time.time())
         with self.store.transaction() as db:
             pending: list[tuple[str, bytes]] = []
+            reports: dict[str, bytes] = {}
             for queued in db.query(Message).filter(
                 Message.status == "pending", Message.envelope.is_not(None)
             ).order_by(Message.stored_at, Message.id):
@@ -637,6 +647,13 @@ class Participant:
                     queued.status, queued.envelope = "failed", None
                 else:
                     pending.append((queued.id, queued.envelope))
+                    if queued.report is not None:
+                        reports[queued.id] = queued.report
+        refusals: dict[str, str] = {}
+        waiting = await self._post_reports(reports, refusals)
+        if waiting is not None:  # what still owes its report waits with it
+            pending = [item for item in pending if item[0] not in reports]
+        pending = [item for item in pending if item[0] not in refusals]
         batches: list[list[tuple[str, bytes]]] = []
         size = 0
         for item in pending:
@@ -646,8 +663,6 @@ class Participant:
             batches[-1].append(item)
             size += len(item[1])
         sent: set[str] = set()
-        refusals: dict[str, str] = {}
-        waiting: CliError | None = None
         while batches and waiting is None:
             batch = batches.pop(0)
             try:
@@ -680,6 +695,31 @@ class Participant:
         flushed = Flushed(frozenset(sent), refusals, waiting.message if waiting else None)
         self._report(flushed, mine, what)
         return flushed
+
+    async def _post_reports(
+        self, reports: dict[str, bytes], refusals: dict[str, str]
+    ) -> CliError | None:
+        """Post the reports to control that queued letters owe, oldest first, each cleared once
+        the relay has it; -> the transient failure that stopped them (the letters still owing
+        wait), None when all went. A report refused for good refuses its letter: control
+        would not have seen it as the class requires."""
+        for message_id, report in list(reports.items()):
+            try:
+                await self.exercise.post_report(report)
+            except RelayRefusedError as exc:
+                if not _permanent(exc):
+                    return exc
+                refusals[message_id] = exc.message.removeprefix("relay refused: ")
+                self._mark_refused(message_id, refusals[message_id])  # kept for `outbox retry`
+                continue
+            except RelayUnreachableError as exc:
+                return exc
+            with self.store.transaction() as db:
+                message = db.get(Message, message_id)
+                if message is not None:
+                    message.report = None
+            del reports[message_id]  # what remains owes its report, or was refused
+        return None
 
     def _mark_refused(self, message_id: str, reason: str) -> None:
         with self.store.transaction() as db:
@@ -746,7 +786,7 @@ class Participant:
         """Take a pending or refused message out of the outbox for good."""
         with self.store.transaction() as db:
             message = self._outbox_row(db, ident)
-            message.status, message.envelope = "cancelled", None
+            message.status, message.envelope, message.report = "cancelled", None, None
             message_id = message.id
         return self.show(message_id)
 
@@ -885,6 +925,10 @@ class Participant:
                 verified="signed",
                 in_reply_to=content.acknowledgement.letter_id.hex(),
             )
+            canonical = content.acknowledgement.canonical()
+            self.store.keep_signed(
+                db, envelope_id, session.peer.signing.raw, canonical, content.signature
+            )
             return Outcome()
         if isinstance(content, (SignedIntroduction, Forwarded, SignedConsent)):
             try:
@@ -942,7 +986,8 @@ class Participant:
             digest=letter_digest(letter).hex(),
         )
         if verified == "signed":
-            db.add(LetterSignature(id=envelope_id, signature=content.signature))
+            db.add(LetterSignature(id=envelope_id, signature=content.signature,
+                                   peer_keys=session.peer.keys))  # fmt: skip
         return Outcome(receipt_due=(sender, letter.message_id))
 
     def _carry(self, db: Any, outer: Envelope, inner: Envelope) -> None:
@@ -1056,13 +1101,17 @@ class Participant:
             bytes.fromhex(shown.id), digest, self.name, self.me.identity.public.keys,
             shown.peer, peer.keys, now_ms(),
         )  # fmt: skip
-        content = sign_acknowledgement(self.me.identity, ack).to_content()
+        signed = sign_acknowledgement(self.me.identity, ack)
+        content = signed.to_content()
+        ack_id = os.urandom(16)
 
         def mark(db: Any) -> None:
             db.get(Message, shown.id).status = "acknowledged"
+            self.store.keep_signed(db, ack_id.hex(), self.me.identity.public.signing.raw,
+                                   ack.canonical(), signed.signature)  # fmt: skip
 
         queued = await self.queue(
-            shown.peer, peer, content, os.urandom(16), f"acknowledged letter {shown.id[:12]}",
+            shown.peer, peer, content, ack_id, f"acknowledged letter {shown.id[:12]}",
             kind="acknowledgement", sent_at=ack.at_ms, in_reply_to=shown.id, also=mark,
         )  # fmt: skip
         await self.flush_outbox(mine=[queued], what="the acknowledgement")

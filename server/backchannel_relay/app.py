@@ -50,6 +50,9 @@ from .appkeys import (
     STORE,
 )
 from .config import RelayConfig
+from .control_api import control_routes
+from .control_auth import SESSIONS, ControlSessions
+from .control_page import add_control_page
 from .database import is_sqlite, migrate, open_engine, private_data_dir, store_error
 from .delivery import GroupCommitter, Hub, MailboxFeed, Sockets
 from .drops import Drops
@@ -170,6 +173,10 @@ UNLIMITED = {"/healthz", "/metrics", "/openapi.json", "/v1/info"}
 UNCOUNTED = SEALED
 """Refused when their address has run out, but only a failure spends: drops are limited per
 drop (`drops.py`), so polling them costs the address nothing."""
+CONTROL = ("/v1/control/", "/control")
+"""Exercise control's routes (issue 18): control's own credentials (`control_auth.py`), never a
+participant's; like sealed routes, refused when their address has run out, and a refused
+credential spends (`control_auth.refuse`)."""
 
 
 def _charge_failure(request: web.Request, address: str, status: int) -> None:
@@ -192,6 +199,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> StreamRespo
         request.remote, request.headers.getall("X-Forwarded-For", [])
     )
     request[CLIENT] = address
+    if template.startswith(CONTROL):
+        limiter.check(address)
+        check_declared_size(request)
+        return await handler(request)
     if template in PUBLIC or request.match_info.http_exception is not None:
         try:
             if template in UNCOUNTED or request.match_info.http_exception is not None:
@@ -274,6 +285,9 @@ def create_app(config: RelayConfig) -> web.Application:
     app[GATE] = ConnectionGate(config.max_connections)
     app[BUNDLES] = BundleGuard(config.bundles)
     app.add_routes(routes)
+    app.add_routes(control_routes)
+    app[SESSIONS] = ControlSessions()
+    add_control_page(app)
     app.on_shutdown.append(_close_sockets)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_group_commit)

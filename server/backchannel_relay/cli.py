@@ -942,12 +942,14 @@ def exercise_observe(
 @exercise.command("clock")
 @click.argument("action", type=click.Choice(["pause", "resume", "set", "speed"]))
 @click.argument("value", required=False)
+@click.option("--as", "by", metavar="NAME", help="The controller's name for the log.")
 @exercise_option
 @_store_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def exercise_clock(
     action: str,
     value: str | None,
+    by: str | None,
     name: str | None,
     data_dir: Path,
     database_url: str | None,
@@ -979,9 +981,15 @@ def exercise_clock(
     elif value is not None:
         raise click.UsageError(f"`clock {action}` takes no value")
 
+    from .control_cli import _controller
+
+    controller = _controller(click.get_current_context(), click.Option(["--as"]), by)
+
     async def work(exercises: Any) -> Any:
+        from .control import change_clock
+
         picked = await exercises.pick(name)
-        await exercises.set_clock(picked, action, argument)
+        await change_clock(exercises, picked, action, argument, controller)  # recorded
         return (await exercises.status(picked))["clock"]
 
     clock = _exercises(data_dir, database_url, work)
@@ -1104,3 +1112,7 @@ def backup_command(out: Path, data_dir: Path, as_json: bool) -> None:
         click.echo(json.dumps({"store": str(store), "out": str(out), "rows": kept}))
     else:
         click.echo(f"Backed up {store} to {out} ({sum(kept.values())} rows; no drops).")
+
+
+from . import control_cli  # noqa: E402, F401  (registers `exercise injects`, `inject`, ...)
+from . import report as _report  # noqa: E402, F401  (registers `exercise report`, ...)

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from backchannel.control_copy import (
@@ -36,7 +36,6 @@ from backchannel.exercise import (
     Communique,
     Scenario,
     Visibility,
-    due,
     parse_scenario,
     sign_inject,
     verify_communique,
@@ -229,6 +228,8 @@ class Exercises:
         return clock
 
     async def status(self, name: str) -> dict[str, Any]:
+        from .control import msel  # control's schedule (issue 18); it imports this module
+
         scenario = await self.scenario(name)
         clock = await self.clock(name)
         now = self.store.now_ms()
@@ -261,14 +262,18 @@ class Exercises:
             ],
             "injects": [
                 {
-                    "number": i.number,
-                    "at": i.at_ms,
-                    "to": list(i.to),
-                    "title": i.title,
-                    "delivered": i.at_ms <= scenario_now,
-                    "due_at_wall": clock.wall_time_of(i.at_ms, now),
+                    "number": e.inject.number,
+                    "at": e.inject.at_ms,
+                    "to": list(e.inject.to),
+                    "title": e.inject.title,
+                    "delivered": e.delivered(scenario_now),
+                    "status": e.state(scenario_now),
+                    "due_at_wall": (
+                        clock.wall_time_of(e.inject.at_ms, now)
+                        if e.status != "skipped" else None
+                    ),
                 }
-                for i in scenario.injects
+                for e in (await msel(self, name)).entries
             ],
         }
 
@@ -305,6 +310,9 @@ class Exercises:
         now = self.store.now_ms()
         policy = scenario.policy
         others = [r.name for r in scenario.roles if r.name != name]
+        from .control import msel  # control's schedule (issue 18); it imports this module
+
+        schedule = await msel(self, exercise)
         return {
             "exercise": scenario.name,
             "title": scenario.title,
@@ -345,7 +353,7 @@ class Exercises:
                     "text": i.text,
                     "signature": _b64(sign_inject(self.control_key, scenario.name, i)),
                 }
-                for i in due(scenario.injects, name, clock.now(now))
+                for i in schedule.due(role, clock.now(now))  # as control runs it: `msel`
             ],
         }
 
@@ -398,7 +406,13 @@ class Exercises:
                             )
                         else:
                             row.count += 1
-                    elif message_id is not None:
+                    elif message_id is not None and await session.scalar(
+                        select(ControlTrafficRow.id).where(
+                            ControlTrafficRow.exercise == exercise,
+                            ControlTrafficRow.sender == sender.name,
+                            ControlTrafficRow.message_id == message_id,
+                        )
+                    ) is None:  # a report sent again (its answer lost) is kept once
                         session.add(ControlTrafficRow(
                             exercise=exercise, channel_class=channel_class, sender=sender.name,
                             recipient=to, at=now, message_id=message_id, copy=copy,
@@ -408,17 +422,27 @@ class Exercises:
                 continue
         raise Conflict("too many letters at once; send it again", code="busy")
 
-    async def traffic(self, exercise: str) -> dict[str, Any]:
+    async def traffic(
+        self, exercise: str, party: str | None = None, newest: int | None = None
+    ) -> dict[str, Any]:
         """What control may see of the exercise's letters (`exercise traffic`): each class's
         `control_sees` with the rows and counts kept for it, each copy opened and its
-        signature checked against its author's identity key."""
+        signature checked against its author's identity key. With `party`, only the letters
+        to or from it; with `newest`, only the newest that many (in order)."""
         scenario = await self.scenario(exercise)
         box = await self.control_box()
+        query = select(ControlTrafficRow).where(ControlTrafficRow.exercise == exercise)
+        if party is not None:
+            query = query.where(
+                or_(ControlTrafficRow.sender == party, ControlTrafficRow.recipient == party)
+            )
         async with self.store.read() as session:
-            rows = list(await session.scalars(
-                select(ControlTrafficRow).where(ControlTrafficRow.exercise == exercise)
-                .order_by(ControlTrafficRow.id)
-            ))  # fmt: skip
+            if newest is None:
+                rows = list(await session.scalars(query.order_by(ControlTrafficRow.id)))
+            else:
+                rows = list(await session.scalars(
+                    query.order_by(ControlTrafficRow.id.desc()).limit(newest)
+                ))[::-1]  # fmt: skip
             counts = {r.channel_class: r.count for r in await session.scalars(
                 select(ControlCountRow).where(ControlCountRow.exercise == exercise)
             )}  # fmt: skip

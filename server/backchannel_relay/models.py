@@ -257,6 +257,10 @@ class ControlTrafficRow(Base):
     sealed to the control key. `existence` and `nothing` never make a row."""
 
     __tablename__ = "control_traffic"
+    __table_args__ = (
+        UniqueConstraint("exercise", "sender", "message_id", name="uq_control_traffic_letter"),
+    )
+    """A report sent again (its answer lost on the way) finds its row instead of a second."""
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
     exercise: Mapped[str] = mapped_column(ForeignKey("exercises.name"), index=True)
     channel_class: Mapped[str] = mapped_column(String(16))
@@ -284,3 +288,20 @@ class RateBucketRow(Base):
     key: Mapped[str] = mapped_column(String(32), primary_key=True)
     tokens: Mapped[float] = mapped_column(Float)
     at: Mapped[float] = mapped_column(Float)
+
+
+class ControlActionRow(Base):
+    """One thing control did in an exercise (issue 18): a clock change, an inject released,
+    skipped, edited or added, an invite issued (never its code). The injects' schedule is
+    computed from these (`backchannel.msel`), so every relay process sees the same one."""
+
+    __tablename__ = "control_actions"
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    exercise: Mapped[str] = mapped_column(ForeignKey("exercises.name"), index=True)
+    at: Mapped[int] = mapped_column(BigInteger)
+    """Wall time, Unix ms."""
+    by: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(Text)
+    """JSON, at most `control.MAX_DETAIL_BYTES`."""
+    __table_args__ = ({"sqlite_autoincrement": True},)

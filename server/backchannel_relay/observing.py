@@ -2,10 +2,11 @@
 
 Control grants it (`backchannel-relay exercise observe OBSERVER --as PARTY`); the grant lives in
 `relay_meta` (no migration), keyed by a hash of the observer's name so any name fits the key.
-The view never shows more than control may see of that party's traffic: per class and pair the
-scenario's `control_sees` (envelope: who wrote to whom and when; existence: a count only;
-nothing: nothing). Content is never shown (control copies are not read here). Off-the-record
-drops cannot be tied to a party, and sealed-sender envelopes name no sender, so neither counts.
+The view is control's own record of that party's letters (PROTOCOL.md §16.11), so it never
+shows more than control may see of them, class by class and pair by pair: the text where the
+class gives control the content, who wrote to whom and when where it gives the envelope.
+Counts (`existence`) are kept per exercise, not per party, and off-the-record traffic names no
+one: neither is in the view.
 """
 
 from __future__ import annotations
@@ -14,18 +15,11 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import or_, select
-
-from backchannel.envelope import Envelope
-from backchannel.errors import BackchannelError
-from backchannel.exercise import Visibility
-
 from .errors import BadRequest, Forbidden, NotFound
 from .exercises import Exercises
-from .models import EnvelopeRow, Participant
 
-MAX_SCANNED = 10_000
-"""At most this many waiting envelopes are read for one view (a mailbox's bound anyway)."""
+MAX_SHOWN = 1_000
+"""At most this many letters (the newest) are in one view."""
 
 
 def _key(observer: str) -> str:
@@ -65,7 +59,8 @@ async def _grant(exercises: Exercises, observer: str) -> dict[str, str] | None:
 
 
 async def view(exercises: Exercises, observer: str) -> dict[str, Any]:
-    """What `observer` may see of its party's traffic, class by class (403 without a grant)."""
+    """What `observer` may see of its party's letters (403 without a grant): the newest
+    `MAX_SHOWN`, oldest first."""
     exercise = (await exercises.role_map()).get(observer)
     if exercise is None:
         raise NotFound(f"{observer} has no role in an exercise on this relay", code="no_exercise")
@@ -76,44 +71,12 @@ async def view(exercises: Exercises, observer: str) -> dict[str, Any]:
         raise Forbidden("exercise control has given you no view of a party "
                         "(backchannel-relay exercise observe)", code="no_view")  # fmt: skip
     party = found["party"]
-    letters: list[dict[str, Any]] = []
-    counted = 0
-    async with exercises.store.read() as session:
-        party_id = await session.scalar(select(Participant.id).where(Participant.name == party))
-        rows: list[tuple[int, bytes]] = []
-        if party_id is not None:
-            rows = [(at, body) for at, body in (await session.execute(
-                select(EnvelopeRow.received_at, EnvelopeRow.body)
-                .where(or_(EnvelopeRow.recipient_id == party_id,
-                           EnvelopeRow.sender_id == party_id))
-                .order_by(EnvelopeRow.seq).limit(MAX_SCANNED)
-            )).all()]  # fmt: skip
-    for received_at, body in rows:
-        try:
-            envelope = Envelope.from_bytes(body)
-        except BackchannelError:
-            continue
-        if envelope.sender is None or party not in (envelope.sender, envelope.recipient):
-            continue  # sealed sender: the relay cannot say who wrote it
-        other = envelope.recipient if envelope.sender == party else envelope.sender
-        if scenario.role(other) is None or other == party:
-            continue
-        sees = scenario.control_sees(party, other).get("record", "nothing")
-        if sees == "envelope":
-            letters.append({"from": envelope.sender, "to": envelope.recipient,
-                            "at": received_at, "class": "record"})  # fmt: skip
-        elif sees == "existence":
-            counted += 1
+    seen = await exercises.traffic(exercise, party=party, newest=MAX_SHOWN + 1)
+    letters = seen["letters"]
     return {
         "exercise": exercise,
         "party": party,
-        "control_sees": (scenario.visibility or Visibility({}, {})).to_json(),
-        "record": {
-            "letters": letters,
-            "count": len(letters) + counted,
-            "waiting_only": True,
-        },
-        "confidential": {"available": False},
-        "off_the_record": {"available": False},
-        "content": {"available": False},
+        "control_sees": seen["control_sees"],
+        "letters": letters[-MAX_SHOWN:],
+        "truncated": len(letters) > MAX_SHOWN,
     }

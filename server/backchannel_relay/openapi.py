@@ -558,9 +558,10 @@ def openapi_document() -> dict[str, Any]:
             "get": _op(
                 "An observer's view of one party's traffic, as control may see it (§16.10)",
                 {
-                    **_ok(_obj(["exercise", "party", "control_sees", "record"],
+                    **_ok(_obj(["exercise", "party", "control_sees", "letters", "truncated"],
                                exercise=NAME, party=NAME, control_sees={"type": "object"},
-                               record={"type": "object"})),
+                               letters={"type": "array", "items": {"type": "object"}},
+                               truncated={"type": "boolean"})),
                     **_refused(403, "no_view: control has given the caller no view"),
                     **_errors(401, 404, 429),
                 },
@@ -687,11 +688,18 @@ def openapi_document() -> dict[str, Any]:
             )
         },
     }
+    from .control_openapi import SECURITY_SCHEMES, control_paths  # exercise control, §16.12
+
+    paths |= control_paths()
+    from .control_page import page_paths  # the control page and its live channel
+
+    paths |= page_paths()
     _bound_inputs(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Backchannel relay", "version": f"protocol v{PROTOCOL_VERSION}"},
-        "components": {"securitySchemes": {"session": {"type": "http", "scheme": "bearer"}}},
+        "components": {"securitySchemes": {"session": {"type": "http", "scheme": "bearer"},
+                                           **SECURITY_SCHEMES}},
         "paths": paths,
     }
 

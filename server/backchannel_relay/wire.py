@@ -63,11 +63,16 @@ PREKEY_BODY_BYTES = _PREKEYS + JSON_SLACK
 DROP_SEND_BODY_BYTES = b64_size(MAX_SEALED_BYTES) + b64_size(32) + JSON_SLACK
 TRAFFIC_BODY_BYTES = b64_size(MAX_COPY_BYTES) + b64_size(MESSAGE_ID_SIZE) + 6 * MAX_NAME_BYTES \
     + JSON_SLACK  # fmt: skip
+CONTROL_INJECT_BODY_BYTES = 6 * (20_000 + 200) + 64 * (6 * 64 + 4) + JSON_SLACK
+"""An inject control adds or edits (issue 18): title and text at the scenario's limits, each
+byte possibly a JSON escape, and up to 64 addresses."""
 _LARGE_BODIES = {
     "/v1/register": REGISTER_BODY_BYTES,
     "/v1/prekeys": PREKEY_BODY_BYTES,
     "/v1/drops/send": DROP_SEND_BODY_BYTES,
     "/v1/exercise/traffic": TRAFFIC_BODY_BYTES,
+    "/v1/control/injects": CONTROL_INJECT_BODY_BYTES,
+    "/v1/control/injects/{number}": CONTROL_INJECT_BODY_BYTES,
 }
 
 

@@ -220,3 +220,41 @@ def test_cuba_1962_the_public_exchange_binds_and_the_jupiter_clause_is_only_unde
         assert "Jupiter" not in json.dumps(user.json("history"))
     kennedy.ok("otr", "close", dobrynin.name)
     assert jupiters not in [p["id"] for p in kennedy.json("proposals")]
+
+
+def test_an_understood_clause_withdrawn_voids_what_counted_on_it_and_wins_a_crossing(
+    relay: Relay, home: Path
+) -> None:
+    kennedy, dobrynin = participants(relay, home, ("kennedy", "party"), ("dobrynin", "party"))
+    jupiters = understood_clause(kennedy, dobrynin, "Jupiters", "Out of Turkey within months.")
+    made = dobrynin.json("propose", kennedy.name, "--title", "Missiles out", "--term",
+                         "Removed under UN verification.", "--if", jupiters[:12],
+                         "--allow-understood")  # fmt: skip
+    kennedy.inbox()
+    assert "withdraw a clause of your own" in dobrynin.fails(
+        "otr", "withdraw", kennedy.name, jupiters[:12]
+    )
+    done = kennedy.json("otr", "withdraw", dobrynin.name, jupiters[:12])
+    assert (done["status"], done["agreement"]) == ("withdrawn", "none")
+    assert "already withdrawn" in kennedy.fails("otr", "withdraw", dobrynin.name, jupiters[:12])
+    (told,) = [m for m in dobrynin.inbox() if m["kind"] == "otr"]
+    assert "withdrew off the record" in told["text"]
+    for user in (kennedy, dobrynin):
+        assert view(user, jupiters)["status"] == "withdrawn"
+    accepted = kennedy.json("accept", made["id"])  # accepted on the record, on a failed clause
+    assert accepted["agreement"] == "void"
+    assert accepted["agreement_note"] == f"condition {jupiters[:12]} failed"
+    dobrynin.inbox()
+    assert view(dobrynin, made["id"])["agreement"] == "void"
+
+    # An acceptance that crosses a withdrawal: the withdrawal wins on both sides.
+    crossed = kennedy.json("otr", "propose", dobrynin.name, "--title", "Quarantine eased",
+                           "--term", "Ships pass.")  # fmt: skip
+    dobrynin.inbox()
+    kennedy.json("otr", "withdraw", dobrynin.name, crossed["id"][:12])
+    dobrynin.json("otr", "accept", kennedy.name, crossed["id"][:12])  # not yet read it
+    (crossing,) = [m for m in kennedy.inbox() if m["kind"] == "otr"]
+    assert "after you withdrew it" in crossing["text"]
+    dobrynin.inbox()
+    for user in (kennedy, dobrynin):
+        assert view(user, crossed["id"])["status"] == "withdrawn"

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from backchannel_relay.cli import main as relay_main
 from tests.relay.test_exercises import role
 
-from .conftest import GENEROUS, assert_one_error_line
+from .conftest import GENEROUS, Relay, assert_one_error_line
 from .test_exercises import control, load
 from .test_offrecord_traces import rows
 
@@ -153,3 +153,32 @@ def test_cuba_1962_letters_between_kennedy_and_dobrynin_are_sealed_to_control(
     assert seen["counts"] == {"confidential": 1}
     assert [m["class"] for m in dobrynin.inbox() if m["kind"] == "letter"] == ["confidential"]
     assert [m["class"] for m in castro.inbox() if m["kind"] == "letter"] == ["confidential"]
+
+
+def test_a_letter_and_its_report_wait_together_while_the_relay_is_down(
+    own_relay: Relay, home: Path
+) -> None:
+    """The report to control is queued with its letter (issue 15's rule holds in an exercise):
+    the relay out of reach keeps both, the next command sends both, and control has the letter
+    once, though the report was posted again after an outage that ended the first try."""
+    tag = os.urandom(3).hex()
+    names = {k: f"{k}-{tag}" for k in "abcde"}
+    roles = "".join(role(names[k], "party") for k in "abcde")
+    exercise = f"outage-{tag}"
+    users = load(own_relay, home, SCENARIO.format(name=exercise, roles=roles, **names))
+    a, b, c = (users[names[k]] for k in "abc")
+    a.json("send", b.name, f"before {tag}")
+    a.json("send", c.name, f"envelope before {tag}")  # a session: no bundle needed offline
+    own_relay.stop()
+    line = a.fails("send", b.name, f"during {tag}")
+    assert "saved as" in line and "goes out with your next command" in line
+    assert "saved as" in a.fails("send", c.name, f"envelope during {tag}")
+    assert [m["status"] for m in a.json("outbox")] == ["pending", "pending"]
+    own_relay.start()
+    a.ok("inbox")  # any command sends what waits, reports first
+    assert a.json("outbox") == []
+    assert [m["text"] for m in b.inbox()] == [f"before {tag}", f"during {tag}"]
+    seen = control(own_relay, "traffic", "--exercise", exercise)
+    assert [(e["to"], e.get("text")) for e in seen["letters"]] == [
+        (b.name, f"before {tag}"), (c.name, None), (b.name, f"during {tag}"), (c.name, None),
+    ]  # fmt: skip

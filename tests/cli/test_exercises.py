@@ -439,8 +439,12 @@ def test_no_implicit_broadcast(make_relay: Any, home: Path, monkeypatch: Any) ->
     relay = make_relay("broadcast", *GENEROUS)
     _name, users = mini(relay, home)
     a, b, c, m = (users[k] for k in "abcm")
-    result = a.run("send")
-    assert result.exit_code != 0 and "Missing argument" in result.output
+    for nobody in (("send",), ("send", "--json")):
+        result = a.run(*nobody)
+        assert result.exit_code != 0 and "needs a recipient" in result.output
+    (home.parent / "letter.txt").write_text("To whom?")
+    assert "needs a recipient" in a.fails("send", "--file", str(home.parent / "letter.txt"))
+    assert "recipient once" in a.fails("send", "--to", b.name, b.name, "Hello.")
     line = a.fails("send", "all", "To everyone.")
     assert "no terminal to confirm on" in line and "send all ... --yes" in line
     assert json.loads(a.run("send", "all", "To everyone.", "--json").stdout)["error"] \
@@ -453,9 +457,11 @@ def test_no_implicit_broadcast(make_relay: Any, home: Path, monkeypatch: Any) ->
     confirmed = a.run("send", "all", "To everyone, confirmed.", input="y\n")
     assert confirmed.exit_code == 0, confirmed.output
     monkeypatch.undo()
-    sent = a.json("send", "all", "To everyone, again.", "--yes")
+    sent = a.json("send", "--to", "all", "To everyone, again.", "--yes")
     assert sorted(s["to"] for s in sent) == sorted([b.name, c.name, m.name])
     assert [x["text"] for x in b.inbox()] == ["To everyone, confirmed.", "To everyone, again."]
+    a.json("send", "--to", b.name, "Only to b.")
+    assert [x["text"] for x in b.inbox()] == ["Only to b."]
     m.inbox()
     assert len(c.inbox()) == 2  # through the mediator
     assert "neither --reply-to" in a.fails("send", "all", "x", "--reply-to", "abc", "--yes")
@@ -470,7 +476,7 @@ def test_no_implicit_broadcast(make_relay: Any, home: Path, monkeypatch: Any) ->
                                    a="all", b="b", c="b", m="b"))  # fmt: skip
     refused = CliRunner().invoke(relay_main, ["exercise", "load", str(bad), "--data-dir",
                                               str(relay.data_dir)])  # fmt: skip
-    assert "'all' means every role" in assert_one_error_line(refused.output)
+    assert "'all' addresses a group of roles" in assert_one_error_line(refused.output)
 
 
 def test_a_communique_reaches_every_role_and_control(

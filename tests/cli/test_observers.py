@@ -34,17 +34,19 @@ def test_an_observer_sees_a_party_only_as_control_may(
     names = {k: f"{k}-{tag}" for k in ("a", "b", "c", "m", "o")}
     kinds = (("a", "party"), ("b", "party"), ("c", "party"), ("m", "mediator"), ("o", "observer"))
     roles = "".join(role(names[k], kind) for k, kind in kinds)
-    channels = (  # a and b: record envelope (the default); a and m: existence; b and m: nothing
+    channels = (  # a and b: record envelope (the default); a and m: existence; b and m:
+        # nothing; a and c (through m): content
         f'[channels]\n[[channels.pairs]]\nbetween = ["{names["a"]}", "{names["m"]}"]\n'
         'record = "existence"\n'
         f'[[channels.pairs]]\nbetween = ["{names["b"]}", "{names["m"]}"]\nrecord = "nothing"\n'
+        f'[[channels.pairs]]\nbetween = ["{names["a"]}", "{names["c"]}"]\nrecord = "content"\n'
     )
     text = SCENARIO.format(name=f"obs-{tag}", roles=roles, **names)
     text = text.replace("[[injects]]", channels + "[[injects]]", 1)
-    text += f'[[injects]]\nat = "1962-10-22T09:30:00-04:00"\nto = ["{names["o"]}"]\n' \
+    text += '[[injects]]\nat = "1962-10-22T09:30:00-04:00"\nto = ["observers"]\n' \
         'title = "For observers"\ntext = "Only the observer reads this."\n'  # fmt: skip
     users = load(relay, home, text)
-    a, b, m, o = (users[names[k]] for k in "abmo")
+    a, b, c, m, o = (users[names[k]] for k in "abcmo")
     exercise = f"obs-{tag}"
 
     # Without a grant the observer sees nothing of anyone's traffic.
@@ -58,6 +60,7 @@ def test_an_observer_sees_a_party_only_as_control_may(
     a.json("send", b.name, "SECRET-2 from a to b.")
     a.json("send", m.name, "SECRET-3 from a to m.")
     b.json("send", m.name, "SECRET-4 from b to m.")
+    a.json("send", c.name, "Readable by control: from a to c.")
     granted = control(relay, "observe", o.name, "--as", a.name)
     assert (granted["observer"], granted["party"], granted["exercise"]) == (
         o.name, a.name, exercise,
@@ -65,23 +68,27 @@ def test_an_observer_sees_a_party_only_as_control_may(
     assert "no view of a party" in b.fails("observe")  # a party is no observer
     shown = o.run("observe", "--json")
     assert shown.exit_code == 0, shown.output
-    assert "SECRET" not in shown.output  # never content
+    assert "SECRET" not in shown.output  # no more than control sees
     seen = json.loads(shown.stdout)
-    assert seen["party"] == a.name
-    letters = [(x["from"], x["to"], x["class"]) for x in seen["record"]["letters"]]
-    assert sorted(letters) == sorted([(b.name, a.name, "record"), (a.name, b.name, "record")])
-    assert seen["record"]["count"] == 3  # a to m counted, b to m not a's, nothing else
-    assert all(x["at"] > 0 for x in seen["record"]["letters"])
+    assert (seen["party"], seen["truncated"]) == (a.name, False)
+    letters = [(x["from"], x["to"], x["class"], x.get("text")) for x in seen["letters"]]
+    assert letters == [
+        (b.name, a.name, "record", None), (a.name, b.name, "record", None),
+        (a.name, c.name, "record", "Readable by control: from a to c."),
+    ]  # fmt: skip
+    assert all(x["at"] > 0 for x in seen["letters"])
+    assert seen["letters"][2]["verified"] == "signed"
+    assert seen == {**seen, **{k: v for k, v in control(relay, "traffic").items()
+                                if k == "control_sees"}}  # fmt: skip
     plain = o.ok("observe")
-    assert f"{b.name} to {a.name} (record)" in plain and "1 of them counted only" in plain
+    assert f"record {b.name} -> {a.name}\n" in plain
+    assert f"record {a.name} -> {c.name} [signed]: Readable by control" in plain
     assert m.name not in plain and "SECRET" not in plain
 
     # Viewing b instead: a-b envelope, b-m nothing.
     control(relay, "observe", o.name, "--as", b.name)
     seen = o.json("observe")
-    assert seen["record"]["count"] == 2 and {x["to"] for x in seen["record"]["letters"]} == {
-        a.name, b.name,
-    }  # fmt: skip
+    assert [(x["from"], x["to"]) for x in seen["letters"]] == [(b.name, a.name), (a.name, b.name)]
 
     # Revoked: nothing again.
     assert control(relay, "observe", o.name, "--stop")["stopped"] is True
@@ -100,3 +107,6 @@ def test_an_observer_sees_a_party_only_as_control_may(
     eventually(lambda: len(got.__iadd__(read())) >= 3, 10, "injects and a communiqué")
     assert sorted(x["kind"] for x in got) == ["communique", "inject", "inject"]
     assert any("Only the observer reads this." in x["text"] for x in got)
+    # Addressed to "observers": no party or mediator reads it.
+    for other in (a, m):
+        assert not any("Only the observer" in x["text"] for x in other.json("history"))

@@ -469,3 +469,59 @@ def otr_states() -> list[bytes]:
 
 def identity_privates() -> list[bytes]:
     return [KENNEDY.private_bytes()]
+
+
+CONTROL = SigningKeyPair.from_private_bytes(Drbg("control")(32))
+
+
+def full_exports() -> list[bytes]:
+    """Kennedy's `export --all` (PROTOCOL.md §14.8): a letter he received, his acknowledgement
+    of it, an introduction, an inject, a communiqué and a proposal record, all valid."""
+    import base64
+    import json
+
+    from backchannel.content import LetterAcknowledgement, letter_digest, sign_acknowledgement
+    from backchannel.exercise import Communique, Inject, inject_body, sign_communique, sign_inject
+    from backchannel.mediation import Introduction, sign_introduction
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    def item(kind: str, direction: str, signer: str, key: bytes, signed: bytes, signature: bytes,
+             **extra: object) -> dict[str, object]:  # fmt: skip
+        return {"kind": kind, "id": "00" * 16, "direction": direction, "signer": signer,
+                "signer_key": b64(key[:32]), "signed": b64(signed), "signature": b64(signature),
+                "wall_at": None, "scenario_at": None, **extra}  # fmt: skip
+
+    signed = sign_letter(KHRUSHCHEV, letter())
+    digest = letter_digest(signed.letter)
+    ack = LetterAcknowledgement(b"\x01" * 16, digest, "kennedy", KENNEDY.public.keys,
+                                "khrushchev", KHRUSHCHEV.public.keys, T0)  # fmt: skip
+    intro = Introduction(UT, JFK, "khrushchev", KHRUSHCHEV.public.to_bytes(), T0)
+    inject = Inject(1, T0, ("all",), "Quarantine", "The President speaks at 19:00.")
+    said = Communique("cuba-1962", "khrushchev", T0, "The ships turn back.")
+    sealed, receipt, statement, statement_receipt = notarised()
+    record = ProposalRecord(sealed, receipt, (Notarised(statement, statement_receipt),))
+    items = [
+        item("letter", "received", "khrushchev", KHRUSHCHEV.public.keys,
+             signed.letter.canonical(), signed.signature, id=(b"\x01" * 16).hex(),
+             keys={"sender": b64(KHRUSHCHEV.public.keys), "recipient": b64(KENNEDY.public.keys)}),
+        item("acknowledgement", "sent", "kennedy", KENNEDY.public.keys, ack.canonical(),
+             sign_acknowledgement(KENNEDY, ack).signature),
+        item("introduction", "received", "u-thant", THANT.public.keys, intro.canonical(),
+             sign_introduction(THANT, intro).signature),
+        item("inject", "received", "control", CONTROL.public.raw,
+             inject_body("cuba-1962", inject), sign_inject(CONTROL, "cuba-1962", inject)),
+        item("communique", "received", "khrushchev", KHRUSHCHEV.public.keys, said.body(),
+             sign_communique(KHRUSHCHEV.signing, said)),
+        {"kind": "proposal", "id": sealed.digest.hex(), "direction": "received",
+         "signer": "khrushchev", "record": record.to_json()},
+    ]  # fmt: skip
+    document = {
+        "format": "backchannel-export-all/1",
+        "participant": {"name": "kennedy", "identity": b64(KENNEDY.public.keys)},
+        "relay": {"notary_key": b64(NOTARY.public.raw), "control_key": b64(CONTROL.public.raw)},
+        "items": items,
+        "left_out": [{"kind": "otr", "count": 1, "reason": "off the record"}],
+    }
+    return [json.dumps(document).encode(), json.dumps(document, indent=1).encode()]

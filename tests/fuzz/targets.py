@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from backchannel import otr
+from backchannel.bundle import load_json, parse_bundle, verify_bundle
 from backchannel.content import (
     ProposalContent,
     Receipt,
@@ -342,6 +343,18 @@ def export(data: bytes) -> None:
         verify_export(parsed, T0, NOTARY.public.raw)
 
 
+def full_export(data: bytes) -> None:
+    """`backchannel verify-record FILE` on a full export (`export --all`): the limits, the
+    document, then every item checked, with the file's keys and with keys the reviewer trusts."""
+    parsed = _decoded(lambda raw: parse_bundle(load_json(raw)), data)
+    if parsed is None:
+        return
+    for notary, control in ((None, None), (NOTARY.public.raw, seeds.CONTROL.public.raw)):
+        with _refusals():
+            verdicts = verify_bundle(parsed, T0, notary, control)
+            assert len(verdicts) == len(parsed.items), "an item without a verdict"
+
+
 def scenario(data: bytes) -> None:
     """`backchannel-relay exercise load FILE`: the relay reads the file as UTF-8 first."""
     try:
@@ -419,6 +432,7 @@ TARGETS: dict[str, Target] = {
         Target("relay_proof", relay_proof, seeds.relay_proofs),
         Target("keystore", keystore, seeds.keystores),
         Target("export", export, seeds.exports),
+        Target("full_export", full_export, seeds.full_exports),
         Target("scenario", scenario, seeds.scenarios),
         Target("cli.profile", profile, seeds.profiles),
         Target(

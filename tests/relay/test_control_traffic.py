@@ -72,10 +72,11 @@ async def test_reports_carry_exactly_what_the_class_allows(
         extra = await refused(ta.client.request("POST", post, {
             "to": c, "message_id": _b64(message_id), "copy": _b64(copy)}))  # fmt: skip
         assert (extra.status, extra.code) == (400, "copy_refused")
-        told = await ta.client.request("POST", post, {
-            "to": b, "message_id": _b64(message_id), "copy": _b64(copy)})  # fmt: skip
-        assert told == {"class": "record", "control_sees": "content"}
-        told = await ta.client.request("POST", post, {"to": c, "message_id": _b64(message_id)})
+        for _again in range(2):  # a report sent again (its answer lost) is kept once
+            told = await ta.client.request("POST", post, {
+                "to": b, "message_id": _b64(message_id), "copy": _b64(copy)})  # fmt: skip
+            assert told == {"class": "record", "control_sees": "content"}
+        told = await ta.client.request("POST", post, {"to": c, "message_id": _b64(os.urandom(16))})
         assert told == {"class": "record", "control_sees": "envelope"}
 
         for body, code in [

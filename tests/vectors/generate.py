@@ -563,13 +563,14 @@ def build_proposal() -> Vector:
             "canonical": understood.canonical().hex(),
             "digest": understood.digest().hex(),
         },
-        # §14.7: a clause proposed, and accepted, inside an off-the-record channel.
+        # §14.7: a clause proposed, accepted and withdrawn inside an off-the-record channel.
         "clause": {
             "proposal_canonical": jupiters.canonical().hex(),
-            "propose_plaintext": OffRecordClause(ClauseForm.PROPOSE, jupiters)
+            "propose_plaintext": OffRecordClause(ClauseForm.PROPOSE, jupiters).to_plaintext().hex(),
+            "accept_plaintext": OffRecordClause(ClauseForm.ACCEPT, digest=jupiters.digest())
             .to_plaintext()
             .hex(),
-            "accept_plaintext": OffRecordClause(ClauseForm.ACCEPT, digest=jupiters.digest())
+            "withdraw_plaintext": OffRecordClause(ClauseForm.WITHDRAW, digest=jupiters.digest())
             .to_plaintext()
             .hex(),
             "digest": jupiters.digest().hex(),

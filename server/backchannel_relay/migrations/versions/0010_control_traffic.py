@@ -33,6 +33,7 @@ def upgrade() -> None:
         sa.Column("at", sa.BigInteger(), nullable=False),
         sa.Column("message_id", sa.LargeBinary(16), nullable=False),
         sa.Column("copy", sa.LargeBinary(), nullable=True),
+        sa.UniqueConstraint("exercise", "sender", "message_id", name="uq_control_traffic_letter"),
     )
     op.create_index("ix_control_traffic_exercise", "control_traffic", ["exercise"])
     op.create_table(
