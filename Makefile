@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test browser screenshots lint typecheck bench vectors fuzz clean
+.PHONY: run test browser strace screenshots lint typecheck bench vectors fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,18 @@ browser:
 			"the browser tests need /usr/bin/chromium and /usr/bin/chromedriver" >&2; exit 1; }; \
 	fi
 
-test: $(VENV)/.installed-test browser
+# The relay's sync-before-receipt test (tests/relay/test_sync_before_receipt.py) traces the
+# relay's system calls with Debian's strace; installed like chromium above, never skipped.
+strace:
+	@if [ ! -x /usr/bin/strace ]; then \
+		echo "installing Debian's strace for the sync-before-receipt test"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends strace; } || { \
+		echo "error: cannot install strace (apt-get, as root);" \
+			"the sync-before-receipt test needs /usr/bin/strace" >&2; exit 1; }; \
+	fi
+
+test: $(VENV)/.installed-test browser strace
 	$(BIN)/python -m pytest
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict backchannel server/backchannel_relay client/backchannel_cli

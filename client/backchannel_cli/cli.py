@@ -623,22 +623,23 @@ def inbox(
     async def work(participant: Participant) -> None:
         nonlocal watching
         participant.hold_exchanges = hold
-        fresh, synced = await participant.fetch()
+        synced = await participant.sync()
         shown: list[Shown] | None = None
 
-        def show_all(batch: list[Shown]) -> None:  # once, with the off-the-record ones
+        def show_all(batch: list[Shown]) -> None:  # once: the mailbox's, then the drops'
             nonlocal shown
-            shown = fresh + batch
-            show(shown)
+            shown = batch
+            show(batch)
 
+        # A message counts as shown only once printed (committed after `show_all` returns): a
+        # crash while the drops are read leaves the stored letters to the next run.
         try:
-            await participant.offrecord.receive_all(show_all, keep)
+            await participant.offrecord.receive_all(show_all, keep, unshown=True)
         finally:
             if shown is None:  # the drops could not be read: show what the mailbox held
-                shown = fresh
-                show(fresh)
+                shown = participant.show_unshown(show)
         if not no_read_receipts:
-            await participant.send_read_receipts(fresh)
+            await participant.send_read_receipts(shown)
         if not watch:
             if synced.held:
                 raise CliError(_held(synced.held))

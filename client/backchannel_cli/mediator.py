@@ -418,6 +418,7 @@ class Mediation:
         with self.p.store.transaction() as db:
             rows = list(db.query(HeldOffer).order_by(HeldOffer.seq))
             found: dict[str, dict[str, Any]] = {}
+            unreleased: set[str] = set()  # half released (a crash between the two sides)
             for row in rows:
                 sealed = SealedProposal.from_bytes(
                     self.p.store.vault.open(f"held:{row.digest}", row.sealed)
@@ -427,6 +428,9 @@ class Mediation:
                     {"id": row.exchange, "sides": sorted({row.author, row.addressee}),
                      "released_at": row.released_at, "offers": []},
                 )  # fmt: skip
+                entry["released_at"] = max(entry["released_at"], row.released_at)
+                if not row.released_at:
+                    unreleased.add(row.exchange)
                 entry["offers"].append(
                     {"id": row.digest, "from": row.author, "to": row.addressee,
                      "notary_seq": row.seq, "title": sealed.proposal.title,
@@ -435,7 +439,7 @@ class Mediation:
         for entry in found.values():
             authors = {o["from"] for o in entry["offers"]}
             entry["status"] = (
-                "released" if entry["released_at"] else
+                "released" if entry["id"] not in unreleased else
                 "ready" if len(authors) == 2 else f"waiting for {_other(entry['sides'], authors)}"
             )  # fmt: skip
         return list(found.values())
@@ -463,13 +467,18 @@ class Mediation:
             )
         chosen = self._valid_offers(entry)
         me = Party.of(self.p.name, self.p.me.identity.public)
-        exchange_id, released_at = bytes.fromhex(entry["id"]), now_ms()
+        # Resumed after a crash between the two sides: the side already sent is not sent again,
+        # and the other gets the same release time.
+        exchange_id, released_at = bytes.fromhex(entry["id"]), entry["released_at"] or now_ms()
         released: list[str] = []
+        sent_already: set[str] = set()
         with self.p.store.transaction() as db:
             offers = {}
             for author, digest in chosen.items():
                 row = db.get(HeldOffer, digest)
                 assert row is not None
+                if row.released_at:
+                    sent_already.add(author)
                 sealed = SealedProposal.from_bytes(
                     self.p.store.vault.open(f"held:{digest}", row.sealed)
                 )
@@ -477,19 +486,27 @@ class Mediation:
         (first, (first_offer, first_receipt)), (second, (second_offer, second_receipt)) = (
             offers.items()
         )
-        for to, offer, receipt, own in (
-            (second, first_offer, first_receipt, second_receipt),
-            (first, second_offer, second_receipt, first_receipt),
-        ):
+        sides = [
+            (to, offer, receipt, own, author)
+            for to, offer, receipt, own, author in (
+                (second, first_offer, first_receipt, second_receipt, first),
+                (first, second_offer, second_receipt, first_receipt, second),
+            )
+            if author not in sent_already
+        ]
+        for index, (to, offer, receipt, own, author) in enumerate(sides):
             release = sign_release(
                 self.p.me.identity,
                 ReleasedOffer(exchange_id, me, offer, receipt, own, released_at),
             )
             contact = await self.p.contact(to)
 
-            def mark(db: Any) -> None:
+            def mark(db: Any, author: str = author, last: bool = index == len(sides) - 1) -> None:
+                """With the release queued: its offer is sent; after the last, every offer of
+                the exchange is closed (a late one included), in the same transaction."""
                 for row in db.query(HeldOffer).filter(HeldOffer.exchange == entry["id"]):
-                    row.released_at = released_at
+                    if last or row.digest == chosen[author]:
+                        row.released_at = released_at
 
             released.append(await self.p.queue(
                 to, IdentityPublic.from_bytes(contact.identity), release.to_content(),

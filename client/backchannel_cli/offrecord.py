@@ -588,9 +588,14 @@ class OffTheRecord:
                     current.outbox = [(i, e) for i, e in current.outbox if i != message_id]
                     self.save(db, current)
 
-    async def receive_all(self, show: Callable[[list[Shown]], None], keep: bool) -> None:
+    async def receive_all(
+        self, show: Callable[[list[Shown]], None], keep: bool, unshown: bool = False
+    ) -> None:
         """Fetch every open channel's drop; show what arrived (`show` is called once, inside
-        the transaction that then stores the channel states); acknowledge it."""
+        the transaction that then stores the channel states); acknowledge it. `unshown`: the
+        stored messages not yet shown come first in that batch, marked shown in the same
+        transaction, so a crash before `show` returned (in the drops' network reads, say)
+        leaves them unshown for the next run."""
         relay = self.participant.relay
         with self.store.transaction() as db:
             self._expire(db)
@@ -614,6 +619,8 @@ class OffTheRecord:
         shown: list[Shown] = []
         done: list[tuple[bytes, list[int]]] = []
         with self.store.transaction() as db:
+            if unshown:
+                shown.extend(self.participant.take_unshown(db))
             for arrival in arrivals:
                 held = self.load(db, arrival.peer)
                 if held is None or held.state is None or held.channel_id != arrival.channel_id:

@@ -98,6 +98,12 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _show_any(show: Callable[[list[Any]], None], batch: list[Any]) -> None:
+    """`show` a batch unless it is empty (a watch prints nothing for nothing)."""
+    if batch:
+        show(batch)
+
+
 def refused(exc: RelayRequestError) -> RelayRefusedError:
     """The relay's own words, its code, and how long it asked us to wait."""
     wait = f"; retry in {max(1, round(exc.retry_after))} s" if exc.retry_after else ""
@@ -825,17 +831,15 @@ class Participant:
             self.store.forget_expired(db, int(time.time()))
         await self.flush_outbox()  # what we carry for others (blind forwarding) goes on now
         await self.negotiation.catch_up()
+        # Statements an interrupted command left (or `delivered` ones just made) are queued by
+        # the catch-up: they go now, not with the next command.
+        await self.flush_outbox()
         if not self.hold_exchanges:
             await self.mediation.release_ready()
         await self.offrecord.catch_up()
         await self.exercise.take_injects()
         await self.top_up_prekeys()
         return Synced(held)
-
-    async def fetch(self) -> tuple[list[Shown], Synced]:
-        """`sync`, then the messages not yet shown (which are marked shown)."""
-        synced = await self.sync()
-        return self.take_unshown(), synced
 
     def receive(self, raw: bytes, received_at: int = 0) -> Outcome:
         """Decrypt and store one envelope in one transaction (with the ratchet state), with
@@ -1127,13 +1131,22 @@ class Participant:
             if rank.get(new_status, 0) > rank.get(message.status, 0):
                 message.status = new_status
 
-    def take_unshown(self) -> list[Shown]:
+    def take_unshown(self, db: Any) -> list[Shown]:
+        """The received messages not yet shown, marked shown in `db`'s transaction: the caller
+        shows them before that transaction commits, so a crash in between shows them again next
+        time (at least once) instead of never."""
+        fresh = self.store.messages(db, unshown_only=True)
+        for message in fresh:
+            message.shown = True
+        return [self._shown(m) for m in fresh]
+
+    def show_unshown(self, show: Callable[[list[Shown]], None]) -> list[Shown]:
+        """`show` the received messages not yet shown, then commit that they were: a crash
+        before `show` returned leaves them to the next run (never stored but never shown)."""
         with self.store.transaction() as db:
-            fresh = self.store.messages(db, unshown_only=True)
-            for message in fresh:
-                message.shown = True
-            shown = [self._shown(m) for m in fresh]
-        return shown
+            fresh = self.take_unshown(db)
+            show(fresh)
+        return fresh
 
     async def send_read_receipts(self, shown: list[Shown]) -> None:
         """Tell the senders of these displayed letters that they were read (once each), and the
@@ -1197,7 +1210,7 @@ class Participant:
                 if rounds % INJECT_POLL_ROUNDS == 0:
                     await self.exercise.refresh()  # the clock, and injects newly due
                     if await self.exercise.take_injects():
-                        show_any(self.take_unshown())
+                        self.show_unshown(show_any)
             except CliError as exc:
                 notice(f"Note: {exc.message}")
             for note in self.take_notes():
@@ -1227,11 +1240,9 @@ class Participant:
                 await asyncio.sleep(RECONNECT_FIRST)
             for note in self.take_notes():
                 notice(f"Note: {note}")
-            fresh = self.take_unshown()
-            if fresh:
-                show(fresh)
-                if read_receipts:
-                    await self.send_read_receipts(fresh)
+            fresh = self.show_unshown(partial(_show_any, show))
+            if fresh and read_receipts:
+                await self.send_read_receipts(fresh)
 
     async def _watch(
         self,
@@ -1272,11 +1283,9 @@ class Participant:
                         await self.offrecord.catch_up()
                     for note in self.take_notes():
                         notice(f"Note: {note}")
-                    fresh = self.take_unshown()
-                    if fresh:
-                        show(fresh)
-                        if read_receipts:
-                            await self.send_read_receipts(fresh)
+                    fresh = self.show_unshown(partial(_show_any, show))
+                    if fresh and read_receipts:
+                        await self.send_read_receipts(fresh)
                 reason = (
                     f"the relay at {self.relay.base_url} is shutting down"
                     if self.relay.close_code == GOING_AWAY

@@ -53,7 +53,15 @@ from .config import RelayConfig
 from .control_api import control_routes
 from .control_auth import SESSIONS, ControlSessions
 from .control_page import add_control_page
-from .database import is_sqlite, migrate, open_engine, private_data_dir, store_error
+from .database import (
+    commit_durability,
+    commit_settings,
+    is_sqlite,
+    migrate,
+    open_engine,
+    private_data_dir,
+    store_error,
+)
 from .delivery import GroupCommitter, Hub, MailboxFeed, Sockets
 from .drops import Drops
 from .errors import RelayError, StoreUnavailable, TooManyRequests, Unauthorized
@@ -309,6 +317,15 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         if config.database_url is None:
             private_data_dir(config.data_dir)
         engine = open_engine(config.url)
+        if not is_sqlite(engine):  # a receipt promises the sync: refuse a server that skips it
+            refused, warning = commit_durability(
+                await commit_settings(engine), config.allow_unsafe_commit
+            )
+            if warning is not None:
+                log.warning("warning: %s", warning)
+            if refused is not None:
+                await engine.dispose()
+                raise StoreUnavailable(f"refusing to start: {refused}")
         await migrate(engine)
     except (OSError, SQLAlchemyError) as exc:
         if engine is not None:
@@ -336,14 +353,22 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 
 async def ensure_admin_token(store: Store) -> bytes:
-    """Create the admin token on first start; it is shown once and only its hash is kept."""
+    """Create the admin token on first start; it is shown once and only its hash is kept. Of
+    relay processes starting together on a fresh database, the one whose insert won shows it."""
     stored = await store.get_meta(ADMIN_TOKEN_KEY)
     if stored is not None:
         return stored
     token = base64.urlsafe_b64encode(os.urandom(24)).decode().rstrip("=")
-    await store.set_meta(ADMIN_TOKEN_KEY, digest(token.encode()))
-    print(f"Admin token (shown once; keep it to create invites over HTTP): {token}", flush=True)
-    return digest(token.encode())
+    kept, ours = await store.meta_once(ADMIN_TOKEN_KEY, digest(token.encode()))
+    if ours:
+        print(f"Admin token (shown once; keep it to create invites over HTTP): {token}", flush=True)
+    else:
+        print(
+            "The admin token was made by another relay process starting at the same time; "
+            "it is in that process's output.",
+            flush=True,
+        )
+    return kept
 
 
 async def _group_commit(app: web.Application) -> AsyncIterator[None]:

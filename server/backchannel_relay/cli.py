@@ -360,6 +360,13 @@ def _proxies(_: click.Context, __: click.Parameter, values: tuple[str, ...]) -> 
     envvar="BACKCHANNEL_RELAY_PREKEY_FETCH_PAIR_BURST",
     help="Prekey bundles of one participant another may fetch in a burst.",
 )
+@click.option(
+    "--allow-unsafe-commit",
+    is_flag=True,
+    envvar="BACKCHANNEL_RELAY_ALLOW_UNSAFE_COMMIT",
+    help="Serve PostgreSQL with fsync or synchronous_commit off: receipts would then leave "
+    "before the envelope is on disk (refused without this flag).",
+)
 def serve(
     host: str,
     port: int,
@@ -385,6 +392,7 @@ def serve(
     drops_per_participant: int,
     prekey_fetch_burst: float,
     prekey_fetch_pair_burst: float,
+    allow_unsafe_commit: bool,
 ) -> None:
     """Run the relay on HOST:PORT until interrupted (Ctrl-C or SIGTERM: it closes every
     WebSocket as going away and exits 0). One SQLite store is served by one process."""
@@ -415,6 +423,7 @@ def serve(
             sweep_interval=sweep_interval,
             drops=DropLimits(max_ttl=max_otr_ttl, max_opened=drops_per_participant),
             bundles=BundleLimits.with_bursts(prekey_fetch_burst, prekey_fetch_pair_burst),
+            allow_unsafe_commit=allow_unsafe_commit,
         )
         _serve(config)
     except KeyboardInterrupt:  # Ctrl-C (or SIGTERM) before the relay's own handlers were set

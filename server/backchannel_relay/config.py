@@ -115,6 +115,9 @@ class RelayConfig:
     max_connections: int = 10_000
     sweep_interval: float = 60.0
     invite_ttl: int = 7 * 24 * 3600
+    allow_unsafe_commit: bool = False
+    """Serve a PostgreSQL server with `fsync` or `synchronous_commit` off (receipts then
+    precede the sync: `database.commit_durability`)."""
 
     @property
     def batch_limit(self) -> int:

@@ -32,6 +32,11 @@ SQLITE_PRAGMAS = (
     # Checkpoint every ~40 MB of WAL, not every 4 MB: pages written again and again between two
     # checkpoints are copied into the database once. Each commit is still synced to the WAL.
     "PRAGMA wal_autocheckpoint=10000",
+    # Neither setting lets a receipt leave before its sync. In WAL mode with synchronous=FULL
+    # every commit appends its frames to the WAL and syncs the WAL before it returns; the
+    # checkpoint only copies frames that are already durable into the database file (and syncs
+    # that before the WAL is reused), so how often it runs changes nothing a commit promised.
+    # `synchronous` is not configurable: FULL is the rule (tests/relay/test_sync_before_receipt).
 )
 WRITER_PRAGMAS = (
     # The writer's B-trees (the message-id index above all: random keys) stay in memory.
@@ -162,6 +167,46 @@ def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+UNSAFE_COMMIT_FLAG = "--allow-unsafe-commit"
+
+
+def commit_durability(
+    settings: dict[str, str], allow_unsafe: bool
+) -> tuple[str | None, str | None]:
+    """-> (why the relay refuses to start, what it warns of) for a PostgreSQL server's `fsync`
+    and `synchronous_commit`. A receipt means the envelope survives a power loss: the server
+    must sync its log before it answers COMMIT. `off` for either answers first, and is refused
+    unless the operator says otherwise; `local` and `remote_write` still sync the server's own
+    disk but not a synchronous standby's, which matters only after a failover."""
+    unsafe = [f"{name}={settings[name]}" for name in ("fsync", "synchronous_commit")
+              if settings.get(name) == "off"]  # fmt: skip
+    if unsafe:
+        why = (
+            f"PostgreSQL has {' and '.join(unsafe)}: a receipt could leave before the envelope "
+            "is on disk, and a power loss would lose receipted envelopes"
+        )
+        if allow_unsafe:
+            return None, f"{why} ({UNSAFE_COMMIT_FLAG} given)"
+        return f"{why}; set it to on, or start with {UNSAFE_COMMIT_FLAG}", None
+    level = settings.get("synchronous_commit")
+    if level in ("local", "remote_write"):
+        return None, (
+            f"PostgreSQL has synchronous_commit={level}: receipts follow the sync of this "
+            "server's disk, not of a synchronous standby's (a failover may lose receipted "
+            "envelopes)"
+        )
+    return None, None
+
+
+async def commit_settings(engine: AsyncEngine) -> dict[str, str]:
+    """The server's `fsync` and `synchronous_commit` (PostgreSQL only)."""
+    async with engine.connect() as connection:
+        return {
+            name: str((await connection.exec_driver_sql(f"SHOW {name}")).scalar_one())
+            for name in ("fsync", "synchronous_commit")
+        }
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     for pragma in SQLITE_PRAGMAS:
@@ -215,10 +260,20 @@ def alembic_config() -> Config:
     return config
 
 
+MIGRATION_LOCK = 0x62636D6967726174
+"""The PostgreSQL advisory lock (`pg_advisory_xact_lock`) every relay process takes around its
+migration, so that processes starting together on one database migrate one after another: the
+first applies what is missing, the others then find the schema at head and apply nothing."""
+
+
 async def migrate(engine: AsyncEngine) -> None:
-    """Apply every Alembic migration not yet applied (idempotent; run on every start)."""
+    """Apply every Alembic migration not yet applied (idempotent; run on every start). On
+    PostgreSQL under `MIGRATION_LOCK`, held until the migration's transaction ends (a SQLite
+    file is served by one relay process, and SQLite admits one writer at a time anyway)."""
 
     def upgrade(connection: Connection) -> None:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
         config = alembic_config()
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

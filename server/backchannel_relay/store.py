@@ -203,13 +203,28 @@ class Store:
 
     async def meta_secret(self, key: str, size: int = 32) -> tuple[bytes, bool]:
         """A random secret created once per relay: -> (value, created now)."""
+        stored = await self.get_meta(key)
+        if stored is not None:
+            return stored, False
+        return await self.meta_once(key, os.urandom(size))
+
+    async def meta_once(self, key: str, value: bytes) -> tuple[bytes, bool]:
+        """Keep `value` under `key` unless a value is there already: -> (the value kept, whether
+        it is ours). An insert that does nothing on conflict, then a read of what won: two
+        processes starting together on one database end with one secret, not one each."""
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        row = {"key": key, "value": value}
         async with self.write() as session:
-            row = await session.get(RelayMeta, key)
-            if row is not None:
-                return row.value, False
-            value = os.urandom(size)
-            session.add(RelayMeta(key=key, value=value))
-            return value, True
+            if is_sqlite(self.engine):
+                lite = sqlite.insert(RelayMeta).values(row)
+                await session.execute(lite.on_conflict_do_nothing(index_elements=["key"]))
+            else:
+                pg = postgresql.insert(RelayMeta).values(row)
+                await session.execute(pg.on_conflict_do_nothing(index_elements=["key"]))
+            kept = await session.scalar(select(RelayMeta.value).where(RelayMeta.key == key))
+        assert kept is not None  # inserted now or by whoever won; nothing deletes it meanwhile
+        return kept, kept == value
 
     async def set_meta(self, key: str, value: bytes) -> None:
         async with self.write() as session:

@@ -153,6 +153,13 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
     yield from _postgres(tmp_path_factory.mktemp("postgres-only"))
 
 
+@pytest.fixture
+def fresh_postgres(tmp_path: Path) -> Iterator[Backend]:
+    """A PostgreSQL database of the test's own that no relay has opened yet (the session's one
+    has its schema and secrets made by whichever test came first)."""
+    yield from _postgres(tmp_path)
+
+
 def _postgres(workdir: Path) -> Iterator[Backend]:
     reason = _pg_available()
     if reason is not None:
