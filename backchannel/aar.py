@@ -15,6 +15,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .bundle import check_limits, verify_all
@@ -216,3 +217,35 @@ def _in_log(path: str, record: ProposalRecord, log: CheckedLog) -> None:
             proposal = record.digest.hex()[:12]
             raise InvalidFieldError(f"{path}: notary entry {receipt.entry.seq} of proposal "
                                     f"{proposal} is not in the notary log")  # fmt: skip
+
+
+def read_report_dir(directory: Path) -> dict[str, bytes]:
+    """Every regular file under a report's directory (relative POSIX paths), bounded: the walk
+    stops at the first entry past `MAX_FILES`, so a wrong DIR (a home) costs little. The one
+    read of the file system here, so that both command lines' `verify-report` read the same."""
+    if not directory.is_dir():
+        raise InvalidFieldError("it is not a directory")
+    files: dict[str, bytes] = {}
+    for seen, path in enumerate(directory.rglob("*")):
+        rel = path.relative_to(directory).as_posix()
+        if seen >= MAX_FILES:
+            raise InvalidFieldError(f"it holds more than {MAX_FILES} entries: not a report")
+        if path.is_symlink():
+            raise InvalidFieldError(f"{rel} is a symbolic link")
+        if not path.is_file():
+            continue
+        with path.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise InvalidFieldError(f"{rel} is larger than {MAX_FILE_BYTES} bytes")
+        files[rel] = data
+    return files
+
+
+def summary_line(directory: Path, checked: Mapping[str, Any]) -> str:
+    """`verify-report`'s one line for a valid report (`verify_report`'s answer)."""
+    log = checked["notary_log"]
+    return (f"{directory}: report of {checked['exercise']} VALID: {checked['files']} files as "
+            f"the manifest names them; notary log intact ({log['entries']} entries, "
+            f"{log['receipts']} receipts signed); {len(checked['exports'])} export(s) verified "
+            f"({sum(e['items'] for e in checked['exports'])} items)")  # fmt: skip

@@ -237,34 +237,9 @@ def exercise_report(includes: tuple[Path, ...], out: Path, name: str | None, dat
     click.echo(f"  check it offline with: backchannel verify-report {out}")
 
 
-def read_report_dir(directory: Path) -> dict[str, bytes]:
-    """Every regular file under the report's directory (relative POSIX paths), bounded: the
-    walk stops at the first entry past `MAX_FILES`, so a wrong DIR (a home) costs little."""
-    from backchannel.aar import MAX_FILE_BYTES, MAX_FILES
-    from backchannel.errors import InvalidFieldError
-
-    if not directory.is_dir():
-        raise InvalidFieldError(f"{directory} is not a directory")
-    files: dict[str, bytes] = {}
-    for seen, path in enumerate(directory.rglob("*")):
-        rel = path.relative_to(directory).as_posix()
-        if seen >= MAX_FILES:
-            raise InvalidFieldError(f"it holds more than {MAX_FILES} entries: not a report")
-        if path.is_symlink():
-            raise InvalidFieldError(f"{rel} is a symbolic link")
-        if not path.is_file():
-            continue
-        with path.open("rb") as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)
-        if len(data) > MAX_FILE_BYTES:
-            raise InvalidFieldError(f"{rel} is larger than {MAX_FILE_BYTES} bytes")
-        files[rel] = data
-    return files
-
-
 def check_report(directory: Path) -> dict[str, Any]:
     """`verify-report`: -> the summary, or one line naming what is wrong (`InvalidFieldError`)."""
-    from backchannel.aar import verify_report
+    from backchannel.aar import read_report_dir, verify_report
 
     return verify_report(read_report_dir(directory), int(time.time() * 1000))
 
@@ -275,6 +250,7 @@ def check_report(directory: Path) -> dict[str, Any]:
 def exercise_verify_report(directory: Path, as_json: bool) -> None:
     """Check a report offline: the manifest's hashes, index.html the one it names, the notary
     log's chain and receipts, every export re-verified (as `backchannel verify-report`)."""
+    from backchannel.aar import summary_line
     from backchannel.errors import BackchannelError
 
     try:
@@ -285,11 +261,3 @@ def exercise_verify_report(directory: Path, as_json: bool) -> None:
         raise CodedError(f"{directory}: cannot read it: {exc.strerror or exc}",
                          "unreadable") from None  # fmt: skip
     click.echo(json.dumps(checked) if as_json else summary_line(directory, checked))
-
-
-def summary_line(directory: Path, checked: dict[str, Any]) -> str:
-    log = checked["notary_log"]
-    return (f"{directory}: report of {checked['exercise']} VALID: {checked['files']} files as "
-            f"the manifest names them; notary log intact ({log['entries']} entries, "
-            f"{log['receipts']} receipts signed); {len(checked['exports'])} export(s) verified "
-            f"({sum(e['items'] for e in checked['exports'])} items)")  # fmt: skip

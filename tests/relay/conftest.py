@@ -85,14 +85,17 @@ class Relay:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    startup_seconds = 30.0
+    """How long `start` waits for the relay to listen."""
+
+    def command(self) -> list[str]:
+        """The relay's command line (a subclass may put a tracer in front of it)."""
+        return [*RELAY, "serve", "--port", str(self.port), *self.store_args, *self.extra_args]
+
     def start(self) -> None:
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [*RELAY, "serve", "--port", str(self.port), *self.store_args, *self.extra_args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 30
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.startup_seconds
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"relay exited: {self.log_path.read_text()[-2000:]}")
@@ -101,7 +104,7 @@ class Relay:
                     return
             except OSError:
                 time.sleep(0.05)
-        raise RuntimeError("relay did not start within 30 s")
+        raise RuntimeError(f"relay did not start within {self.startup_seconds:g} s")
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.process is not None and self.process.poll() is None:

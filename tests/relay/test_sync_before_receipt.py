@@ -30,7 +30,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -269,26 +268,15 @@ class TracedRelay(Relay):
 
     trace_path: Path
 
+    startup_seconds = 60.0
+
+    def command(self) -> list[str]:
+        assert shutil.which("strace"), "strace is missing: `make strace` installs it"
+        return [*STRACE, "-o", str(self.trace_path), *super().command()]
+
     def start(self) -> None:
         self.trace_path = self.workdir / f"strace-{self.port}.log"
-        log = self.log_path.open("ab")
-        assert shutil.which("strace"), "strace is missing: `make strace` installs it"
-        traced = [*STRACE, "-o", str(self.trace_path), *RELAY, "serve"]
-        self.process = subprocess.Popen(
-            [*traced, "--port", str(self.port), *self.store_args, *self.extra_args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"relay exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("relay did not start within 60 s")
+        super().start()
 
     def stop(self) -> None:
         if self.process is None:
