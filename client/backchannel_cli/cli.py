@@ -623,6 +623,7 @@ def inbox(
     async def work(participant: Participant) -> None:
         nonlocal watching
         participant.hold_exchanges = hold
+        participant.read_receipts = not no_read_receipts
         synced = await participant.sync()
         shown: list[Shown] | None = None
 
@@ -638,8 +639,7 @@ def inbox(
         finally:
             if shown is None:  # the drops could not be read: show what the mailbox held
                 shown = participant.show_unshown(show)
-        if not no_read_receipts:
-            await participant.send_read_receipts(shown)
+        await participant.send_receipts()  # the read receipts showing them owed
         if not watch:
             if synced.held:
                 raise CliError(_held(synced.held))
@@ -649,7 +649,7 @@ def inbox(
         if synced.held:
             notice(f"Warning: {_held(synced.held)}")
         watching = True
-        await participant.watch(show, read_receipts=not no_read_receipts, notice=notice, keep=keep)
+        await participant.watch(show, notice=notice, keep=keep)
 
     try:
         _run(ctx, work)

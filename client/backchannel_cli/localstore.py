@@ -184,6 +184,29 @@ class Processed(Base):
     expires_at: Mapped[int] = mapped_column(Integer)
 
 
+class OwedReceipt(Base):
+    """A delivery or read receipt owed for a received letter, recorded in the transaction that
+    stored the letter (delivered) or marked it shown (read): a crash before it is sealed and
+    sent leaves it owed, never lost. Sealed into one receipt per peer and kind when it goes."""
+
+    __tablename__ = "owed_receipts"
+    kind: Mapped[int] = mapped_column(Integer, primary_key=True)
+    message_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    peer: Mapped[str] = mapped_column(String(64), index=True)
+
+
+class SealedReceipt(Base):
+    """A receipt sealed (with the ratchet state that sealed it, in one transaction that also
+    struck off what it names as owed) and not yet taken by the relay: resent as the same bytes,
+    which the relay keeps once. Receipts are not messages: they never show in the outbox."""
+
+    __tablename__ = "sealed_receipts"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    peer: Mapped[str] = mapped_column(String(64), index=True)
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    stored_at: Mapped[int] = mapped_column(Integer)
+
+
 class ProposalRow(Base):
     """A proposal this profile made or received. The offer itself is sealed with the data key
     (`sealed`, or `locked` while a timed one waits for its content key); the rest is what the
@@ -430,6 +453,8 @@ class LocalStore:
         row = session.get(Contact, peer) if contact else None
         if row is not None:
             session.delete(row)
+        for owed in (OwedReceipt, SealedReceipt) if contact else ():
+            session.execute(delete(owed).where(owed.peer == peer))
 
     def truncate_wal(self) -> bool:
         """Checkpoint the write-ahead log into the database and truncate it to nothing, so no

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from backchannel.content import (
     MAX_RECEIPT_IDS,
@@ -55,7 +55,16 @@ from .errors import CliError, RelayRefusedError, RelayUnreachableError
 from .exercising import Exercise
 from .hints import name_taken, unknown_name, unknown_participant
 from .ids import Found, Kind, resolve
-from .localstore import Contact, LetterSignature, LocalStore, Message, Processed, ProposalRow
+from .localstore import (
+    Contact,
+    LetterSignature,
+    LocalStore,
+    Message,
+    OwedReceipt,
+    Processed,
+    ProposalRow,
+    SealedReceipt,
+)
 from .mediator import Mediation
 from .negotiation import Negotiation
 from .offrecord import OffTheRecord
@@ -78,6 +87,8 @@ ONE_TIME_PREKEYS = 100
 KEM_ONE_TIME_PREKEYS = 20
 TOP_UP_BELOW = 10
 DEFAULT_EXPIRY = 7 * 24 * 3600
+OPENED = 0
+"""`OwedReceipt.kind` beside the receipt types: a shown proposal owes its "opened" statement."""
 TOKEN_MARGIN = 60
 EXPIRY_MARGIN = 60
 SEND_BATCH = 100
@@ -114,6 +125,20 @@ TRANSIENT_STATUSES = frozenset({401, 408, 425, 429})
 """Refusals that may pass later (with 5xx): everything else 4xx is the relay's final word."""
 
 
+def _batches(pending: list[tuple[str, bytes]]) -> list[list[tuple[str, bytes]]]:
+    """(id, envelope) pairs in requests of bounded size (the relay caps a request's envelopes
+    and bytes), in order."""
+    batches: list[list[tuple[str, bytes]]] = []
+    size = 0
+    for item in pending:
+        if not batches or len(batches[-1]) >= SEND_BATCH or size + len(item[1]) > SEND_BYTES:
+            batches.append([])
+            size = 0
+        batches[-1].append(item)
+        size += len(item[1])
+    return batches
+
+
 def _permanent(exc: RelayRefusedError) -> bool:
     error = exc.error
     if not isinstance(error, RelayRequestError):
@@ -145,8 +170,6 @@ class KeyChangedError(CliError):
 class Outcome:
     """What receiving one envelope asks of the caller."""
 
-    receipt_due: tuple[str, bytes] | None = None
-    """(peer, letter id) to send a delivery receipt for."""
     negotiation: bool = False
     """A proposal or a statement about one arrived: there may be work to catch up on."""
     offrecord: bool = False
@@ -254,6 +277,8 @@ class Participant:
         self.store.scenario_clock = self.exercise.scenario_at
         self.hold_exchanges = False
         """A mediator's choice: leave simultaneous exchanges for `exchange release`."""
+        self.read_receipts = True
+        """Whether showing a letter owes its sender a read receipt (`--no-read-receipts`)."""
         self.notes: list[str] = []
 
     async def close(self) -> None:
@@ -608,24 +633,94 @@ class Participant:
             raise CliError(f"the relay's prekey bundle for {to} has another identity key")
         return bundle
 
-    async def send_receipt(self, to: str, receipt: Receipt) -> None:
-        via = await self.exercise.via(to)
-        with self.store.transaction() as db:
-            if self.store.get_session_state(db, to) is None:
-                return
-            envelope = self._seal(db, to, None, receipt.to_content(), os.urandom(16), via)
-        try:
-            await self.authed(lambda: self.relay.send([envelope]))
-        except RelayRefusedError as exc:
-            if exc.code != "role_forbids":  # an observer sends nothing, receipts included
-                raise
+    def owe_read(self, db: Any, message_ids: Sequence[str]) -> None:
+        """Mark these shown letters read and owe their senders a read receipt, and these shown
+        proposals their "opened" statement, in `db`'s transaction (the one that marks them
+        shown, or the one after), so a crash before they go leaves them owed."""
+        for message_id in message_ids:
+            message = db.get(Message, message_id)
+            if message is None or message.direction != "in":
+                continue
+            if message.kind == "letter" and message.status == "delivered":
+                message.status = "read"
+                kind = int(ReceiptType.READ)
+            elif message.kind == "proposal":
+                kind = OPENED
+            else:
+                continue
+            db.merge(OwedReceipt(kind=kind, message_id=message.id, peer=message.peer))
 
-    async def send_receipts(self, kind: ReceiptType, ids_by_peer: dict[str, list[bytes]]) -> None:
-        """One receipt per peer (split when it would name more messages than one may)."""
-        for peer, ids in ids_by_peer.items():
+    async def send_receipts(self) -> None:
+        """Seal what is owed (one receipt per peer and kind, split when it would name more
+        messages than one may), then send every sealed receipt; state owed "opened" statements.
+
+        Receipts never stand in the user's way: a transient failure leaves them for the next
+        command, quietly; one the relay refuses for good (an observer's, say) is dropped."""
+        with self.store.transaction() as db:
+            owed = list(db.scalars(select(OwedReceipt).order_by(
+                OwedReceipt.peer, OwedReceipt.kind, OwedReceipt.message_id)))  # fmt: skip
+        groups: dict[tuple[str, int], list[str]] = {}
+        for row in owed:
+            groups.setdefault((row.peer, row.kind), []).append(row.message_id)
+        for (peer, kind), ids in groups.items():
+            if kind == OPENED:
+                await self.negotiation.opened(ids)  # stored before it goes: struck off after
+                with self.store.transaction() as db:
+                    db.execute(delete(OwedReceipt).where(
+                        OwedReceipt.kind == OPENED, OwedReceipt.message_id.in_(ids)))  # fmt: skip
+                continue
+            try:
+                via = await self.exercise.via(peer)
+            except CliError:
+                continue  # no channel to them (any more): nothing can carry it
             for start in range(0, len(ids), MAX_RECEIPT_IDS):
-                chunk = tuple(ids[start : start + MAX_RECEIPT_IDS])
-                await self.send_receipt(peer, Receipt(kind, now_ms(), chunk))
+                chunk = ids[start : start + MAX_RECEIPT_IDS]
+                self._seal_receipt(peer, ReceiptType(kind), chunk, via)
+        await self._send_sealed_receipts()
+
+    def _seal_receipt(self, peer: str, kind: ReceiptType, ids: list[str], via: str | None) -> None:
+        """One transaction: strike off what is owed, seal the receipt naming it (storing the
+        ratchet state), keep the envelope until the relay has it."""
+        with self.store.transaction() as db:
+            rows = [db.get(OwedReceipt, (int(kind), message_id)) for message_id in ids]
+            owed = [row for row in rows if row is not None]  # another process may have sealed it
+            for row in owed:
+                db.delete(row)
+            if not owed or self.store.get_session_state(db, peer) is None:
+                return
+            named = tuple(bytes.fromhex(row.message_id) for row in owed)
+            message_id = os.urandom(16)
+            content = Receipt(kind, now_ms(), named).to_content()
+            envelope = self._seal(db, peer, None, content, message_id, via)
+            db.add(SealedReceipt(id=message_id.hex(), peer=peer, envelope=envelope,
+                                 stored_at=now_ms()))  # fmt: skip
+
+    async def _send_sealed_receipts(self) -> None:
+        now = int(time.time())
+        with self.store.transaction() as db:
+            pending: list[tuple[str, bytes]] = []
+            for row in db.scalars(select(SealedReceipt).order_by(
+                    SealedReceipt.stored_at, SealedReceipt.id)):  # fmt: skip
+                if Envelope.from_bytes(row.envelope).expires_at <= now + EXPIRY_MARGIN:
+                    db.delete(row)  # the relay would refuse it
+                else:
+                    pending.append((row.id, row.envelope))
+        batches = _batches(pending)
+        while batches:
+            batch = batches.pop(0)
+            try:
+                await self.authed(partial(self.relay.send, [envelope for _, envelope in batch]))
+            except RelayRefusedError as exc:
+                if not _permanent(exc):
+                    return
+                if len(batch) > 1:  # which one? each on its own
+                    batches[:0] = [[item] for item in batch]
+                    continue
+            except RelayUnreachableError:
+                return
+            with self.store.transaction() as db:
+                db.execute(delete(SealedReceipt).where(
+                    SealedReceipt.id.in_([message_id for message_id, _ in batch])))  # fmt: skip
 
     async def flush_outbox(
         self, mine: Sequence[str] = (), what: str = "the message"
@@ -660,14 +755,7 @@ class Participant:
         if waiting is not None:  # what still owes its report waits with it
             pending = [item for item in pending if item[0] not in reports]
         pending = [item for item in pending if item[0] not in refusals]
-        batches: list[list[tuple[str, bytes]]] = []
-        size = 0
-        for item in pending:
-            if not batches or len(batches[-1]) >= SEND_BATCH or size + len(item[1]) > SEND_BYTES:
-                batches.append([])
-                size = 0
-            batches[-1].append(item)
-            size += len(item[1])
+        batches = _batches(pending)
         sent: set[str] = set()
         while batches and waiting is None:
             batch = batches.pop(0)
@@ -805,6 +893,7 @@ class Participant:
         outbox never stands in the way: what it cannot send is told as a note."""
         await self.exercise.refresh()  # the clock to record scenario times by, and the injects
         await self.flush_outbox()
+        await self.send_receipts()  # any an earlier command left owed
         await self.negotiation.notary()  # pinned before any receipt needs checking
         held: dict[str, int] = {}
         after = 0
@@ -816,14 +905,10 @@ class Participant:
             done = [item.id for item, o in zip(page, outcomes, strict=True) if o.held_from is None]
             if done:
                 await self.authed(partial(self.relay.acknowledge, done))
-            delivered: dict[str, list[bytes]] = {}
             for outcome in outcomes:
                 if outcome.held_from is not None:
                     held[outcome.held_from] = held.get(outcome.held_from, 0) + 1
-                if outcome.receipt_due is not None:
-                    peer, message_id = outcome.receipt_due
-                    delivered.setdefault(peer, []).append(message_id)
-            await self.send_receipts(ReceiptType.DELIVERED, delivered)
+            await self.send_receipts()  # delivery receipts, owed since each letter was stored
             after = page[-1].id
             if not more:
                 break
@@ -871,9 +956,7 @@ class Participant:
         envelope_id = envelope.message_id.hex()
         stored = db.get(Message, envelope_id)
         if stored is not None:  # a redelivery: the last run stored it but was not acknowledged
-            if stored.direction == "in" and stored.kind == "letter":
-                return Outcome(receipt_due=(stored.peer, envelope.message_id))
-            return Outcome()
+            return Outcome()  # its delivery receipt was owed when it was stored
         if db.get(Processed, envelope_id) is not None:
             return Outcome()  # a redelivered receipt: applied already, and its key is spent
 
@@ -992,7 +1075,8 @@ class Participant:
         if verified == "signed":
             db.add(LetterSignature(id=envelope_id, signature=content.signature,
                                    peer_keys=session.peer.keys))  # fmt: skip
-        return Outcome(receipt_due=(sender, letter.message_id))
+        db.merge(OwedReceipt(kind=ReceiptType.DELIVERED, message_id=envelope_id, peer=sender))
+        return Outcome()
 
     def _carry(self, db: Any, outer: Envelope, inner: Envelope) -> None:
         """Blind forwarding: hand on, unread, an envelope a party gave us for someone else.
@@ -1138,7 +1222,10 @@ class Participant:
         fresh = self.store.messages(db, unshown_only=True)
         for message in fresh:
             message.shown = True
-        return [self._shown(m) for m in fresh]
+        shown = [self._shown(m) for m in fresh]
+        if self.read_receipts:
+            self.owe_read(db, [m.id for m in fresh])
+        return shown
 
     def show_unshown(self, show: Callable[[list[Shown]], None]) -> list[Shown]:
         """`show` the received messages not yet shown, then commit that they were: a crash
@@ -1149,29 +1236,16 @@ class Participant:
         return fresh
 
     async def send_read_receipts(self, shown: list[Shown]) -> None:
-        """Tell the senders of these displayed letters that they were read (once each), and the
-        authors of displayed proposals that they were opened (a signed, notarised statement)."""
-        by_peer: dict[str, list[bytes]] = {}
-        for letter in shown:
-            if (
-                letter.kind == "letter"
-                and letter.direction == "in"
-                and letter.status == "delivered"
-            ):
-                by_peer.setdefault(letter.peer, []).append(bytes.fromhex(letter.id))
-        await self.send_receipts(ReceiptType.READ, by_peer)
+        """Tell the senders of these displayed letters that they were read, and the authors of
+        displayed proposals that they were opened (a signed, notarised statement), once each:
+        owed first (if showing did not owe it already), then sent with whatever else is owed."""
         with self.store.transaction() as db:
-            for ids in by_peer.values():
-                for message_id in ids:
-                    message = db.get(Message, message_id.hex())
-                    if message is not None and message.status == "delivered":
-                        message.status = "read"
-        await self.negotiation.opened([m.id for m in shown if m.kind == "proposal"])
+            self.owe_read(db, [m.id for m in shown])
+        await self.send_receipts()
 
     async def watch(
         self,
         show: Callable[[list[Shown]], None],
-        read_receipts: bool,
         notice: Callable[[str], None],
         keep: bool = False,
     ) -> None:
@@ -1182,11 +1256,11 @@ class Participant:
         Off-the-record messages are looked for in their drops every second (`keep`: a copy).
         """
         timers = [
-            asyncio.create_task(self._reveal_when_due(show, read_receipts, notice)),
+            asyncio.create_task(self._reveal_when_due(show, notice)),
             asyncio.create_task(self._drops(show, notice, keep)),
         ]
         try:
-            await self._watch(show, read_receipts, notice)
+            await self._watch(show, notice)
         finally:
             for timer in timers:
                 timer.cancel()
@@ -1219,7 +1293,6 @@ class Participant:
     async def _reveal_when_due(
         self,
         show: Callable[[list[Shown]], None],
-        read_receipts: bool,
         notice: Callable[[str], None],
     ) -> None:
         """While watching, open each timed proposal when its reveal time comes."""
@@ -1240,14 +1313,12 @@ class Participant:
                 await asyncio.sleep(RECONNECT_FIRST)
             for note in self.take_notes():
                 notice(f"Note: {note}")
-            fresh = self.show_unshown(partial(_show_any, show))
-            if fresh and read_receipts:
-                await self.send_read_receipts(fresh)
+            if self.show_unshown(partial(_show_any, show)):
+                await self.send_receipts()
 
     async def _watch(
         self,
         show: Callable[[list[Shown]], None],
-        read_receipts: bool,
         notice: Callable[[str], None],
     ) -> None:
         delay = RECONNECT_FIRST
@@ -1274,18 +1345,14 @@ class Participant:
                         )
                         continue
                     await ack_on_socket(socket, [pushed.id])
-                    if outcome.receipt_due is not None:
-                        peer, message_id = outcome.receipt_due
-                        await self.send_receipts(ReceiptType.DELIVERED, {peer: [message_id]})
                     if outcome.negotiation:
                         await self.negotiation.catch_up()
                     if outcome.offrecord:
                         await self.offrecord.catch_up()
                     for note in self.take_notes():
                         notice(f"Note: {note}")
-                    fresh = self.show_unshown(partial(_show_any, show))
-                    if fresh and read_receipts:
-                        await self.send_read_receipts(fresh)
+                    self.show_unshown(partial(_show_any, show))
+                    await self.send_receipts()  # delivered, and read if shown (owed on storing)
                 reason = (
                     f"the relay at {self.relay.base_url} is shutting down"
                     if self.relay.close_code == GOING_AWAY

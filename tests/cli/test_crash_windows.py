@@ -242,8 +242,7 @@ def test_inbox_killed_before_acknowledging_shows_each_letter_once(
 
 def test_inbox_killed_after_the_relay_deleted_loses_nothing(tapped_trio: Trio, tap: Tap) -> None:
     """The relay acted on the acknowledgement, the client never heard: stored before, so the
-    letter is shown by the next run (the delivery receipt of this run is the one thing lost;
-    the read receipt covers it)."""
+    letter is shown by the next run."""
     kennedy, khrushchev, _ = tapped_trio
     letter = kennedy.send(khrushchev, "Acknowledged unheard.")
     tap.arm("POST /v1/messages/ack", "mute")
@@ -253,15 +252,45 @@ def test_inbox_killed_after_the_relay_deleted_loses_nothing(tapped_trio: Trio, t
     assert kennedy.status(letter) == "read"
 
 
-def test_inbox_killed_before_the_delivery_receipt_goes(tapped_trio: Trio, tap: Tap) -> None:
-    """Receipts are not kept in the outbox: killed while the delivery receipt is on its way,
-    the letter is still shown once, and the read receipt brings the sender's status on."""
+@pytest.mark.parametrize("mode", ["drop", "stop", "mute"])
+def test_inbox_killed_sending_the_delivery_receipt_sends_it_later(
+    tapped_trio: Trio, tap: Tap, mode: str
+) -> None:
+    """The delivery receipt is owed in the transaction that stores the letter and sealed, with
+    the ratchet state, before it leaves: killed while it is on its way (never arrived, relay
+    paused with it, stored unheard), the next command sends it (the same bytes, kept once),
+    and the letter is shown once."""
     kennedy, khrushchev, _ = tapped_trio
-    letter = kennedy.send(khrushchev, "Receipt lost.")
-    tap.arm("POST /v1/messages ", "drop")  # the first send of this run: the receipt
+    letter = kennedy.send(khrushchev, "Receipt in flight.")
+    tap.arm("POST /v1/messages ", mode)  # the first send of this run: the receipt
     killed_in(tap, khrushchev, "inbox", "--json")
-    assert kennedy.status(letter) == "sent"
-    assert [m["id"] for m in khrushchev.inbox()] == [letter]
+    if mode == "drop":
+        assert kennedy.status(letter) == "sent"
+
+    assert [m["id"] for m in khrushchev.inbox("--no-read-receipts")] == [letter]
+    assert kennedy.status(letter) == "delivered"
+    assert khrushchev.inbox() == []
+    later = kennedy.send(khrushchev, "The session goes on.")  # both ratchets still agree
+    assert [m["id"] for m in khrushchev.inbox()] == [later]
+    assert [kennedy.status(i) for i in (letter, later)] == ["delivered", "read"]
+
+
+@pytest.mark.parametrize("mode", ["drop", "mute"])
+def test_inbox_killed_sending_the_read_receipt_sends_it_later(
+    tapped_trio: Trio, tap: Tap, mode: str
+) -> None:
+    """Printing the letter owes its read receipt in the transaction that marks it shown:
+    killed while the receipt is on its way, the letter is not shown again, and the next
+    `inbox` (or `show`) tells the sender it was read."""
+    kennedy, khrushchev, _ = tapped_trio
+    letter = kennedy.send(khrushchev, "Read, receipt in flight.")
+    tap.arm("POST /v1/messages ", mode, skip=1)  # after the delivery receipt: the read one
+    _, printed = killed_in(tap, khrushchev, "inbox", "--json")
+    assert [m["id"] for m in json.loads(printed)] == [letter]
+    if mode == "drop":
+        assert kennedy.status(letter) == "delivered"
+
+    assert khrushchev.inbox() == []
     assert kennedy.status(letter) == "read"
 
 
