@@ -50,9 +50,9 @@ test: $(VENV)/.installed-test browser strace
 	$(BIN)/ruff check .
 	$(BIN)/mypy --strict backchannel server/backchannel_relay client/backchannel_cli
 
-# The README's screenshots (docs/*.png), taken again by the browser tests.
+# The README's screenshots (docs/*.png, docs/tui-*.svg), taken again by the browser and TUI tests.
 screenshots: $(VENV)/.installed-test browser
-	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/browser
+	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/browser tests/tui
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m backchannel.bench

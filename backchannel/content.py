@@ -1,9 +1,8 @@
 """What travels inside the encryption: a kind byte, then that kind's canonical encoding.
 
-A letter is signed by its author's identity key over a canonical encoding that binds sender,
-recipient (names and identity keys), time and message id, so that the recipient can prove who
-wrote it to a third party, and so a letter cannot be re-addressed (surreptitious forwarding).
-The other kinds are numbered here so later protocol revisions slot in without renumbering.
+The letter (kind 1) and the kind numbers are in `letters`, the mediators' kinds (6, 8 to 10) in
+`mediation`; both are re-exported or decoded here, so `decode_content` reads every kind. The other
+kinds are numbered so later protocol revisions slot in without renumbering.
 """
 
 from __future__ import annotations
@@ -11,18 +10,33 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TypeAlias
 
 from . import labels
 from .encoding import Reader, Writer
 from .errors import IdentityMismatchError, InvalidFieldError, LetterSignatureError, NotaryError
 from .identity import IdentityKeyPair, IdentityPublic
 from .keys import SIGNATURE_SIZE
+from .letters import MAX_LETTER_TEXT_BYTES as MAX_LETTER_TEXT_BYTES
+from .letters import MAX_NAME_BYTES as MAX_NAME_BYTES
+from .letters import MAX_SEALED_BYTES as MAX_SEALED_BYTES
+from .letters import MESSAGE_ID_SIZE as MESSAGE_ID_SIZE
+from .letters import ContentKind as ContentKind
+from .letters import Letter as Letter
+from .letters import SignedLetter as SignedLetter
+from .letters import decode_name, encode_name
+from .letters import letter_digest as letter_digest
+from .letters import sign_letter as sign_letter
+from .mediation import (
+    Forwarded,
+    ReleasedOffer,
+    SignedConsent,
+    SignedIntroduction,
+    read_consent,
+    read_introduction,
+)
 from .otr import OtrControl
-
-if TYPE_CHECKING:
-    from .mediation import Forwarded, ReleasedOffer, SignedConsent, SignedIntroduction
-from .primitives import AEAD_NONCE_SIZE, AEAD_TAG_SIZE, aead_decrypt, aead_encrypt, sha256
+from .primitives import AEAD_NONCE_SIZE, AEAD_TAG_SIZE, aead_decrypt, aead_encrypt
 from .proposals import (
     DIGEST_SIZE,
     NotaryReceipt,
@@ -30,106 +44,6 @@ from .proposals import (
     SignedStatement,
     commitment,
 )
-
-LETTER_VERSION = 1
-MESSAGE_ID_SIZE = 16
-MAX_NAME_BYTES = 64
-MAX_LETTER_TEXT_BYTES = 64 * 1024
-"""Leaves room under the relay's 96 KiB envelope for encoding, padding and the ratchet."""
-
-
-class ContentKind(IntEnum):
-    LETTER = 1
-    PROPOSAL = 2
-    ACKNOWLEDGEMENT = 3
-    RECEIPT = 4
-    OFF_THE_RECORD = 5
-    INTRODUCTION = 6
-    CONTROL = 7
-    FORWARDED = 8
-    EXCHANGE_RELEASE = 9
-    FORWARD_CONSENT = 10
-
-
-@dataclass(frozen=True, slots=True)
-class Letter:
-    """Formal, attributable correspondence (PRODUCT.md §3)."""
-
-    message_id: bytes
-    sender: str
-    sender_keys: bytes
-    recipient: str
-    recipient_keys: bytes
-    sent_at_ms: int
-    text: str
-    in_reply_to: bytes | None = None
-
-    def canonical(self) -> bytes:
-        """The one encoding that is signed; documented in PROTOCOL.md §7."""
-        writer = Writer().u8(LETTER_VERSION).fixed(self.message_id, MESSAGE_ID_SIZE)
-        writer.var8(_name(self.sender)).fixed(self.sender_keys, 64)
-        writer.var8(_name(self.recipient)).fixed(self.recipient_keys, 64)
-        writer.u64(self.sent_at_ms)
-        writer.optional(self.in_reply_to, MESSAGE_ID_SIZE)
-        text = self.text.encode("utf-8")
-        if len(text) > MAX_LETTER_TEXT_BYTES:
-            raise ValueError(f"a letter holds at most {MAX_LETTER_TEXT_BYTES} bytes of text")
-        return bytes(writer.var32(text))
-
-    @classmethod
-    def read(cls, reader: Reader) -> Letter:
-        version = reader.u8()
-        if version != LETTER_VERSION:
-            raise InvalidFieldError(f"letter version {version} is not supported")
-        message_id = reader.fixed(MESSAGE_ID_SIZE)
-        sender = _decode_name(reader.var8(MAX_NAME_BYTES, "sender"))
-        sender_keys = reader.fixed(64)
-        recipient = _decode_name(reader.var8(MAX_NAME_BYTES, "recipient"))
-        recipient_keys = reader.fixed(64)
-        sent_at = reader.u64()
-        in_reply_to = reader.optional(MESSAGE_ID_SIZE, "in_reply_to")
-        raw_text = reader.var32(MAX_LETTER_TEXT_BYTES, "letter text")
-        try:
-            text = raw_text.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidFieldError("letter text is not valid UTF-8") from exc
-        return cls(
-            message_id, sender, sender_keys, recipient, recipient_keys, sent_at, text, in_reply_to
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class SignedLetter:
-    letter: Letter
-    signature: bytes
-
-    def to_content(self) -> bytes:
-        return bytes((ContentKind.LETTER,)) + self.letter.canonical() + self.signature
-
-    def verify(
-        self, sender: IdentityPublic, recipient: IdentityPublic, recipient_name: str
-    ) -> None:
-        """Check the signature and that the letter names these two identities.
-
-        `sender` is the identity the session authenticated; a letter claiming another author,
-        or addressed to someone else, is refused even when its signature is good.
-        """
-        letter = self.letter
-        if letter.sender_keys != sender.keys:
-            raise IdentityMismatchError("letter names a different author than the session's peer")
-        if letter.recipient_keys != recipient.keys or letter.recipient != recipient_name:
-            raise IdentityMismatchError("letter is addressed to someone else")
-        sender.signing.verify(
-            self.signature,
-            labels.signing_input(labels.SIG_LETTER, letter.canonical()),
-            LetterSignatureError,
-        )
-
-
-def sign_letter(identity: IdentityKeyPair, letter: Letter) -> SignedLetter:
-    if letter.sender_keys != identity.public.keys:
-        raise ValueError("a letter is signed by the identity it names as sender")
-    return SignedLetter(letter, identity.sign(labels.SIG_LETTER, letter.canonical()))
 
 
 class ReceiptType(IntEnum):
@@ -189,7 +103,6 @@ class AckForm(IntEnum):
 
 
 CONTENT_KEY_SIZE = 32
-MAX_SEALED_BYTES = 80 * 1024
 MAX_RECORD_PART_BYTES = 8 * 1024
 TIMED_LOCK_AD = labels.PREFIX + b"timed proposal"
 
@@ -291,11 +204,6 @@ class StatementContent:
         return cls(signed, receipt)
 
 
-def letter_digest(letter: Letter) -> bytes:
-    """What a formal acknowledgement names: the hash of the letter's signed encoding."""
-    return sha256(labels.LETTER_DIGEST + b"\x00" + letter.canonical())
-
-
 @dataclass(frozen=True, slots=True)
 class LetterAcknowledgement:
     """A signed "we have received your letter with digest D" (PRODUCT.md §5): unlike a receipt
@@ -312,8 +220,8 @@ class LetterAcknowledgement:
     def canonical(self) -> bytes:
         writer = Writer().u8(LETTER_ACK_VERSION).fixed(self.letter_id, MESSAGE_ID_SIZE)
         writer.fixed(self.letter_digest, DIGEST_SIZE)
-        writer.var8(_name(self.acknowledger)).fixed(self.acknowledger_keys, 64)
-        writer.var8(_name(self.author)).fixed(self.author_keys, 64)
+        writer.var8(encode_name(self.acknowledger)).fixed(self.acknowledger_keys, 64)
+        writer.var8(encode_name(self.author)).fixed(self.author_keys, 64)
         return bytes(writer.u64(self.at_ms))
 
     @classmethod
@@ -322,9 +230,9 @@ class LetterAcknowledgement:
         if version != LETTER_ACK_VERSION:
             raise InvalidFieldError(f"letter acknowledgement version {version} is not supported")
         letter_id, digest = reader.fixed(MESSAGE_ID_SIZE), reader.fixed(DIGEST_SIZE)
-        acknowledger = _decode_name(reader.var8(MAX_NAME_BYTES, "acknowledger"))
+        acknowledger = decode_name(reader.var8(MAX_NAME_BYTES, "acknowledger"))
         acknowledger_keys = reader.fixed(64)
-        author = _decode_name(reader.var8(MAX_NAME_BYTES, "author"))
+        author = decode_name(reader.var8(MAX_NAME_BYTES, "author"))
         author_keys = reader.fixed(64)
         return cls(letter_id, digest, acknowledger, acknowledger_keys, author, author_keys,
                    reader.u64())  # fmt: skip
@@ -393,7 +301,10 @@ def decode_content(data: bytes) -> Content:
         ContentKind.PROPOSAL: ProposalContent.read,
         ContentKind.ACKNOWLEDGEMENT: _read_acknowledgement,
         ContentKind.OFF_THE_RECORD: OtrControl.read,
-        **_mediation_readers(),
+        ContentKind.INTRODUCTION: read_introduction,
+        ContentKind.FORWARDED: Forwarded.read,
+        ContentKind.EXCHANGE_RELEASE: ReleasedOffer.read,
+        ContentKind.FORWARD_CONSENT: read_consent,
     }
     if kind in readers:
         content = readers[kind](reader)
@@ -402,36 +313,3 @@ def decode_content(data: bytes) -> Content:
     if kind in ContentKind.__members__.values():
         raise InvalidFieldError(f"content kind {ContentKind(kind).name} is not supported yet")
     raise InvalidFieldError(f"unknown content kind {kind}")
-
-
-def _mediation_readers() -> dict[int, Callable[[Reader], Content]]:
-    from .mediation import (  # builds on this module
-        Forwarded,
-        ReleasedOffer,
-        read_consent,
-        read_introduction,
-    )
-
-    return {
-        ContentKind.INTRODUCTION: read_introduction,
-        ContentKind.FORWARDED: Forwarded.read,
-        ContentKind.EXCHANGE_RELEASE: ReleasedOffer.read,
-        ContentKind.FORWARD_CONSENT: read_consent,
-    }
-
-
-def _name(name: str) -> bytes:
-    raw = name.encode("utf-8")
-    if not 0 < len(raw) <= MAX_NAME_BYTES:
-        raise ValueError(f"a name is 1 to {MAX_NAME_BYTES} bytes of UTF-8")
-    return raw
-
-
-def _decode_name(raw: bytes) -> str:
-    try:
-        name = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidFieldError("name is not valid UTF-8") from exc
-    if not name:
-        raise InvalidFieldError("name is empty")
-    return name

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from . import labels
-from .content import MAX_SEALED_BYTES, ContentKind, Letter, SignedLetter, letter_digest
 from .encoding import Reader, Writer
 from .errors import IdentityMismatchError, InvalidFieldError, LetterSignatureError
 from .identity import IDENTITY_PUBLIC_SIZE, IdentityKeyPair, IdentityPublic
 from .keys import SIGNATURE_SIZE, SigningPublicKey
+from .letters import MAX_SEALED_BYTES, ContentKind, Letter, SignedLetter, letter_digest
 from .proposals import MAX_NAME_BYTES, NotaryReceipt, Party, SealedProposal, text_field
 
 INTRODUCTION_VERSION = 1

@@ -1,5 +1,5 @@
-"""`python -m backchannel_cli` is `backchannel`."""
+"""`python -m backchannel_cli` is `backchannel` (through the profile's agent when one runs)."""
 
-from .cli import main
+from .entry import main
 
-main(prog_name="backchannel")
+main()

@@ -2,9 +2,12 @@
 
 Each run is a new process, as a user starts it: `backchannel --help`, then `send` (a short letter
 to a participant with whom a session already exists; it exits after the relay's receipt),
-`inbox` (an empty mailbox: fetch, catch up, top up) and `history` (the profile's correspondence,
-from the local store), each once with an unencrypted keystore and once with a passphrase
-(scrypt to unlock), timed from process start to exit. The relay is a real subprocess on a free
+`inbox` (an empty mailbox: fetch, catch up, top up), `history` (the profile's correspondence,
+from the local store), `show` (one letter, its status fetched first) and `tui` (from start to
+its first screen drawn with what its commands said, headless, then exit), each once with an
+unencrypted keystore, once with a passphrase (scrypt to unlock) and once with a passphrase
+through the profile's agent (`_agent`: unlocked once, before the runs), timed from process start
+to exit. The relay is a real subprocess on a free
 port with a temporary SQLite store, and the participants are created and registered through the
 CLI itself. Figures go to BENCHMARKS.md; no test asserts them.
 """
@@ -27,7 +30,9 @@ from typing import Any
 
 GOALS_MS: dict[str, float | None] = {"help": 150.0, "send": 350.0}
 """p50 goals; the other commands are measured so that no change makes them slower unseen."""
-COMMANDS = ("send", "inbox", "history")
+COMMANDS = ("send", "inbox", "history", "show", "tui")
+VARIANTS = ("", "_passphrase", "_agent")
+AGENT_GOAL_MS = 150.0
 PASSPHRASE = "a bench passphrase"
 
 
@@ -72,7 +77,7 @@ def _summary(samples: list[float], goal: float | None) -> dict[str, float | None
     }
 
 
-def measure(runs: int) -> dict[str, Any]:
+def measure(runs: int, agent: bool = True) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="backchannel-clibench-") as tmp:
         home, data = Path(tmp) / "home", Path(tmp) / "relay"
         port = _free_port()
@@ -108,17 +113,29 @@ def measure(runs: int) -> dict[str, Any]:
             results: dict[str, Any] = {
                 "help": _summary(_timed([*_cli(), "--help"], runs), GOALS_MS["help"])
             }
-            for name, env, suffix in (("alice", None, ""), ("carol", locked, "_passphrase")):
+            plain = {**os.environ, "BACKCHANNEL_NO_AGENT": "1"}
+            variants = [("alice", plain, ""), ("carol", {**locked, **plain}, "_passphrase")]
+            if agent:
+                variants.append(("carol", locked, "_agent"))
+            for name, env, suffix in variants:
                 me = [*cli, "--profile", name]
+                if suffix == "_agent":
+                    _run([*me, "agent", "start", "--idle-lock", "0"], locked)
                 send = [*me, "send", "bob", "Cold start, warm session."]
-                _run(send, env)  # the handshake happens here; the timed sends reuse the session
-                _run([*cli, "--profile", "bob", "inbox"])
-                argvs = {"send": send, "inbox": [*me, "inbox"], "history": [*me, "history"]}
+                sent = json.loads(_run([*send, "--json"], env))["id"]  # (the handshake, once)
+                _run([*cli, "--profile", "bob", "inbox"], plain)
+                argvs = {"send": send, "inbox": [*me, "inbox"], "history": [*me, "history"],
+                         "show": [*me, "show", sent],
+                         "tui": [*me, "tui", "--first-screen",
+                                 *(() if suffix == "_agent" else ("--no-agent",))]}  # fmt: skip
                 for command in COMMANDS:
-                    results[command + suffix] = _summary(
-                        _timed(argvs[command], runs, env), GOALS_MS.get(command + suffix)
-                    )
+                    goal = GOALS_MS.get(command + suffix)
+                    if suffix == "_agent" and command != "tui":
+                        goal = AGENT_GOAL_MS
+                    results[command + suffix] = _summary(_timed(argvs[command], runs, env), goal)
         finally:
+            subprocess.run([*_cli(), "--home", str(home), "--profile", "carol", "agent", "stop"],
+                           capture_output=True, timeout=30)  # fmt: skip
             relay.terminate()
             relay.wait(timeout=15)
             log.close()
@@ -133,10 +150,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=20, help="timed runs per command")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--without-agent", action="store_true",
+        help="skip the agent's figures (to compare with a tree that has no agent)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    report = measure(args.runs)
+    report = measure(args.runs, agent=not args.without_agent)
     if args.json:
         print(json.dumps(report, indent=2))
         return

@@ -7,66 +7,51 @@ calls the service, and renders. Heavy modules are imported inside commands so `-
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
-import traceback
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from .errors import ABORTED, INTERNAL, CliError, error_code
+from .agent_cli import agent
+from .commandline import (
+    DURATION_UNITS,
+    Context,
+    ask_passphrase,
+    duration_ms,
+    guard,
+    internal,
+    json_option,
+    pass_ctx,
+)
+from .errors import ABORTED, CliError, error_code
 from .render import hint, say
+from .report_check import verify_report
 
 if TYPE_CHECKING:
-    from .service import Participant, Shown
+    from .service import Participant
+    from .shown import Shown
 
 T = TypeVar("T")
-PASSPHRASE_ENV = "BACKCHANNEL_PASSPHRASE"
-
-
-@dataclass
-class Context:
-    home: Path
-    profile: str
-    debug: bool
-
-    @property
-    def directory(self) -> Path:
-        from .profile import profile_dir
-
-        return profile_dir(self.home, self.profile)
-
-
-def _passphrase(confirm: bool) -> str:
-    from_env = os.environ.get(PASSPHRASE_ENV)
-    if from_env is not None:
-        return from_env
-    if not sys.stdin.isatty():
-        raise CliError(
-            f"the keystore needs a passphrase: set {PASSPHRASE_ENV} or run in a terminal"
-        )
-    value: str = click.prompt("Passphrase", hide_input=True, confirmation_prompt=confirm)
-    if not value:
-        raise CliError("the passphrase must not be empty (use --no-passphrase to go without)")
-    return value
 
 
 def _run(ctx: Context, work: Callable[[Participant], Coroutine[Any, Any, T]]) -> T:
     """Unlock the profile, run `work` against it, and close everything."""
     import asyncio
 
-    from .profile import keystore_needs_passphrase, read_info, unlock
+    from .profile import OPEN_KEYSTORES, keystore_needs_passphrase, read_info, unlock
     from .render import note
     from .service import Participant
 
     def action() -> T:
         directory = ctx.directory
         read_info(directory)  # a missing profile is named as such before any passphrase prompt
-        passphrase = _passphrase(False) if keystore_needs_passphrase(directory) else None
-        participant = Participant(unlock(directory, passphrase))
+        unlocked = OPEN_KEYSTORES.get(directory.resolve())
+        if unlocked is None:
+            passphrase = ask_passphrase(False) if keystore_needs_passphrase(directory) else None
+            unlocked = unlock(directory, passphrase)
+        participant = Participant(unlocked)
 
         async def main() -> T:
             try:
@@ -79,24 +64,7 @@ def _run(ctx: Context, work: Callable[[Participant], Coroutine[Any, Any, T]]) ->
 
         return asyncio.run(main())
 
-    return _guard(ctx, action)
-
-
-def _guard(ctx: Context, action: Callable[[], T]) -> T:
-    try:
-        return action()
-    except (click.ClickException, click.Abort, click.exceptions.Exit):
-        raise
-    except KeyboardInterrupt:
-        raise click.Abort() from None
-    except Exception as exc:  # a bug: one line unless --debug
-        raise _internal(exc, ctx.debug) from None
-
-
-def _internal(exc: Exception, debug: bool) -> CliError:
-    if debug:
-        traceback.print_exc()
-    return CliError(f"internal error: {type(exc).__name__}: {exc}", code=INTERNAL)
+    return guard(ctx, action)
 
 
 JSON_META = "backchannel.json"
@@ -156,8 +124,8 @@ class OneLineGroup(click.Group):
             raise
         except Exception as exc:  # a bug outside any command's guard
             context = ctx.find_object(Context)
-            internal = _internal(exc, context is not None and context.debug)
-            raise _one_line(ctx, internal) from None
+            bug = internal(exc, context is not None and context.debug)
+            raise _one_line(ctx, bug) from None
 
 
 def _one_line(ctx: click.Context, exc: click.ClickException) -> click.ClickException:
@@ -171,8 +139,6 @@ def _one_line(ctx: click.Context, exc: click.ClickException) -> click.ClickExcep
         return _json_error(error_code(exc), exc.format_message(), exc.exit_code)
     return exc
 
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
 @click.group(cls=OneLineGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -200,8 +166,6 @@ def main(click_ctx: click.Context, home: Path | None, profile: str, debug: bool)
     click_ctx.obj = Context(home or default_home(), profile, debug)
 
 
-pass_ctx = click.make_pass_decorator(Context)
-
 
 # --- identity --------------------------------------------------------------------------------
 
@@ -224,7 +188,7 @@ def init(ctx: Context, name: str, relay: str, no_passphrase: bool, as_json: bool
         raise click.BadParameter(
             "the relay URL starts with http:// or https://", param_hint="--relay"
         )
-    passphrase = None if no_passphrase else _passphrase(True)
+    passphrase = None if no_passphrase else ask_passphrase(True)
 
     def action() -> str:
         unlocked = create(ctx.directory, ProfileInfo(name, relay.rstrip("/")), passphrase)
@@ -235,7 +199,7 @@ def init(ctx: Context, name: str, relay: str, no_passphrase: bool, as_json: bool
         finally:
             participant.store.close()
 
-    fingerprint = _guard(ctx, action)
+    fingerprint = guard(ctx, action)
     if as_json:
         emit_json(
             {
@@ -720,40 +684,13 @@ def show(ctx: Context, message_id: str, no_read_receipts: bool, as_json: bool) -
 
 # --- proposals ---------------------------------------------------------------------------------
 
-DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-MAX_DURATION = 366 * 86400
-
-
-def _duration_ms(text: str, param: str) -> int:
-    """`90s`, `30m`, `2h`, `7d` as milliseconds (a limit is stated in the unit given)."""
-    from .render import amount
-
-    letter = text[-1:].lower()
-    unit = DURATION_UNITS.get(letter)
-    try:
-        count = float(text[:-1])
-    except ValueError:
-        count = -1
-    if unit is None or not 0 < count < float("inf"):
-        raise CliError(
-            f"{param}: {text!r} is not a duration like 90s, 30m, 2h or 7d", "bad_duration"
-        )
-    if count * unit > MAX_DURATION:
-        raise CliError(
-            f"{param}: {text} is too long: at most {amount(MAX_DURATION, letter)}", "bad_duration"
-        )
-    return int(count * unit * 1000)
-
-
 def _time_ms(text: str, param: str) -> int:
     """An ISO 8601 time (local time unless it names a zone), or a duration from now."""
     import time
     from datetime import datetime
 
     if text[:1].isdigit() and text[-1:].lower() in DURATION_UNITS and "-" not in text:
-        return int(time.time() * 1000) + _duration_ms(text, param)
+        return int(time.time() * 1000) + duration_ms(text, param)
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
@@ -1346,7 +1283,7 @@ def otr_open(ctx: Context, name: str, ttl: str, as_json: bool) -> None:
     """Offer NAME an off-the-record channel (their client answers when it next runs)."""
     from .render import emit_json, when
 
-    ttl_ms = _duration_ms(ttl, "--ttl")
+    ttl_ms = duration_ms(ttl, "--ttl")
     opened = _run(ctx, lambda p: p.offrecord.open(name, ttl_ms, ttl[-1:].lower()))
     if as_json:
         emit_json(opened)
@@ -1792,7 +1729,7 @@ def _past_ms(text: str, param: str) -> int:
     from datetime import datetime
 
     if text[:1].isdigit() and text[-1:].lower() in DURATION_UNITS and "-" not in text:
-        return int(time.time() * 1000) - _duration_ms(text, param)
+        return int(time.time() * 1000) - duration_ms(text, param)
     try:
         return int(datetime.fromisoformat(text).timestamp() * 1000)
     except (ValueError, OverflowError, OSError):
@@ -1853,8 +1790,9 @@ def history(
 def wipe(ctx: Context, yes: bool, as_json: bool) -> None:
     """Destroy this profile on this machine for good: keys, messages, tokens, every file.
 
-    Each file is overwritten before it is removed. Stop `backchannel watch` on the profile
-    first. The relay keeps your registration until control wipes it (`backchannel-relay wipe`)."""
+    Each file is overwritten before it is removed; the profile's agent is stopped first. Stop
+    `backchannel inbox --watch` on the profile first. The relay keeps your registration until
+    control wipes it (`backchannel-relay wipe`)."""
     from .render import emit_json
     from .wipe import RESIDUE_NOTE, wipe_profile
 
@@ -1869,7 +1807,10 @@ def wipe(ctx: Context, yes: bool, as_json: bool) -> None:
                 "no_terminal",
             )
         click.confirm(f"Destroy the profile {ctx.profile!r} in {directory} for good?", abort=True)
-    wiped = _guard(ctx, lambda: wipe_profile(directory))
+    from .agent_cli import stop_agent
+
+    stop_agent(directory)  # its keys go with it, and it writes nothing more here
+    wiped = guard(ctx, lambda: wipe_profile(directory))
     if as_json:
         emit_json(
             {
@@ -1891,4 +1832,35 @@ def wipe(ctx: Context, yes: bool, as_json: bool) -> None:
     say(f"Note: {RESIDUE_NOTE}.")
 
 
-from . import report_check  # noqa: E402, F401  (registers `verify-report`)
+# --- the terminal interface ----------------------------------------------------------------
+
+
+@main.command()
+@click.option("--no-agent", is_flag=True, help="Do not start the profile's agent (poll instead).")
+@click.option(
+    "--first-screen",
+    is_flag=True,
+    hidden=True,
+    help="Draw the first screen without a terminal, then exit (the benchmark's).",
+)
+@json_option
+@pass_ctx
+def tui(ctx: Context, no_agent: bool, first_screen: bool, as_json: bool) -> None:
+    """A full-screen terminal interface: conversations, proposals, the exercise, mediation.
+
+    Everything it does runs a `backchannel` command; press ? in it for the keys. (--json makes
+    an error before it starts JSON; the screen itself is for people.)"""
+    from .profile import read_info
+
+    read_info(ctx.directory)  # a missing profile is named before the screen takes the terminal
+    if not first_screen and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise CliError("the terminal interface needs a terminal; scripts use the commands it "
+                       "runs (each with --json)", "no_terminal")  # fmt: skip
+    from .tui import BackchannelApp
+
+    app = BackchannelApp(ctx.home, ctx.profile, agent=not no_agent, first_screen=first_screen)
+    app.run(headless=first_screen)
+
+
+main.add_command(verify_report)
+main.add_command(agent)

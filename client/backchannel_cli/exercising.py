@@ -34,7 +34,7 @@ from .localstore import Contact, Message
 from .relay import RelayRequestError, b64, unb64
 
 if TYPE_CHECKING:
-    from .service import Participant
+    from .participant_api import ParticipantApi as Participant
 
 CLASS_OF = {"otr": "off_the_record", "inject": "inject", "communique": "communique"}
 """A message kind's channel class (PROTOCOL.md §16.1); every other kind is `record`: signed and

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from .errors import CliError
 
 if TYPE_CHECKING:
-    from .service import Participant
+    from .participant_api import ParticipantApi as Participant
 
 SUGGESTIONS = 3
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 import os
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from backchannel import arrival
 from backchannel.content import ProposalContent, SignedLetter, letter_digest
 from backchannel.encoding import Reader
 from backchannel.errors import BackchannelError, IdentityMismatchError
@@ -33,7 +34,7 @@ from backchannel.mediation import (
     sign_introduction,
     sign_release,
 )
-from backchannel.proposals import NotaryReceipt, Party, Reveal, SealedProposal
+from backchannel.proposals import NotaryReceipt, Party, SealedProposal
 from backchannel.records import ProposalRecord
 
 from .errors import CliError
@@ -47,10 +48,19 @@ from .localstore import (
     Message,
     ProposalRow,
 )
+from .participant_api import ParticipantApi
 from .render import when
 
 if TYPE_CHECKING:
-    from .service import Participant
+    from .exercising import Exercise
+    from .negotiation import Negotiation
+
+
+class Participant(ParticipantApi, Protocol):
+    """What mediation needs of the participant: the exercise's rules and its proposals too."""
+
+    exercise: Exercise
+    negotiation: Negotiation
 
 
 NOT_YOURS = "consent is given for a letter you sent, or a proposal you made, to a mediator"
@@ -368,12 +378,7 @@ class Mediation:
 
     def holds(self, content: ProposalContent) -> bool:
         """Whether this proposal is one side of a simultaneous exchange we mediate."""
-        sealed = content.sealed
-        return (
-            sealed is not None
-            and sealed.proposal.reveal == Reveal.SIMULTANEOUS
-            and sealed.proposal.mediator == Party.of(self.p.name, self.p.me.identity.public)
-        )
+        return arrival.holds(content, arrival.Receiver(self.p.name, self.p.me.identity.public))
 
     def hold(self, db: Any, envelope_id: str, sender: str, content: ProposalContent) -> None:
         """Keep one side's offer (checked: author's signature, notary receipt, its sender)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from backchannel.agreements import Agreement, Clause, Decision, Outcome, clause_of, decide
 from backchannel.content import (
@@ -51,11 +51,21 @@ from backchannel.records import Export, Notarised, ProposalRecord
 from .errors import CliError, RelayRefusedError
 from .ids import resolve
 from .localstore import Message, ProposalRow, StatementRow
-from .offrecord import ACCEPTED, OPENED, WITHDRAWN, clause_view
+from .offrecord import ACCEPTED, OPENED, WITHDRAWN, OffTheRecord, clause_view
+from .participant_api import ParticipantApi
 from .relay import RelayRequestError, b64, unb64
 
 if TYPE_CHECKING:
-    from .service import Participant
+    from .exercising import Exercise
+
+
+class Participant(ParticipantApi, Protocol):
+    """What proposals need of the participant: the exercise's routes and off-the-record
+    clauses (which an agreement may weigh) as well."""
+
+    exercise: Exercise
+    offrecord: OffTheRecord
+
 
 NOTARY_SECRET = "notary"
 ENTRY_NAMES = {1: "commitment", 2: "acceptance", 3: "withdrawal", 4: "statement"}

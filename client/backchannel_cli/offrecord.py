@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from backchannel import otr
 from backchannel.agreements import ClauseForm, OffRecordClause
@@ -47,11 +47,19 @@ from backchannel.proposals import Party, Proposal
 
 from .errors import CliError, RelayRefusedError
 from .localstore import Contact, Message, Secret
+from .participant_api import ParticipantApi
 from .relay import PushedEnvelope, RelayRequestError, RelayUnreachable
 from .render import amount, when
+from .shown import Shown
 
 if TYPE_CHECKING:
-    from .service import Participant, Shown
+    from .exercising import Exercise
+
+
+class Participant(ParticipantApi, Protocol):
+    """What off-the-record channels need of the participant: the exercise's rules as well."""
+
+    exercise: Exercise
 
 PREFIX = "otr:"
 CLOSING = "otr-closing"
@@ -779,8 +787,6 @@ class OffTheRecord:
     def _shown(
         self, message_id: bytes, direction: str, peer: str, text: str, status: str = "delivered"
     ) -> Shown:
-        from .service import Shown
-
         channel = self.participant.exercise.describe(peer, "otr", direction, "deniable")
         return Shown(
             message_id.hex(), direction, peer, "otr", text, now_ms(), status, "deniable", None,

@@ -56,6 +56,11 @@ class Unlocked:
         return self.directory / STATE_FILE
 
 
+OPEN_KEYSTORES: dict[Path, Unlocked] = {}
+"""Set only in a fork of the profile's agent that runs a command: its directory's open keystore,
+so the command neither asks for the passphrase nor runs scrypt."""
+
+
 def profile_dir(home: Path, profile: str) -> Path:
     if not profile or "/" in profile or profile.startswith("."):
         raise CliError(f"invalid profile name {profile!r}", code="usage")

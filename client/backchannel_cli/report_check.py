@@ -14,11 +14,11 @@ from typing import Any
 
 import click
 
-from .cli import json_option, main
+from .commandline import json_option
 from .errors import CliError
 
 
-@main.command(name="verify-report")
+@click.command(name="verify-report")
 @click.argument("directory", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
 @json_option
 def verify_report(directory: Path, as_json: bool) -> None:

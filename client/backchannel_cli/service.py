@@ -9,7 +9,6 @@ loses nothing and a retry resends the same envelope, which the relay de-duplicat
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +18,8 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
+from backchannel import arrival, receipts
+from backchannel.arrival import Record, Unopened
 from backchannel.content import (
     MAX_RECEIPT_IDS,
     Letter,
@@ -29,7 +30,6 @@ from backchannel.content import (
     SignedAcknowledgement,
     SignedLetter,
     StatementContent,
-    decode_content,
     letter_digest,
     sign_acknowledgement,
     sign_letter,
@@ -68,6 +68,7 @@ from .localstore import (
 from .mediator import Mediation
 from .negotiation import Negotiation
 from .offrecord import OffTheRecord
+from .participant_api import Flushed
 from .profile import Unlocked
 from .relay import (
     GOING_AWAY,
@@ -80,6 +81,7 @@ from .relay import (
     slow_down_notice,
     unb64,
 )
+from .shown import Shown
 
 PREKEYS_SECRET = "prekeys"
 TOKEN_SECRET = "relay_token"
@@ -146,6 +148,11 @@ def _permanent(exc: RelayRefusedError) -> bool:
     return 400 <= error.status < 500 and error.status not in TRANSIENT_STATUSES
 
 
+def _receipts_view(message: Message) -> receipts.Stored:
+    """What the receipts' rules (`backchannel/receipts.py`) read of a stored message."""
+    return receipts.Stored(message.direction, message.kind, message.peer, message.status)
+
+
 class NoSessionError(CliError):
     """A message continues a session this profile does not hold (never had, or forgot with an
     off-the-record channel whose set-up alone had made it)."""
@@ -178,86 +185,15 @@ class Outcome:
     """Set when the envelope comes from a changed identity: it is not acknowledged, so it stays
     on the relay until the user re-verifies the sender (or it expires)."""
 
+    @classmethod
+    def of(cls, decided: arrival.Arrival, sender: str) -> Outcome:
+        return cls(decided.negotiation, decided.offrecord, sender if decided.held else None)
+
 
 @dataclass(frozen=True, slots=True)
 class Synced:
     held: dict[str, int]
     """Envelopes left on the relay per sender whose identity key changed."""
-
-
-@dataclass(frozen=True, slots=True)
-class Shown:
-    """A message as the user sees it (rendered by `render.py`)."""
-
-    id: str
-    direction: str
-    peer: str
-    kind: str
-    text: str
-    sent_at: int
-    status: str
-    verified: str
-    in_reply_to: str | None
-    scenario_time: str | None = None
-    """In an exercise: the scenario time when it was sent, as recorded when it was stored."""
-    relay_at: int | None = None
-    """When the relay received it (its receipt)."""
-    relay_scenario_time: str | None = None
-    refusal: str | None = None
-    """Status `refused`: the relay's reason."""
-    subject: str | None = None
-    """The proposal or original message it is about, beyond `in_reply_to`."""
-    agreement: str | None = None
-    """A proposal or a statement about one: bound, void, pending, understood or none."""
-    channel: dict[str, Any] | None = None
-    """`Exercise.describe`: class, control_sees, proven, claimed."""
-
-    def _unknown_channel(self) -> dict[str, Any]:
-        """Without an exercise's word: what the relay itself learns, nothing proven."""
-        otr = self.kind == "otr"
-        return {
-            "class": "off_the_record" if otr else "record",
-            "control_sees": "existence" if otr else "envelope",
-            "proven": None,
-            "claimed": None,
-        }
-
-    def as_json(self) -> dict[str, Any]:
-        """Times in ms since the epoch (`emit_json` adds their ISO 8601 siblings)."""
-        sender = self.peer if self.direction == "in" else "me"
-        recipient = "me" if self.direction == "in" else self.peer
-        return {
-            "id": self.id,
-            "from": sender,
-            "to": recipient,
-            "direction": self.direction,
-            "kind": self.kind,
-            "text": self.text,
-            "sent_at": self.sent_at,
-            "status": self.status,
-            "verified": self.verified,
-            "in_reply_to": self.in_reply_to,
-            "subject": self.subject,
-            "agreement": self.agreement,
-            # What exercise control can learn of it (PRODUCT.md §3, PROTOCOL.md §16.1), and
-            # what is proven of its author apart from what is only claimed.
-            **(self.channel or self._unknown_channel()),
-            "scenario_time": self.scenario_time,
-            "relay_received_at": self.relay_at,
-            "relay_scenario_time": self.relay_scenario_time,
-            "refusal": self.refusal,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Flushed:
-    """What one pass over the outbox did."""
-
-    sent: frozenset[str]
-    refused: dict[str, str]
-    """Message id -> the relay's reason: refused for good, marked `refused`, not retried."""
-    waiting: str | None
-    """Why the rest stays queued (the relay unreachable, busy or failing), if it does."""
 
 
 class Participant:
@@ -639,16 +575,14 @@ class Participant:
         shown, or the one after), so a crash before they go leaves them owed."""
         for message_id in message_ids:
             message = db.get(Message, message_id)
-            if message is None or message.direction != "in":
+            if message is None:
                 continue
-            if message.kind == "letter" and message.status == "delivered":
-                message.status = "read"
-                kind = int(ReceiptType.READ)
-            elif message.kind == "proposal":
-                kind = OPENED
-            else:
-                continue
-            db.merge(OwedReceipt(kind=kind, message_id=message.id, peer=message.peer))
+            showing = receipts.on_showing(_receipts_view(message))
+            if showing.status != message.status:
+                message.status = showing.status
+            if showing.owed is not None:
+                kind = OPENED if showing.owed == receipts.Owed.OPENED else int(ReceiptType.READ)
+                db.merge(OwedReceipt(kind=kind, message_id=message.id, peer=message.peer))
 
     async def send_receipts(self) -> None:
         """Seal what is owed (one receipt per peer and kind, split when it would name more
@@ -933,37 +867,91 @@ class Participant:
             envelope = Envelope.from_bytes(raw)
         except BackchannelError:
             return Outcome()  # not ours to read; acknowledged so it does not block the mailbox
-        message_id = envelope.message_id
-        if envelope.route == Route.FORWARD:
-            with contextlib.suppress(BackchannelError):
-                message_id = Envelope.from_bytes(envelope.ciphertext).message_id
+        routed = arrival.route(envelope, self.name)
+        message_id = (routed.envelope or routed.carry or envelope).message_id
         with self.store.transaction() as db:
-            outcome = self._receive(db, envelope)
+            outcome = self._receive(db, envelope, routed)
             self.store.stamp_relay_time(db, message_id.hex(), received_at, "in")
             return outcome
 
-    def _receive(self, db: Any, envelope: Envelope) -> Outcome:
-        if envelope.route == Route.FORWARD:
-            try:
-                inner = Envelope.from_bytes(envelope.ciphertext)
-            except BackchannelError:
-                return Outcome()  # nothing anyone could deliver; acknowledged, not kept
-            if inner.recipient != self.name:
-                self._carry(db, envelope, inner)
-                return Outcome()
-            envelope = inner  # through a mediator, for us: as if it came directly
+    def _receive(self, db: Any, outer: Envelope, routed: arrival.Routed) -> Outcome:
+        """Ask `arrival` what the envelope means, between the I/O only we can do (the store,
+        decrypting), and apply its decision."""
+        if routed.carry is not None:
+            self._carry(db, outer, routed.carry)
+        envelope = routed.envelope  # through a mediator, for us: as if it came directly
+        if envelope is None:
+            return Outcome()  # carried on, or nothing anyone could deliver: acknowledged
         sender = envelope.sender or "?"
         envelope_id = envelope.message_id.hex()
-        stored = db.get(Message, envelope_id)
-        if stored is not None:  # a redelivery: the last run stored it but was not acknowledged
-            return Outcome()  # its delivery receipt was owed when it was stored
-        if db.get(Processed, envelope_id) is not None:
-            return Outcome()  # a redelivered receipt: applied already, and its key is spent
+        known = arrival.Known(
+            stored=db.get(Message, envelope_id) is not None,
+            processed=db.get(Processed, envelope_id) is not None,
+            new_contact=db.get(Contact, sender) is None,
+        )
+        decided = arrival.screen(known)
+        if decided is None:
+            new_session = not self.store.has_session(db, sender)
+            try:
+                session, plaintext = self._open(db, sender, envelope.ciphertext)
+            except KeyChangedError as exc:
+                decided = arrival.unopened(Unopened.KEY_CHANGED, exc.message, sender, known)
+            except NoSessionError as exc:
+                decided = arrival.unopened(Unopened.NO_SESSION, exc.message, sender, known)
+            except (BackchannelError, CliError, ValueError) as exc:
+                decided = arrival.unopened(Unopened.UNREADABLE, str(exc), sender, known)
+            else:
+                self.store.put_session_state(db, sender, session.to_bytes())
+                me = arrival.Receiver(self.name, self.me.identity.public)
+                decided = arrival.read(plaintext, envelope.message_id, session.peer, me)
+                decided = self._apply(db, envelope_id, sender, session.peer, decided,
+                                      known.new_contact, new_session)  # fmt: skip
+        self._keep(db, envelope, sender, decided)
+        return Outcome.of(decided, sender)
 
-        def unreadable(reason: object) -> Outcome:
+    def _apply(
+        self,
+        db: Any,
+        envelope_id: str,
+        sender: str,
+        peer: IdentityPublic,
+        decided: arrival.Arrival,
+        new_contact: bool,
+        new_session: bool,
+    ) -> arrival.Arrival:
+        """Store what `decided` names; -> it, or the unreadable decision when storing it finds
+        the content false (an acknowledgement of a letter never sent, an offer unnotarised)."""
+        content = decided.content
+        if isinstance(content, SignedLetter):
+            self._store_letter(db, envelope_id, sender, peer, content, decided.verified)
+        elif isinstance(content, OtrControl):
+            self.offrecord.receive(db, sender, content, new_contact, new_session)
+        elif isinstance(content, Receipt):
+            self._apply_receipt(db, sender, content)
+        try:
+            if isinstance(content, SignedAcknowledgement):
+                text = self._apply_acknowledgement(db, sender, peer, content)
+                self._store_acknowledgement(db, envelope_id, sender, peer, content, text)
+            elif isinstance(content, (SignedIntroduction, Forwarded, SignedConsent)):
+                self.mediation.receive(db, envelope_id, sender, peer, content)
+            elif isinstance(content, ProposalContent) and decided.record == Record.HELD_OFFER:
+                self.mediation.hold(db, envelope_id, sender, content)
+            elif isinstance(content, ReleasedOffer):
+                self.mediation.receive_release(db, envelope_id, sender, peer, content)
+            elif isinstance(content, (ProposalContent, StatementContent)):
+                self.negotiation.receive(db, envelope_id, sender, peer, content)
+        except BackchannelError as exc:
+            return decided.failed(exc)
+        return decided
+
+    def _keep(self, db: Any, envelope: Envelope, sender: str, decided: arrival.Arrival) -> None:
+        """What every decision may ask besides its own record: a failed message saying why it
+        could not be read, the envelope id remembered, receipts owed, a note."""
+        envelope_id = envelope.message_id.hex()
+        if decided.record == Record.UNREADABLE:
             self.store.add_message(
                 db,
-                f"[could not be read: {reason}]",
+                f"[could not be read: {decided.reason}]",
                 id=envelope_id,
                 direction="in",
                 peer=sender,
@@ -974,90 +962,23 @@ class Participant:
                 verified="no",
                 in_reply_to=None,
             )
-            return Outcome()
+        if decided.processed:
+            db.add(Processed(id=envelope_id, expires_at=envelope.expires_at))
+        for kind in decided.owed:
+            db.merge(OwedReceipt(kind=kind, message_id=envelope_id, peer=sender))
+        if decided.note:
+            self.notes.append(decided.note)
 
-        new_contact = db.get(Contact, sender) is None
-        new_session = not self.store.has_session(db, sender)
-        try:
-            session, plaintext = self._open(db, sender, envelope.ciphertext)
-        except KeyChangedError:
-            return Outcome(held_from=sender)  # the change is recorded; the envelope stays
-        except NoSessionError as exc:
-            if new_contact:  # forgotten with an off-the-record channel: keep nothing of it
-                self.notes.append(f"a message from {exc.sender} could not be read: {exc.message}")
-                return Outcome()
-            return unreadable(exc)
-        except (BackchannelError, CliError, ValueError) as exc:
-            return unreadable(exc)
-        self.store.put_session_state(db, sender, session.to_bytes())
-        try:
-            content = decode_content(plaintext)
-        except (BackchannelError, ValueError) as exc:
-            return unreadable(exc)
-        if isinstance(content, SignedAcknowledgement):
-            try:
-                text = self._apply_acknowledgement(db, sender, session.peer, content)
-            except BackchannelError as exc:
-                return unreadable(exc)
-            self.store.add_message(
-                db,
-                text,
-                id=envelope_id,
-                direction="in",
-                peer=sender,
-                kind="acknowledgement",
-                sent_at=content.acknowledgement.at_ms,
-                stored_at=now_ms(),
-                status="delivered",
-                verified="signed",
-                in_reply_to=content.acknowledgement.letter_id.hex(),
-            )
-            canonical = content.acknowledgement.canonical()
-            self.store.keep_signed(
-                db, envelope_id, session.peer.signing.raw, canonical, content.signature
-            )
-            return Outcome()
-        if isinstance(content, (SignedIntroduction, Forwarded, SignedConsent)):
-            try:
-                self.mediation.receive(db, envelope_id, sender, session.peer, content)
-            except BackchannelError as exc:
-                return unreadable(exc)
-            return Outcome()
-        if isinstance(content, OtrControl):
-            self.offrecord.receive(db, sender, content, new_contact, new_session)
-            db.add(Processed(id=envelope_id, expires_at=envelope.expires_at))
-            return Outcome(offrecord=True)
-        if isinstance(content, ProposalContent) and self.mediation.holds(content):
-            try:
-                self.mediation.hold(db, envelope_id, sender, content)
-            except BackchannelError as exc:
-                return unreadable(exc)
-            return Outcome()
-        if isinstance(content, ReleasedOffer):
-            try:
-                self.mediation.receive_release(db, envelope_id, sender, session.peer, content)
-            except BackchannelError as exc:
-                return unreadable(exc)
-            return Outcome(negotiation=True)
-        if isinstance(content, (ProposalContent, StatementContent)):
-            try:
-                self.negotiation.receive(db, envelope_id, sender, session.peer, content)
-            except BackchannelError as exc:
-                return unreadable(exc)
-            return Outcome(negotiation=True)
-        if not isinstance(content, SignedLetter):
-            if isinstance(content, Receipt):
-                self._apply_receipt(db, sender, content)
-            db.add(Processed(id=envelope_id, expires_at=envelope.expires_at))
-            return Outcome()
+    def _store_letter(
+        self,
+        db: Any,
+        envelope_id: str,
+        sender: str,
+        peer: IdentityPublic,
+        content: SignedLetter,
+        verified: str,
+    ) -> None:
         letter = content.letter
-        if letter.message_id != envelope.message_id:
-            return unreadable("the letter's id differs from its envelope's")
-        try:
-            content.verify(session.peer, self.me.identity.public, self.name)
-            verified = "signed"
-        except BackchannelError:
-            verified = "BAD SIGNATURE"
         self.store.add_message(
             db,
             letter.text,
@@ -1072,11 +993,34 @@ class Participant:
             in_reply_to=letter.in_reply_to.hex() if letter.in_reply_to else None,
             digest=letter_digest(letter).hex(),
         )
-        if verified == "signed":
+        if verified == arrival.SIGNED:  # kept so `export --all` can prove it (§14.8)
             db.add(LetterSignature(id=envelope_id, signature=content.signature,
-                                   peer_keys=session.peer.keys))  # fmt: skip
-        db.merge(OwedReceipt(kind=ReceiptType.DELIVERED, message_id=envelope_id, peer=sender))
-        return Outcome()
+                                   peer_keys=peer.keys))  # fmt: skip
+
+    def _store_acknowledgement(
+        self,
+        db: Any,
+        envelope_id: str,
+        sender: str,
+        peer: IdentityPublic,
+        content: SignedAcknowledgement,
+        text: str,
+    ) -> None:
+        self.store.add_message(
+            db,
+            text,
+            id=envelope_id,
+            direction="in",
+            peer=sender,
+            kind="acknowledgement",
+            sent_at=content.acknowledgement.at_ms,
+            stored_at=now_ms(),
+            status="delivered",
+            verified="signed",
+            in_reply_to=content.acknowledgement.letter_id.hex(),
+        )
+        canonical = content.acknowledgement.canonical()
+        self.store.keep_signed(db, envelope_id, peer.signing.raw, canonical, content.signature)
 
     def _carry(self, db: Any, outer: Envelope, inner: Envelope) -> None:
         """Blind forwarding: hand on, unread, an envelope a party gave us for someone else.
@@ -1206,14 +1150,15 @@ class Participant:
         return self.show(shown.id)
 
     def _apply_receipt(self, db: Any, sender: str, receipt: Receipt) -> None:
-        rank = {"pending": 0, "sent": 1, "delivered": 2, "read": 3, "acknowledged": 4}
-        new_status = "read" if receipt.type == ReceiptType.READ else "delivered"
+        """Raise the status of the letters we sent `sender` that its receipt names (the rule is
+        `backchannel/receipts.py`'s: never lowered, anything else ignored)."""
         for message_id in receipt.message_ids:
             message = db.get(Message, message_id.hex())
-            if message is None or message.direction != "out" or message.peer != sender:
+            if message is None:
                 continue
-            if rank.get(new_status, 0) > rank.get(message.status, 0):
-                message.status = new_status
+            status = receipts.on_receipt(_receipts_view(message), sender, receipt.type)
+            if status != message.status:
+                message.status = status
 
     def take_unshown(self, db: Any) -> list[Shown]:
         """The received messages not yet shown, marked shown in `db`'s transaction: the caller
@@ -1290,6 +1235,39 @@ class Participant:
             for note in self.take_notes():
                 notice(f"Note: {note}")
 
+    async def keep(
+        self, notice: Callable[[str], None], arrived: Callable[[], None], poll: float
+    ) -> None:
+        """The agent's work while nobody types: the live connection stores and acknowledges
+        each arrival and sends its delivery receipt (shown later, by `inbox`); every `poll`
+        seconds it opens timed proposals when due, releases a mediator's exchanges, takes
+        injects, sends what is queued and tops up prekeys. Off-the-record messages stay in
+        their drops until `inbox` shows them: nothing of them is kept to be shown later."""
+
+        async def rounds() -> None:
+            while True:
+                await asyncio.sleep(poll)
+                try:
+                    await self.flush_outbox()
+                    await self.send_receipts()
+                    await self.negotiation.catch_up()
+                    if not self.hold_exchanges:
+                        await self.mediation.release_ready()
+                    await self.exercise.refresh()
+                    await self.exercise.take_injects()
+                    await self.top_up_prekeys()
+                except CliError as exc:
+                    notice(f"Note: {exc.message}")
+                for note in self.take_notes():
+                    notice(f"Note: {note}")
+                arrived()
+
+        timer = asyncio.create_task(rounds())
+        try:
+            await self._watch(None, notice, arrived)
+        finally:
+            timer.cancel()
+
     async def _reveal_when_due(
         self,
         show: Callable[[list[Shown]], None],
@@ -1318,9 +1296,12 @@ class Participant:
 
     async def _watch(
         self,
-        show: Callable[[list[Shown]], None],
+        show: Callable[[list[Shown]], None] | None,
         notice: Callable[[str], None],
+        arrived: Callable[[], None] = lambda: None,
     ) -> None:
+        """The live connection: store and acknowledge each arrival, then `show` what is new
+        (None: leave it unshown for `inbox`, as the agent does) and tell `arrived`."""
         delay = RECONNECT_FIRST
         refused_token = False
         opened = 0
@@ -1351,8 +1332,10 @@ class Participant:
                         await self.offrecord.catch_up()
                     for note in self.take_notes():
                         notice(f"Note: {note}")
-                    self.show_unshown(partial(_show_any, show))
+                    if show is not None:
+                        self.show_unshown(partial(_show_any, show))
                     await self.send_receipts()  # delivered, and read if shown (owed on storing)
+                    arrived()
                 reason = (
                     f"the relay at {self.relay.base_url} is shutting down"
                     if self.relay.close_code == GOING_AWAY

@@ -6,139 +6,35 @@ import contextlib
 import json
 import logging
 import signal
-from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
 # Only light modules here: aiohttp, SQLAlchemy and the relay's own machinery are imported by
 # the commands that need them, so a Ctrl-C in the first second of `serve` meets its handler.
-from .config import DEFAULT_HOST, DEFAULT_MAX_OTR_TTL, DEFAULT_PORT, RelayConfig, default_data_dir
-from .errors import RelayError, StoreUnavailable
+from .cli_base import (
+    CodedError,
+    _data_dir_option,
+    _exercises,
+    _run,
+    _store_options,
+    _store_used,
+    _with_store,
+    exercise,
+    exercise_option,
+)
+from .config import DEFAULT_HOST, DEFAULT_MAX_OTR_TTL, DEFAULT_PORT, RelayConfig
+from .errors import StoreUnavailable
 from .names import ROLES, text_problem
 
 if TYPE_CHECKING:
     from .store import Store
 
-T = TypeVar("T")
-
-
-DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
-"""The stores the relay runs on, by URL scheme, and the async driver each one needs."""
-
-
-def _database_url(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
-    """Accept SQLite and PostgreSQL URLs (with or without the async driver named)."""
-    if value is None:
-        return None
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        url = make_url(value)
-    except ArgumentError:
-        raise click.BadParameter(f"{value!r} is not a database URL") from None
-    backend = url.get_backend_name()
-    wanted = DRIVERS.get(backend)
-    if wanted is None or url.drivername not in (backend, wanted):
-        raise click.BadParameter(
-            f"the relay runs on SQLite or PostgreSQL ({', '.join(DRIVERS.values())}), "
-            f"not {url.drivername}"
-        )
-    return url.set(drivername=wanted).render_as_string(hide_password=False)
-
-
-_data_dir_option = click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="BACKCHANNEL_RELAY_DATA_DIR",
-    default=default_data_dir,
-    show_default=True,
-    help="Where the SQLite store lives.",
-)
-
-
-def _store_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    command = click.option(
-        "--database",
-        "database_url",
-        envvar="BACKCHANNEL_RELAY_DATABASE",
-        metavar="URL",
-        callback=_database_url,
-        help="SQLAlchemy URL, e.g. postgresql+asyncpg://user@host/db (default: SQLite).",
-    )(command)
-    return _data_dir_option(command)
-
-
-def _with_store(
-    data_dir: Path, database_url: str | None, work: Callable[[Store], Coroutine[Any, Any, T]]
-) -> T:
-    """Open (and migrate) the store the flags name, run `work` on it, close it. A store that
-    cannot be opened is one line naming it (its path, or its URL without the password)."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from .database import migrate, open_engine, private_data_dir, store_error
-    from .store import Limits, Store
-
-    config = RelayConfig(data_dir=data_dir, database_url=database_url)
-
-    async def run() -> T:
-        engine = None
-        try:
-            if database_url is None:
-                private_data_dir(data_dir)
-            engine = open_engine(config.url)
-            await migrate(engine)
-        except (OSError, SQLAlchemyError) as exc:
-            raise StoreUnavailable(
-                f"cannot open the {config.describe_store()}: {store_error(exc)}"
-            ) from None
-        try:
-            return await work(Store(engine, Limits()))
-        except (OSError, SQLAlchemyError) as exc:
-            raise StoreUnavailable(
-                f"the {config.describe_store()} failed: {store_error(exc)}"
-            ) from None
-        finally:
-            await engine.dispose()
-
-    return _run(run)
-
-
-def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    import asyncio
-
-    try:
-        return asyncio.run(make())
-    except RelayError as exc:
-        raise CodedError(exc.message, exc.code) from None
-    except StoreUnavailable as exc:
-        raise CodedError(str(exc), "store_unavailable") from None
-
-
-def _store_used(data_dir: Path, database_url: str | None, as_json: bool) -> dict[str, str]:
-    """Name the store a control command used: a line on stderr (stdout stays what it was),
-    or, with --json, the `store` field returned here (the SQLite file's path, or the
-    database URL without its password). Control and `serve` must name the same one."""
-    config = RelayConfig(data_dir=data_dir, database_url=database_url)
-    if not as_json:
-        click.echo(f"backchannel-relay: store is the {config.describe_store()}", err=True)
-    return {"store": config.store_label()}
-
 
 def _interrupted(_signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
-
-
-class CodedError(click.ClickException):
-    """A refusal with a stable code: the relay's own (`name_taken`, `role_conflict`, ...) or
-    the command's (`store_unavailable`, `store_in_use`, `unknown_scenario`)."""
-
-    def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _error_code(exc: click.ClickException) -> str:
@@ -691,9 +587,7 @@ def bench(
 # --- exercises ---------------------------------------------------------------------------------
 
 
-@main.group()
-def exercise() -> None:
-    """Load a scenario, follow who has joined, run its clock (PRODUCT.md §7)."""
+main.add_command(exercise)  # in `cli_base`: `control_cli` and `report` add to it too
 
 
 def _scenario_source(file_or_name: str) -> str:
@@ -720,20 +614,6 @@ def _scenario_source(file_or_name: str) -> str:
     )
 
 
-def _exercises(
-    data_dir: Path, database_url: str | None, work: Callable[[Any], Coroutine[Any, Any, T]]
-) -> T:
-    from backchannel.keys import SigningKeyPair
-
-    from .exercises import Exercises
-
-    async def run(store: Store) -> T:
-        key, _ = await store.meta_secret("control_key", 32)
-        return await work(Exercises(store, SigningKeyPair.from_private_bytes(key)))
-
-    return _with_store(data_dir, database_url, run)
-
-
 def _when(ms: int, offset_minutes: int) -> str:
     from backchannel.exercise import scenario_time_text
 
@@ -744,11 +624,6 @@ def _clock_line(clock: dict[str, Any]) -> str:
     now = _when(clock["scenario_now"], clock["utc_offset_minutes"])
     state = "paused" if clock["paused"] else f"running at {clock['speed']:g}x"
     return f"scenario time {now}, {state}"
-
-
-exercise_option = click.option(
-    "--exercise", "name", metavar="NAME", help="Which exercise (needed when several are loaded)."
-)
 
 
 @exercise.command("load")

@@ -37,7 +37,7 @@ def _limits() -> Limits:
 def _drops() -> DropLimits:
     from .drops import DropLimits
 
-    return DropLimits()
+    return DropLimits(max_ttl=DEFAULT_MAX_OTR_TTL)
 
 
 def _rate() -> RateLimit:

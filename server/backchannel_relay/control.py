@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import weakref
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from backchannel.errors import BackchannelError
 from backchannel.exercise import MAX_TIME_MS, MIN_TIME_MS, Clock, scenario_time_text
 from backchannel.msel import (
-    INJECT_ACTIONS,
     Action,
     Add,
     Edit,
-    Msel,
     MselError,
     Release,
     Skip,
     action_detail,
-    action_from,
     action_kind,
-    schedule,
 )
 from backchannel.proposals import EntryKind
 
@@ -53,6 +47,7 @@ from .models import (
     NotaryEntryRow,
     Participant,
 )
+from .schedules import msel, row_detail, schedule_in
 from .store import Store, add_invite
 
 MAX_ACTIONS = 20_000
@@ -62,58 +57,10 @@ NEWEST_ACTIONS = 50
 """Actions `state` shows, newest first."""
 NEWEST_LETTERS = 200
 NEWEST_DEADLINES = 200
-MAX_CACHED = 64
-"""Schedules a process keeps (one per exercise), each checked against the store when read."""
 CLOCK_CHANGES = ("pause", "resume", "set", "speed")
 
-Kept = OrderedDict[str, tuple[tuple[int, int], Msel]]
-_schedules: weakref.WeakKeyDictionary[Exercises, Kept] = weakref.WeakKeyDictionary()
-"""Per `Exercises` (one per relay process or command): exercise -> (the newest inject action's
-id and their count, the schedule they make)."""
 
-
-# --- the schedule -------------------------------------------------------------------------------
-
-
-async def _inject_rows(session: AsyncSession, exercise: str) -> list[ControlActionRow]:
-    return list(await session.scalars(
-        select(ControlActionRow).where(
-            ControlActionRow.exercise == exercise, ControlActionRow.action.in_(INJECT_ACTIONS)
-        ).order_by(ControlActionRow.id)
-    ))  # fmt: skip
-
-
-async def _schedule_in(exercises: Exercises, session: AsyncSession, name: str) -> Msel:
-    """The schedule as the store holds it now (in `session`'s transaction)."""
-    scenario = await exercises.scenario(name)
-    mark = (await session.execute(
-        select(func.max(ControlActionRow.id), func.count(ControlActionRow.id)).where(
-            ControlActionRow.exercise == name, ControlActionRow.action.in_(INJECT_ACTIONS)
-        )
-    )).one()  # fmt: skip
-    version = (int(mark[0] or 0), int(mark[1] or 0))
-    kept = _schedules.setdefault(exercises, OrderedDict())
-    cached = kept.get(name)
-    if cached is not None and cached[0] == version:
-        kept.move_to_end(name)
-        return cached[1]
-    replayed = []
-    for row in await _inject_rows(session, name):
-        found = action_from(row.action, _detail(row), row.by, row.at)
-        if found is not None:
-            replayed.append(found)
-    roles = {r.name: r.kind for r in scenario.roles}
-    msel = schedule(scenario.injects, scenario.start_ms, roles, replayed)
-    kept[name] = (version, msel)
-    while len(kept) > MAX_CACHED:
-        kept.popitem(last=False)
-    return msel
-
-
-async def msel(exercises: Exercises, name: str) -> Msel:
-    """The exercise's inject schedule now."""
-    async with exercises.store.read() as session:
-        return await _schedule_in(exercises, session, name)
+# --- the schedule (kept in `schedules.py`, below `exercises` too) -------------------------------
 
 
 def inject_json(entry: Any, scenario_ms: int, offset_minutes: int) -> dict[str, Any]:
@@ -134,14 +81,6 @@ def inject_json(entry: Any, scenario_ms: int, offset_minutes: int) -> dict[str, 
 
 
 # --- recording ----------------------------------------------------------------------------------
-
-
-def _detail(row: ControlActionRow) -> dict[str, Any]:
-    try:
-        loaded = json.loads(row.detail)
-    except ValueError:
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
 
 
 async def _locked(session: AsyncSession, name: str) -> ExerciseRow:
@@ -175,7 +114,7 @@ async def _record(
 
 def action_json(row: ControlActionRow) -> dict[str, Any]:
     return {"id": row.id, "at": row.at, "by": row.by, "action": row.action,
-            "detail": _detail(row)}  # fmt: skip
+            "detail": row_detail(row)}  # fmt: skip
 
 
 # --- changes ------------------------------------------------------------------------------------
@@ -222,7 +161,7 @@ async def _inject_change(exercises: Exercises, name: str, by: str, make: Any) ->
         row = await _locked(session, name)
         now = exercises.store.now_ms()
         scenario_now = Clock.from_json(json.loads(row.clock)).now(now)
-        current = await _schedule_in(exercises, session, name)
+        current = await schedule_in(exercises, session, name)
         action: Action = make(current, scenario_now, now)
         try:
             changed = current.apply(action, scenario_now)

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from .cli import (
+from .cli_base import (
     _exercises,
     _store_options,
     _store_used,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .openapi import INT, NAME, _body, _errors, _obj, _ok, _refused
+from .openapi_parts import INT, NAME, _body, _errors, _obj, _ok, _refused
 
 CONTROL_SECURITY: list[dict[str, list[str]]] = [{"admin": []}, {"control_cookie": []}]
 SECURITY_SCHEMES = {

@@ -166,7 +166,7 @@ async def control_events(request: web.Request) -> web.StreamResponse:
 def page_paths() -> dict[str, Any]:
     """The OpenAPI paths of the page, its assets and the live channel (merged by `openapi`)."""
     from .control_openapi import AUTH_REFUSED, CONTROL_SECURITY, EXERCISE_PARAM
-    from .openapi import _refused
+    from .openapi_parts import _refused
 
     def text(kind: str, description: str) -> dict[str, Any]:
         return {"200": {"description": description,

@@ -21,7 +21,6 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from backchannel.drops import EXPIRY_SPREAD, SealedEnvelope, drop_address, read_hash
 
-from .config import DEFAULT_MAX_OTR_TTL
 from .errors import BadRequest, Conflict, Forbidden, MailboxFull, NotFound, TooManyRequests
 from .limits import RateLimit, RateLimiter
 from .models import DropMessageRow, DropRow
@@ -30,8 +29,9 @@ from .store import Store
 
 @dataclass(frozen=True, slots=True)
 class DropLimits:
-    max_ttl: int = DEFAULT_MAX_OTR_TTL
-    """The longest a drop (an off-the-record channel) may live, in seconds."""
+    max_ttl: int
+    """The longest a drop (an off-the-record channel) may live, in seconds. No default here: the
+    config that builds these limits gives it (`config.DEFAULT_MAX_OTR_TTL`, also the CLI's)."""
     max_messages: int = 1000
     max_bytes: int = 16 * 1024 * 1024
     max_drops: int = 100_000

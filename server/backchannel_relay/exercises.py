@@ -54,6 +54,7 @@ from .models import (
     Invite,
     Participant,
 )
+from .schedules import msel
 from .store import ParticipantInfo, Store, add_invite
 
 COMMUNIQUE_SKEW_MS = 10 * 60 * 1000
@@ -228,8 +229,6 @@ class Exercises:
         return clock
 
     async def status(self, name: str) -> dict[str, Any]:
-        from .control import msel  # control's schedule (issue 18); it imports this module
-
         scenario = await self.scenario(name)
         clock = await self.clock(name)
         now = self.store.now_ms()
@@ -310,8 +309,6 @@ class Exercises:
         now = self.store.now_ms()
         policy = scenario.policy
         others = [r.name for r in scenario.roles if r.name != name]
-        from .control import msel  # control's schedule (issue 18); it imports this module
-
         schedule = await msel(self, exercise)
         return {
             "exercise": scenario.name,

@@ -6,15 +6,9 @@ from typing import Any
 
 from backchannel import PROTOCOL_VERSION
 
+from .openapi_parts import ERROR, INT, NAME, _body, _errors, _obj, _ok, _refused
+
 B64 = {"type": "string", "format": "byte", "description": "standard base64"}
-NAME = {"type": "string", "minLength": 1, "maxLength": 64}
-
-
-def _obj(required: list[str], **properties: Any) -> dict[str, Any]:
-    return {"type": "object", "required": required, "properties": properties}
-
-
-ERROR = _obj(["error", "message"], error={"type": "string"}, message={"type": "string"})
 PARTICIPANT = _obj(
     ["name", "role", "identity", "fingerprint"],
     name=NAME,
@@ -34,7 +28,6 @@ PREKEY_PROPERTIES: dict[str, Any] = {
     "kem_prekeys": {"type": "array", "items": B64, "maxItems": 100},
 }
 DIGEST = {**B64, "description": "standard base64 of 32 bytes"}
-INT = {"type": "integer"}
 NOTARY_RECEIPT = _obj(
     ["receipt", "seq", "at_ms"],
     receipt=B64,
@@ -42,34 +35,6 @@ NOTARY_RECEIPT = _obj(
     at_ms={"type": "integer"},
 )
 PREKEY_UPLOAD: dict[str, Any] = {"type": "object", "properties": PREKEY_PROPERTIES}
-
-
-def _body(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"required": True, "content": {"application/json": {"schema": schema}}}
-
-
-def _ok(schema: dict[str, Any], status: str = "200", description: str = "OK") -> dict[str, Any]:
-    return {
-        status: {"description": description, "content": {"application/json": {"schema": schema}}}
-    }
-
-
-def _errors(*statuses: int) -> dict[str, Any]:
-    reasons = {
-        400: "Malformed request",
-        401: "Not authenticated",
-        403: "Forbidden",
-        404: "Unknown name",
-        409: "Conflict",
-        410: "Gone",
-        408: "The body did not arrive within the body timeout (the connection is closed)",
-        413: "Too large",
-        429: "Rate limited or mailbox full (see Retry-After)",
-    }
-    return {
-        str(s): {"description": reasons[s], "content": {"application/json": {"schema": ERROR}}}
-        for s in statuses
-    }
 
 
 AUTHED = (400, 401, 429)
@@ -105,16 +70,6 @@ def _op(
 
 
 NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": NAME}
-
-
-def _refused(status: int, description: str) -> dict[str, Any]:
-    """One error status whose description names its codes."""
-    return {
-        str(status): {
-            "description": description,
-            "content": {"application/json": {"schema": ERROR}},
-        }
-    }
 
 
 ROLE_FORBIDS = "role_forbids: the caller registered as an observer, and observers only receive"

@@ -23,7 +23,7 @@ from typing import Any
 
 import click
 
-from .cli import CodedError, _exercises, _store_options, _store_used, exercise, exercise_option
+from .cli_base import CodedError, _exercises, _store_options, _store_used, exercise, exercise_option
 
 MAX_INCLUDES = 500
 """Exports one report takes: one per participant, a few times over."""

@@ -18,12 +18,9 @@ import contextlib
 import logging
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sqlalchemy.engine import make_url
-
-if TYPE_CHECKING:
-    from .delivery import Hub
 
 log = logging.getLogger("backchannel_relay.wakeups")
 
@@ -66,10 +63,19 @@ def parse(payload: str, origin: str) -> list[int]:
         return []
 
 
+class Wakeable(Protocol):
+    """What a `Listener` wakes: the `Hub`, named by shape so the store's commit, which imports
+    this module for `payloads`, does not reach up into delivery."""
+
+    def notify(self, participant_ids: Iterable[int]) -> None: ...
+
+    def notify_all(self) -> None: ...
+
+
 class Listener:
     """Keeps a LISTEN connection open and turns notifications into Hub wake-ups."""
 
-    def __init__(self, database_url: str, hub: Hub, origin: str) -> None:
+    def __init__(self, database_url: str, hub: Wakeable, origin: str) -> None:
         url = make_url(database_url).set(drivername="postgresql")
         self.dsn = url.render_as_string(hide_password=False)
         self.hub = hub

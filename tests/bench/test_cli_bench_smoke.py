@@ -7,10 +7,10 @@ import json
 import subprocess
 import sys
 
-from backchannel_cli.bench import COMMANDS
+from backchannel_cli.bench import COMMANDS, VARIANTS
 
 
-def test_cli_bench_reports_every_command_with_and_without_a_passphrase() -> None:
+def test_cli_bench_reports_every_command_with_and_without_a_passphrase_and_the_agent() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "backchannel_cli.bench", "--runs", "1", "--json"],
         capture_output=True,
@@ -19,7 +19,7 @@ def test_cli_bench_reports_every_command_with_and_without_a_passphrase() -> None
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    expected = {"help", *COMMANDS, *(f"{c}_passphrase" for c in COMMANDS)}
+    expected = {"help", *(command + variant for command in COMMANDS for variant in VARIANTS)}
     assert expected <= report.keys()
     for command in expected:
         row = report[command]

@@ -29,8 +29,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from backchannel_cli.cli import PASSPHRASE_ENV
 from backchannel_cli.cli import main as cli_main
+from backchannel_cli.commandline import PASSPHRASE_ENV
 from backchannel_cli.service import WATCHING
 from backchannel_relay.cli import main as relay_main
 from tests.relay.conftest import _postgres

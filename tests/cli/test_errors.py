@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from backchannel_cli.cli import PASSPHRASE_ENV
+from backchannel_cli.commandline import PASSPHRASE_ENV
 
 from .conftest import (
     CLI_SCRIPT,

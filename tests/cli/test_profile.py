@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from backchannel_cli import cli
-from backchannel_cli.cli import PASSPHRASE_ENV
+from backchannel_cli.commandline import PASSPHRASE_ENV
 from backchannel_cli.profile import unlock
 
 from .conftest import Relay, User, Watcher, participants, unique
@@ -77,13 +77,13 @@ def test_a_passphrase_keeps_the_identity_key_out_of_the_keystore_file(
     # The protected profile works with its passphrase, asked for once per command: `verify`
     # shows the number and marks it verified in one unlock.
     asked: list[bool] = []
-    ask = cli._passphrase
+    ask = cli.ask_passphrase
 
     def counting(confirm: bool) -> str:
         asked.append(confirm)
         return ask(confirm)
 
-    monkeypatch.setattr(cli, "_passphrase", counting)
+    monkeypatch.setattr(cli, "ask_passphrase", counting)
     assert "is now verified" in kennedy.ok("verify", plain.name, input="y\n", env=env)
     assert asked == [False]
     kennedy.json("send", plain.name, "Sealed at rest.", env=env)
