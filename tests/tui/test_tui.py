@@ -12,7 +12,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from textual.widgets import Input
+from textual.widgets import DataTable, Input
 
 from backchannel_cli.commandline import PASSPHRASE_ENV
 from tests.cli.conftest import GENEROUS, Relay, User, participants, unique
@@ -250,7 +250,10 @@ def test_a_mediator_introduces_forwards_and_sees_an_exchange_released(
                 "propose", "--via", thant.name, "--simultaneous", "--title", "Theirs",
                 "--term", "B.", "--", kennedy.name,
             )  # fmt: skip
-            await until_shown(app, pilot, "released", "Ours / Theirs")
+            await until_shown(app, pilot, "released")
+            table: DataTable[Any] = app.screen.query_one("#exchanges", DataTable)
+            offers = [str(table.get_row_at(i)[-1]) for i in range(table.row_count)]
+            assert "Ours / Theirs" in offers, offers  # (the screen may cut a wide row short)
             shoot(app, "mediator-done")
 
     asyncio.run(drive())
