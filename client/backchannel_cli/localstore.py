@@ -32,6 +32,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from backchannel import ticks
+
 from .errors import CliError
 
 MAX_PREVIOUS_SESSIONS = 10
@@ -470,7 +472,8 @@ class LocalStore:
             raw.close()
 
     def forget_expired(self, session: Session, now: int) -> None:
-        session.execute(delete(Processed).where(Processed.expires_at < now))
+        """Forget the processed envelope ids `ticks` says no redelivery can need (`now`: s)."""
+        session.execute(delete(Processed).where(Processed.expires_at < ticks.forget_before(now)))
 
     def messages(self, session: Session, unshown_only: bool = False) -> list[Message]:
         query = select(Message).order_by(Message.stored_at, Message.id)

@@ -16,7 +16,7 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
-from backchannel import arrival
+from backchannel import arrival, ticks
 from backchannel.content import ProposalContent, SignedLetter, letter_digest
 from backchannel.encoding import Reader
 from backchannel.errors import BackchannelError, IdentityMismatchError
@@ -420,6 +420,10 @@ class Mediation:
 
     def exchanges(self) -> list[dict[str, Any]]:
         """Every exchange we mediate, with its offers (which we may read)."""
+        return [entry for entry, _ in self._exchanges()]
+
+    def _exchanges(self) -> list[tuple[dict[str, Any], ticks.Exchange]]:
+        """Each exchange as shown, and as `ticks` decides about it."""
         with self.p.store.transaction() as db:
             rows = list(db.query(HeldOffer).order_by(HeldOffer.seq))
             found: dict[str, dict[str, Any]] = {}
@@ -441,21 +445,19 @@ class Mediation:
                      "notary_seq": row.seq, "title": sealed.proposal.title,
                      "terms": list(sealed.proposal.terms)}
                 )  # fmt: skip
+        decided = []
         for entry in found.values():
-            authors = {o["from"] for o in entry["offers"]}
-            entry["status"] = (
-                "released" if entry["id"] not in unreleased else
-                "ready" if len(authors) == 2 else f"waiting for {_other(entry['sides'], authors)}"
-            )  # fmt: skip
-        return list(found.values())
+            authors = frozenset(o["from"] for o in entry["offers"])
+            held = ticks.Exchange(entry["id"], tuple(entry["sides"]), authors,
+                                  entry["id"] in unreleased)  # fmt: skip
+            entry["status"] = ticks.exchange_status(held)
+            decided.append((entry, held))
+        return decided
 
     async def release_ready(self) -> list[str]:
         """Release every exchange whose two offers are in (the default, as the client runs)."""
-        released = []
-        for entry in self.exchanges():
-            if entry["status"] == "ready":
-                released.append(await self.release(entry["id"]))
-        return released
+        due = ticks.releases_due(held for _, held in self._exchanges())
+        return [await self.release(ident) for ident in due]
 
     async def release(self, ident: str) -> str:
         """Send each side the other's offer, with the notary receipts of both and our signed
@@ -463,9 +465,9 @@ class Mediation:
         with self.p.store.transaction() as db:
             held = resolve(db, ident, "exchange", what="exchange or offer held here").id
         entry = next(e for e in self.exchanges() if e["id"] == held)
-        if entry["status"] == "released":
+        if entry["status"] == ticks.RELEASED:
             raise CliError(f"the exchange {entry['id'][:12]} was released already")
-        if entry["status"] != "ready":
+        if entry["status"] != ticks.READY:
             raise CliError(
                 f"the exchange {entry['id'][:12]} is {entry['status']}: it is released once "
                 "both offers are in"
@@ -573,9 +575,3 @@ class Mediation:
                 f"before {when(release.released_at_ms)}"
             ),
         )  # fmt: skip
-
-
-def _other(sides: list[str], present: set[str]) -> str:
-    return ", ".join(s for s in sides if s not in present) or "the other side"
-
-

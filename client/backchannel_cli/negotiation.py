@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from backchannel import ticks
 from backchannel.agreements import Agreement, Clause, Decision, Outcome, clause_of, decide
 from backchannel.content import (
     ProposalContent,
@@ -30,7 +31,6 @@ from backchannel.identity import IdentityPublic, format_fingerprint
 from backchannel.keys import SigningPublicKey
 from backchannel.primitives import AEAD_NONCE_SIZE, sha256
 from backchannel.proposals import (
-    FINAL,
     NotaryEntry,
     NotaryLink,
     NotaryReceipt,
@@ -578,13 +578,12 @@ class Negotiation:
         finish statements an interrupted command left behind. Refusals go to `notes`."""
         await self._open_due()
         with self.p.store.transaction() as db:
-            undelivered = [
-                row.digest
-                for row in db.query(ProposalRow).filter(ProposalRow.direction == "in")
-                if not self._made(db, row.digest, StatementKind.DELIVERED)
-                and self._status(db, row) not in FINAL | {Status.EXPIRED}
-            ]
-        for digest in undelivered:
+            received = []
+            for row in db.query(ProposalRow).filter(ProposalRow.direction == "in"):
+                stated = self._made(db, row.digest, StatementKind.DELIVERED)
+                status = None if stated else self._status(db, row)  # replayed only if it may count
+                received.append(ticks.Received(row.digest, stated, status))
+        for digest in ticks.deliveries_due(received):
             await self._auto(digest, StatementKind.DELIVERED)
         self.notes += await self.advance()
 
@@ -621,21 +620,16 @@ class Negotiation:
 
     def next_reveal(self) -> int | None:
         """When the next timed proposal held here opens (ms), if any."""
+        return ticks.next_reveal(self._locked())
+
+    def _locked(self) -> list[ticks.Locked]:
+        """The timed proposals held sealed until their reveal time."""
         with self.p.store.transaction() as db:
-            times = [row.reveal_at for row in db.query(ProposalRow).filter(
-                ProposalRow.locked.is_not(None))]  # fmt: skip
-        return min(times, default=None)
+            return [ticks.Locked(row.digest, row.reveal_at) for row in db.query(ProposalRow)
+                    .filter(ProposalRow.locked.is_not(None))]  # fmt: skip
 
     async def _open_due(self) -> None:
-        now = now_ms()
-        with self.p.store.transaction() as db:
-            due = [
-                row.digest
-                for row in db.query(ProposalRow).filter(
-                    ProposalRow.locked.is_not(None), ProposalRow.reveal_at <= now
-                )
-            ]
-        for digest in due:
+        for digest in ticks.reveals_due(self._locked(), now_ms()):
             with self.p.store.transaction() as db:
                 row = _get(db, ProposalRow, digest)
                 assert row.locked is not None

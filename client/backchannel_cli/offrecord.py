@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
-from backchannel import otr
+from backchannel import otr, ticks
 from backchannel.agreements import ClauseForm, OffRecordClause
 from backchannel.drops import (
     SealedEnvelope,
@@ -259,7 +259,7 @@ class OffTheRecord:
 
     def _expire(self, db: Any) -> None:
         for channel in self.channels(db):
-            if channel.expires_at_ms <= now_ms():
+            if ticks.channel_expired(channel.expires_at_ms, now_ms()):
                 self._wipe(db, channel)
                 self.notes.append(f"the off-the-record channel with {channel.peer} has expired")
 

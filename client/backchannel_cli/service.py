@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from backchannel import arrival, receipts
+from backchannel import arrival, receipts, ticks
 from backchannel.arrival import Record, Unopened
 from backchannel.content import (
     MAX_RECEIPT_IDS,
@@ -92,7 +92,8 @@ DEFAULT_EXPIRY = 7 * 24 * 3600
 OPENED = 0
 """`OwedReceipt.kind` beside the receipt types: a shown proposal owes its "opened" statement."""
 TOKEN_MARGIN = 60
-EXPIRY_MARGIN = 60
+EXPIRY_MARGIN = ticks.ENVELOPE_MARGIN_S
+"""Passed to `ticks.undeliverable` (tests move it to make an hour pass)."""
 SEND_BATCH = 100
 SEND_BYTES = 4 * 1024 * 1024
 """Per request: well inside the relay's defaults (256 envelopes, 8 MiB of JSON and base64)."""
@@ -635,7 +636,8 @@ class Participant:
             pending: list[tuple[str, bytes]] = []
             for row in db.scalars(select(SealedReceipt).order_by(
                     SealedReceipt.stored_at, SealedReceipt.id)):  # fmt: skip
-                if Envelope.from_bytes(row.envelope).expires_at <= now + EXPIRY_MARGIN:
+                if ticks.undeliverable(Envelope.from_bytes(row.envelope).expires_at, now,
+                                       EXPIRY_MARGIN):  # fmt: skip
                     db.delete(row)  # the relay would refuse it
                 else:
                     pending.append((row.id, row.envelope))
@@ -678,7 +680,8 @@ class Participant:
                 Message.status == "pending", Message.envelope.is_not(None)
             ).order_by(Message.stored_at, Message.id):
                 assert queued.envelope is not None
-                if Envelope.from_bytes(queued.envelope).expires_at <= now + EXPIRY_MARGIN:
+                if ticks.undeliverable(Envelope.from_bytes(queued.envelope).expires_at, now,
+                                       EXPIRY_MARGIN):  # fmt: skip
                     queued.status, queued.envelope = "failed", None
                 else:
                     pending.append((queued.id, queued.envelope))
