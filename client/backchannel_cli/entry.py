@@ -77,6 +77,7 @@ def _through_agent(path: Path, argv: list[str]) -> int | None:
     """Run `argv` in the agent -> its exit code; None when the agent cannot take it (none
     answers, locked, busy): then the command runs here, as if there were no agent."""
     try:
+        cwd = os.getcwd()  # (gone: the command runs here, and says so itself)
         sock = protocol.connect(path)
     except OSError:
         return None
@@ -88,7 +89,7 @@ def _through_agent(path: Path, argv: list[str]) -> int | None:
                 os.kill(child[0], signum)
 
     with sock:
-        params = {"argv": argv, "cwd": os.getcwd(), "env": dict(os.environ)}
+        params = {"argv": argv, "cwd": cwd, "env": dict(os.environ)}
         try:
             protocol.send_with_fds(sock, protocol.request("cli.run", params), [0, 1, 2])
         except OSError:
