@@ -5,17 +5,19 @@ the relay's receipt makes it sent, its recipient's delivery and read receipts de
 it, their signed acknowledgement (§7.4) acknowledges it. Receipts cross the relay in any order
 and may come twice, so a letter's status is the highest any of them proved: one never lowers
 it, and the order they arrive in never changes where it ends. Only the peer a letter went to
-can move it; a receipt naming anything else is ignored. Like `arrival`, this module decides and
-the client applies: it reads the stored message, asks, and writes the answer back in the
-transaction that holds the receipt.
+can move it; a receipt naming anything else is ignored. What we owe others goes out as few
+receipts as may carry it (`seal_plan`). Like `arrival`, this module decides and the client
+applies: it reads the stored message, asks, and writes the answer back in the transaction that
+holds the receipt.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 
-from .content import ReceiptType
+from .content import MAX_RECEIPT_IDS, ReceiptType
 
 PENDING, SENT, DELIVERED, READ, ACKNOWLEDGED = (
     "pending",
@@ -30,6 +32,10 @@ PROGRESS = (PENDING, SENT, DELIVERED, READ, ACKNOWLEDGED)
 
 PROVES = {ReceiptType.DELIVERED: DELIVERED, ReceiptType.READ: READ}
 """The status each kind of receipt proves."""
+
+OPENED_KIND = 0
+"""The kind of what is owed beside the receipt types: a shown proposal owes its "opened"
+statement (`Owed.OPENED`), a letter a receipt of its `ReceiptType`."""
 
 
 class Owed(Enum):
@@ -92,3 +98,21 @@ def on_showing(message: Stored) -> Showing:
     if message.kind == "proposal":
         return Showing(message.status, Owed.OPENED)
     return Showing(message.status)
+
+
+def seal_plan(
+    owed: Iterable[tuple[str, int, str]], limit: int = MAX_RECEIPT_IDS
+) -> list[tuple[str, int, tuple[str, ...]]]:
+    """What is owed, as (peer, kind, message id), in what goes out: one receipt (or one round
+    of "opened" statements) per peer and kind, split where it would name more than `limit`
+    messages, which no receipt may. Sorted by peer, kind and id, so the same debts in any
+    order give the same plan; a debt named twice is paid once."""
+    groups: dict[tuple[str, int], set[str]] = {}
+    for peer, kind, message_id in owed:
+        groups.setdefault((peer, kind), set()).add(message_id)
+    plan: list[tuple[str, int, tuple[str, ...]]] = []
+    for (peer, kind), ids in sorted(groups.items()):
+        ordered = sorted(ids)
+        for start in range(0, len(ordered), limit):
+            plan.append((peer, kind, tuple(ordered[start : start + limit])))
+    return plan

@@ -14,12 +14,14 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+from backchannel import channels
 from backchannel.control_copy import parse_public, seal
 from backchannel.errors import BackchannelError
 from backchannel.exercise import (
     Clock,
     Communique,
     Inject,
+    Route,
     inject_body,
     scenario_time_text,
     sign_communique,
@@ -91,24 +93,24 @@ class Exercise:
     async def via(self, to: str) -> str | None:
         """The mediator a message to `to` goes through, None for a direct one; a CliError when
         the scenario gives no channel to `to` at all."""
-        view = await self.ensure()
-        if view is None or to not in {r["name"] for r in view["roles"]}:
-            return None
-        channel = view["channels"].get(to)
-        if channel is None:
-            raise CliError(
-                f"the exercise {view['exercise']} gives {self.participant.name} no channel to {to}"
-            )
-        return None if channel["direct"] else str(channel["via"])
+        route = self.route(await self.ensure(), to)
+        if not route.direct and route.via is None:
+            raise CliError(route.reason)
+        return route.via
 
     def direct(self, peer: str) -> bool:
         """Whether the exercise (as last heard) lets us write to `peer` directly; True outside
         an exercise. For sealed-sender traffic, which the relay cannot check (PROTOCOL.md §16.1)."""
-        view = self.view
-        if view is None or peer not in {r["name"] for r in view["roles"]}:
-            return True
-        channel = view["channels"].get(peer)
-        return bool(channel and channel["direct"])
+        return self.route(self.view, peer).direct
+
+    def route(self, view: dict[str, Any] | None, to: str) -> Route:
+        """How we reach `to` by the relay's `view`: the rule is the core's (`channels.reach`)."""
+        me = self.participant.name
+        if view is None:
+            return channels.reach(None, me, to)
+        roles = frozenset(str(role["name"]) for role in view["roles"])
+        held = {peer: _route(channel) for peer, channel in view["channels"].items()}
+        return channels.reach(channels.View(view["exercise"], roles, held), me, to)
 
     def control_sees(self, peer: str, channel_class: str) -> str:
         """What exercise control sees of `channel_class` between us and `peer` (PROTOCOL.md
@@ -343,6 +345,12 @@ class Exercise:
             with participant.store.transaction() as db:
                 participant.store.put_secret(db, CONTROL_SECRET, pinned)
         return SigningPublicKey.from_bytes(pinned)
+
+
+def _route(channel: dict[str, Any]) -> Route:
+    """A channel as the relay's view gives it (`{"direct": ..., "via": ...}`)."""
+    via = channel.get("via")
+    return Route(bool(channel["direct"]), None if via is None else str(via))
 
 
 def now_ms() -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from backchannel import arrival, receipts, ticks
+from backchannel import arrival, outbox, receipts, ticks
 from backchannel.arrival import Record, Unopened
 from backchannel.content import (
     MAX_RECEIPT_IDS,
@@ -89,14 +89,14 @@ ONE_TIME_PREKEYS = 100
 KEM_ONE_TIME_PREKEYS = 20
 TOP_UP_BELOW = 10
 DEFAULT_EXPIRY = 7 * 24 * 3600
-OPENED = 0
+OPENED = receipts.OPENED_KIND
 """`OwedReceipt.kind` beside the receipt types: a shown proposal owes its "opened" statement."""
 TOKEN_MARGIN = 60
 EXPIRY_MARGIN = ticks.ENVELOPE_MARGIN_S
 """Passed to `ticks.undeliverable` (tests move it to make an hour pass)."""
-SEND_BATCH = 100
-SEND_BYTES = 4 * 1024 * 1024
-"""Per request: well inside the relay's defaults (256 envelopes, 8 MiB of JSON and base64)."""
+SEND_BATCH = outbox.SEND_BATCH
+SEND_BYTES = outbox.SEND_BYTES
+"""Passed to `outbox.plan` (tests make requests smaller)."""
 RECONNECT_FIRST = 0.5
 WATCHING = "Watching for new messages; press Ctrl-C to stop."
 RECONNECT_MAX = 15.0
@@ -124,29 +124,10 @@ def refused(exc: RelayRequestError) -> RelayRefusedError:
     return RelayRefusedError(f"relay refused: {exc.message} ({exc.code}{wait})", exc)
 
 
-TRANSIENT_STATUSES = frozenset({401, 408, 425, 429})
-"""Refusals that may pass later (with 5xx): everything else 4xx is the relay's final word."""
-
-
-def _batches(pending: list[tuple[str, bytes]]) -> list[list[tuple[str, bytes]]]:
-    """(id, envelope) pairs in requests of bounded size (the relay caps a request's envelopes
-    and bytes), in order."""
-    batches: list[list[tuple[str, bytes]]] = []
-    size = 0
-    for item in pending:
-        if not batches or len(batches[-1]) >= SEND_BATCH or size + len(item[1]) > SEND_BYTES:
-            batches.append([])
-            size = 0
-        batches[-1].append(item)
-        size += len(item[1])
-    return batches
-
-
-def _permanent(exc: RelayRefusedError) -> bool:
+def _status(exc: RelayRefusedError) -> int | None:
+    """The HTTP status of a refusal, for `outbox.permanent` (None: no answer from the relay)."""
     error = exc.error
-    if not isinstance(error, RelayRequestError):
-        return False
-    return 400 <= error.status < 500 and error.status not in TRANSIENT_STATUSES
+    return error.status if isinstance(error, RelayRequestError) else None
 
 
 def _receipts_view(message: Message) -> receipts.Stored:
@@ -594,10 +575,9 @@ class Participant:
         with self.store.transaction() as db:
             owed = list(db.scalars(select(OwedReceipt).order_by(
                 OwedReceipt.peer, OwedReceipt.kind, OwedReceipt.message_id)))  # fmt: skip
-        groups: dict[tuple[str, int], list[str]] = {}
-        for row in owed:
-            groups.setdefault((row.peer, row.kind), []).append(row.message_id)
-        for (peer, kind), ids in groups.items():
+        debts = [(row.peer, row.kind, row.message_id) for row in owed]
+        for peer, kind, due in receipts.seal_plan(debts, MAX_RECEIPT_IDS):
+            ids = list(due)
             if kind == OPENED:
                 await self.negotiation.opened(ids)  # stored before it goes: struck off after
                 with self.store.transaction() as db:
@@ -608,9 +588,7 @@ class Participant:
                 via = await self.exercise.via(peer)
             except CliError:
                 continue  # no channel to them (any more): nothing can carry it
-            for start in range(0, len(ids), MAX_RECEIPT_IDS):
-                chunk = ids[start : start + MAX_RECEIPT_IDS]
-                self._seal_receipt(peer, ReceiptType(kind), chunk, via)
+            self._seal_receipt(peer, ReceiptType(kind), ids, via)
         await self._send_sealed_receipts()
 
     def _seal_receipt(self, peer: str, kind: ReceiptType, ids: list[str], via: str | None) -> None:
@@ -641,19 +619,18 @@ class Participant:
                     db.delete(row)  # the relay would refuse it
                 else:
                     pending.append((row.id, row.envelope))
-        batches = _batches(pending)
-        while batches:
-            batch = batches.pop(0)
+        outgoing = outbox.Pass.of(pending, SEND_BATCH, SEND_BYTES)
+        while (batch := outgoing.next()) is not None:
             try:
                 await self.authed(partial(self.relay.send, [envelope for _, envelope in batch]))
             except RelayRefusedError as exc:
-                if not _permanent(exc):
-                    return
-                if len(batch) > 1:  # which one? each on its own
-                    batches[:0] = [[item] for item in batch]
-                    continue
+                if outgoing.refusal(batch, _status(exc)).refused is None:
+                    continue  # the pass stops, or tries each on its own
+                # refused for good: dropped below, like one the relay took
             except RelayUnreachableError:
                 return
+            else:
+                outgoing.taken(batch)
             with self.store.transaction() as db:
                 db.execute(delete(SealedReceipt).where(
                     SealedReceipt.id.in_([message_id for message_id, _ in batch])))  # fmt: skip
@@ -692,26 +669,25 @@ class Participant:
         if waiting is not None:  # what still owes its report waits with it
             pending = [item for item in pending if item[0] not in reports]
         pending = [item for item in pending if item[0] not in refusals]
-        batches = _batches(pending)
+        outgoing = outbox.Pass.of(pending, SEND_BATCH, SEND_BYTES)
         sent: set[str] = set()
-        while batches and waiting is None:
-            batch = batches.pop(0)
+        while waiting is None and (batch := outgoing.next()) is not None:
             try:
                 receipts = await self.authed(
                     partial(self.relay.send, [envelope for _, envelope in batch])
                 )
             except RelayRefusedError as exc:
-                if not _permanent(exc):
+                step = outgoing.refusal(batch, _status(exc))
+                if step.stop:
                     waiting = exc
-                elif len(batch) > 1:  # which one? each on its own, in the same order
-                    batches[:0] = [[item] for item in batch]
-                else:
-                    refusals[batch[0][0]] = exc.message.removeprefix("relay refused: ")
-                    self._mark_refused(batch[0][0], refusals[batch[0][0]])
+                elif step.refused is not None:
+                    refusals[step.refused] = exc.message.removeprefix("relay refused: ")
+                    self._mark_refused(step.refused, refusals[step.refused])
                 continue
             except RelayUnreachableError as exc:
                 waiting = exc
                 continue
+            outgoing.taken(batch)
             at = {r.get("message_id"): r.get("received_at") for r in receipts}
             with self.store.transaction() as db:
                 for message_id, _ in batch:
@@ -738,7 +714,7 @@ class Participant:
             try:
                 await self.exercise.post_report(report)
             except RelayRefusedError as exc:
-                if not _permanent(exc):
+                if not outbox.permanent(_status(exc)):
                     return exc
                 refusals[message_id] = exc.message.removeprefix("relay refused: ")
                 self._mark_refused(message_id, refusals[message_id])  # kept for `outbox retry`

@@ -5,16 +5,18 @@ letter we sent to their sender change nothing."""
 from __future__ import annotations
 
 from functools import reduce
+from itertools import pairwise
 from random import Random
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backchannel.content import ReceiptType
+from backchannel.content import MAX_RECEIPT_IDS, ReceiptType
 from backchannel.receipts import (
     ACKNOWLEDGED,
     DELIVERED,
+    OPENED_KIND,
     PENDING,
     PROGRESS,
     READ,
@@ -26,6 +28,7 @@ from backchannel.receipts import (
     on_showing,
     raised,
     rank,
+    seal_plan,
 )
 
 PEER = "khrushchev"
@@ -138,3 +141,44 @@ def test_showing_never_lowers_a_status(direction: str, kind: str, status: str) -
     assert rank(shown.status) >= rank(status)
     again = on_showing(Stored(direction, kind, PEER, shown.status))
     assert again.status == shown.status
+
+
+# --- what goes out: `seal_plan` -------------------------------------------------------------
+
+OWED = st.lists(
+    st.tuples(
+        st.sampled_from([PEER, "kennedy", "u-thant"]),
+        st.sampled_from([OPENED_KIND, *map(int, ReceiptType)]),
+        st.text("0123456789abcdef", min_size=1, max_size=3),
+    ),
+    max_size=60,
+)
+
+
+@given(OWED, st.integers(min_value=1, max_value=7))
+def test_a_seal_plan_pays_every_debt_once_within_the_limit(
+    owed: list[tuple[str, int, str]], limit: int
+) -> None:
+    plan = seal_plan(owed, limit)
+    paid = [(peer, kind, message_id) for peer, kind, ids in plan for message_id in ids]
+    assert sorted(paid) == sorted(set(owed))  # every debt, once
+    assert all(0 < len(ids) <= limit for _, _, ids in plan)
+    groups = [(peer, kind) for peer, kind, _ in plan]
+    assert groups == sorted(groups)  # one run of receipts per peer and kind
+    for (peer, kind, ids), (after_peer, after_kind, _) in pairwise(plan):
+        if (peer, kind) == (after_peer, after_kind):
+            assert len(ids) == limit  # split only where one receipt may name no more
+    assert seal_plan(Random(len(owed)).sample(owed, len(owed)), limit) == plan  # any order
+
+
+def test_a_seal_plan_splits_at_what_a_receipt_may_name() -> None:
+    owed = [(PEER, int(ReceiptType.READ), f"{i:04x}") for i in range(MAX_RECEIPT_IDS + 1)]
+    owed += [(PEER, OPENED_KIND, "ab"), ("kennedy", int(ReceiptType.DELIVERED), "cd")]
+    plan = seal_plan(owed)
+    assert [(peer, kind, len(ids)) for peer, kind, ids in plan] == [
+        ("kennedy", int(ReceiptType.DELIVERED), 1),
+        (PEER, OPENED_KIND, 1),
+        (PEER, int(ReceiptType.READ), MAX_RECEIPT_IDS),
+        (PEER, int(ReceiptType.READ), 1),
+    ]
+    assert seal_plan([]) == []
