@@ -5,7 +5,8 @@ Events are read from the store, not from the work as it happens, so a command ru
 fork (a `send`) shows up too: after each arrival, round and finished command, the newest
 messages are compared with what was last seen. One event per line, as a JSON-RPC notification
 `event` whose params are one of: `{"event": "message", "message": {...}}` (as `history --json`
-prints a message), `{"event": "status", "id", "status"}`, `{"event": "connection", "online"}`,
+prints a message; again when its text changes, as a timed proposal's once open),
+`{"event": "status", "id", "status"}`, `{"event": "connection", "online"}`,
 `{"event": "note", "text"}`, `{"event": "locked"}` (the last one: the keeper ends).
 """
 
@@ -43,7 +44,8 @@ class Keeper:
         self.participant = Participant(unlocked)
         self.channel = channel
         self.subscribers: list[asyncio.StreamWriter] = []
-        self.seen: dict[str, str] = self._statuses()
+        self.seen: dict[str, tuple[str, int]] = self._statuses()
+        """Message id -> (status, a hash of its sealed text) as last compared."""
         self.pending: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
@@ -123,16 +125,16 @@ class Keeper:
             rows = self._recent(db)
             for message in reversed(rows):
                 before = self.seen.get(message.id)
-                if before is None:
-                    shown = self.participant._shown(message)
+                if before is None or before[1] != hash(message.text):  # new, or rewritten
+                    shown = self.participant._shown(message)  # (a timed proposal, now open)
                     self._publish({"event": "message", "message": shown.as_json()})
-                elif before != message.status:
+                elif before[0] != message.status:
                     self._publish({"event": "status", "id": message.id, "status": message.status})
-            self.seen = {m.id: m.status for m in rows}
+            self.seen = {m.id: (m.status, hash(m.text)) for m in rows}
 
-    def _statuses(self) -> dict[str, str]:
+    def _statuses(self) -> dict[str, tuple[str, int]]:
         with self.participant.store.transaction() as db:
-            return {m.id: m.status for m in self._recent(db)}
+            return {m.id: (m.status, hash(m.text)) for m in self._recent(db)}
 
     def _recent(self, db: Any) -> list[Message]:
         query = select(Message).order_by(Message.stored_at.desc(), Message.id).limit(RECENT)

@@ -101,6 +101,8 @@ RECONNECT_FIRST = 0.5
 WATCHING = "Watching for new messages; press Ctrl-C to stop."
 RECONNECT_MAX = 15.0
 REVEAL_POLL = 5.0
+KEEPER_REVEAL_POLL = 1.0
+"""The agent's keeper looks for a newly arrived timed proposal this often (a local query)."""
 """While watching: how often to look for timed proposals newly arrived (seconds)."""
 DROP_POLL = 1.0
 """While watching: how often to look in the drops of open off-the-record channels (seconds)."""
@@ -1219,9 +1221,10 @@ class Participant:
     ) -> None:
         """The agent's work while nobody types: the live connection stores and acknowledges
         each arrival and sends its delivery receipt (shown later, by `inbox`); every `poll`
-        seconds it opens timed proposals when due, releases a mediator's exchanges, takes
-        injects, sends what is queued and tops up prekeys. Off-the-record messages stay in
-        their drops until `inbox` shows them: nothing of them is kept to be shown later."""
+        seconds it releases a mediator's exchanges, takes injects, sends what is queued and
+        tops up prekeys; a timed proposal opens when its reveal time comes. Off-the-record
+        messages stay in their drops until `inbox` shows them: nothing of them is kept to be
+        shown later."""
 
         async def rounds() -> None:
             while True:
@@ -1241,25 +1244,38 @@ class Participant:
                     notice(f"Note: {note}")
                 arrived()
 
-        timer = asyncio.create_task(rounds())
+        try:  # what waits on the relay, with the notary pinned before any proposal arrives
+            await self.sync()
+        except CliError as exc:
+            notice(f"Note: {exc.message}")
+        arrived()
+        timers = [
+            asyncio.create_task(rounds()),
+            asyncio.create_task(self._reveal_when_due(None, notice, arrived, KEEPER_REVEAL_POLL)),
+        ]
         try:
             await self._watch(None, notice, arrived)
         finally:
-            timer.cancel()
+            for timer in timers:
+                timer.cancel()
 
     async def _reveal_when_due(
         self,
-        show: Callable[[list[Shown]], None],
+        show: Callable[[list[Shown]], None] | None,
         notice: Callable[[str], None],
+        arrived: Callable[[], None] = lambda: None,
+        poll: float = REVEAL_POLL,
     ) -> None:
-        """While watching, open each timed proposal when its reveal time comes."""
+        """While watching, open each timed proposal when its reveal time comes (and `show` it;
+        None: leave it to `inbox`, as the agent does). One that arrives meanwhile is seen at
+        the next `poll`."""
         tried: int | None = None
         while True:
             due = self.negotiation.next_reveal()
             # Nothing timed, or the due one did not open (retried at the next poll).
             stale = due is None or due == tried
-            wait = REVEAL_POLL if stale or due is None else (due - now_ms()) / 1000 + 0.05
-            await asyncio.sleep(min(max(wait, 0.05), REVEAL_POLL))
+            wait = poll if stale or due is None else (due - now_ms()) / 1000 + 0.05
+            await asyncio.sleep(min(max(wait, 0.05), poll))
             if due is None or due > now_ms():
                 continue
             tried = due
@@ -1270,8 +1286,9 @@ class Participant:
                 await asyncio.sleep(RECONNECT_FIRST)
             for note in self.take_notes():
                 notice(f"Note: {note}")
-            if self.show_unshown(partial(_show_any, show)):
+            if show is not None and self.show_unshown(partial(_show_any, show)):
                 await self.send_receipts()
+            arrived()
 
     async def _watch(
         self,
@@ -1295,6 +1312,7 @@ class Participant:
             connected_at = time.monotonic()
             try:
                 await self.login()
+                await self.negotiation.notary()  # pinned before a proposal can arrive
                 async for pushed, socket in self.relay.live(on_open):
                     refused_token = False
                     outcome = self.receive(pushed.envelope, pushed.received_at)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,6 +107,43 @@ def pair(relay: Relay, home: Path) -> Iterator[tuple[ScriptUser, ScriptUser]]:
         _kill_agent(user)
 
 
+class Events:
+    """`backchannel agent events` for a user whose agent runs and is online."""
+
+    def __init__(self, user: ScriptUser) -> None:
+        user.start_agent()
+        eventually(lambda: user.agent_status()["online"], 15, "the keeper online")
+        self.process = subprocess.Popen(
+            [CLI_SCRIPT, *user.argv("agent", "events")],
+            stdout=subprocess.PIPE, text=True, env=script_env(),
+        )  # fmt: skip
+        time.sleep(0.5)  # subscribed
+
+    def message(self, timeout: float = 30) -> dict[str, Any]:
+        """The next `message` event's message (other events are passed over)."""
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            ready, _, _ = select.select([self.process.stdout], [], [], deadline - time.monotonic())
+            assert ready, "no message event in time"
+            event = json.loads(self.process.stdout.readline())
+            if event["event"] == "message":
+                return dict(event["message"])
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+@contextmanager
+def events_of(user: ScriptUser) -> Iterator[Events]:
+    events = Events(user)
+    try:
+        yield events
+    finally:
+        events.close()
+
+
 def _flow(kennedy: ScriptUser, khrushchev: ScriptUser) -> dict[str, Any]:
     """A short correspondence; -> what every step printed and returned, ids replaced by their
     place, for comparing a run through agents with a run without."""
@@ -157,25 +196,11 @@ def test_the_agent_receives_while_nobody_types(pair: tuple[ScriptUser, ScriptUse
     """With an agent, a letter is stored and its delivery receipt sent with no command run;
     `agent events` streams it; `inbox` then shows it once."""
     kennedy, khrushchev = pair
-    khrushchev.start_agent()
-    eventually(lambda: khrushchev.agent_status()["online"], 15, "the keeper online")
-    events = subprocess.Popen(
-        [CLI_SCRIPT, *khrushchev.argv("agent", "events")],
-        stdout=subprocess.PIPE, text=True, env=script_env(),
-    )  # fmt: skip
-    try:
-        time.sleep(0.5)
+    with events_of(khrushchev) as events:
         letter = kennedy.send(khrushchev, "Arrives while nobody types.")
         eventually(lambda: kennedy.status(letter) == "delivered", 15, "the delivery receipt")
-        assert events.stdout is not None
-        event = json.loads(events.stdout.readline())
-        while event["event"] != "message":  # (a note, or the connection, may come first)
-            event = json.loads(events.stdout.readline())
-        assert event["message"]["id"] == letter
-        assert event["message"]["text"] == "Arrives while nobody types."
-    finally:
-        events.terminate()
-        events.wait(10)
+        message = events.message()
+        assert message["id"] == letter and message["text"] == "Arrives while nobody types."
     assert [m["id"] for m in khrushchev.inbox()] == [letter]
     assert khrushchev.inbox() == []
     assert kennedy.status(letter) == "read"
@@ -292,3 +317,21 @@ def test_a_stale_socket_is_ignored_and_replaced(pair: tuple[ScriptUser, ScriptUs
     with protocol.connect(khrushchev.socket):
         pass
     assert khrushchev.agent_status()["running"] is True
+
+
+def test_a_timed_proposal_opens_in_the_agent_at_its_time(
+    pair: tuple[ScriptUser, ScriptUser],
+) -> None:
+    """While nobody types, the keeper opens a timed proposal when its reveal time comes:
+    `agent events` streams it readable with no command run, then `inbox` shows it."""
+    kennedy, khrushchev = pair
+    with events_of(kennedy) as events:
+        khrushchev.json("propose", kennedy.name, "--title", "At the hour",
+                        "--term", "The real offer.", "--reveal-at", "3s")  # fmt: skip
+        sealed = events.message()
+        assert sealed["kind"] == "proposal" and "The real offer." not in sealed["text"]
+        while (opened := events.message())["id"] != sealed["id"]:
+            pass  # (our own "delivered" statement comes between)
+        assert "The real offer." in opened["text"]
+    shown = [m["text"] for m in kennedy.inbox()]
+    assert any("The real offer." in text for text in shown)
