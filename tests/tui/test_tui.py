@@ -280,3 +280,29 @@ def test_a_sealed_keystore_asks_its_passphrase_once(relay: Relay, home: Path) ->
             await until_shown(app, pilot, f"{castro.name} (party)", "A letter for a sealed")
 
     asyncio.run(drive())
+
+
+def test_an_off_the_record_channel_is_opened_from_the_conversations(
+    relay: Relay, home: Path
+) -> None:
+    """`o` on a conversation opens a channel with that peer (`otr open`); once the peer's
+    client answered, a message goes both ways, marked, and is stored by neither."""
+    kennedy, khrushchev = participants(relay, home, ("kennedy", "party"), ("khrushchev", "party"))
+    kennedy.send(khrushchev, "Shall we talk off the record?")
+    app = app_for(khrushchev)
+
+    async def drive() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await until_shown(app, pilot, kennedy.name)
+            choose(app, "conversations", kennedy.name)
+            await pilot.press("o")
+            await until(pilot, lambda: "Off the record with" in app.status_line, "opened")
+            await backend(kennedy).json("inbox")  # Kennedy's client answers the offer
+            await backend(kennedy).json("otr", "send", "--", khrushchev.name, stdin="Yes.")
+            await until_shown(app, pilot, "OFF THE RECORD")
+            await open_row(app, pilot, "conversations", kennedy.name)
+            await until_shown(app, pilot, "Yes.")
+
+    asyncio.run(drive())
+    assert not any(m["kind"] == "otr" for m in khrushchev.json("history"))
+    assert not any(m["kind"] == "otr" for m in kennedy.json("history"))
