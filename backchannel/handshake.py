@@ -23,6 +23,7 @@ from .keys import (
     DHPublicKey,
     KEMPublicKey,
 )
+from .letters import encode_name
 from .prekeys import PrekeyBundle, PrekeySecrets
 from .primitives import RandomSource, hkdf_sha256, sha256, system_random
 from .ratchet import RatchetState, init_initiator, init_responder
@@ -55,7 +56,7 @@ class InitialHeader:
     def to_bytes(self) -> bytes:
         writer = Writer().u8(INITIAL_HEADER_VERSION)
         writer.fixed(self.initiator.to_bytes(), IDENTITY_PUBLIC_SIZE)
-        writer.var8(_name_bytes(self.initiator_name))
+        writer.var8(encode_name(self.initiator_name))
         writer.fixed(self.ephemeral.raw, DH_KEY_SIZE)
         writer.u32(self.signed_prekey_id)
         if self.one_time_prekey_id is None:
@@ -88,13 +89,6 @@ class InitialHeader:
         return sha256(self.to_bytes())
 
 
-def _name_bytes(name: str) -> bytes:
-    raw = name.encode("utf-8")
-    if not 0 < len(raw) <= MAX_NAME_BYTES:
-        raise ValueError(f"a name is 1 to {MAX_NAME_BYTES} bytes of UTF-8")
-    return raw
-
-
 def decode_name(raw: bytes) -> str:
     try:
         name = raw.decode("utf-8")
@@ -110,7 +104,7 @@ def associated_data(
 ) -> bytes:
     """AD = IK_A ‖ IK_B ‖ name_A ‖ name_B (X3DH §3.3, widened per §4.8 against misbinding)."""
     writer = Writer().fixed(initiator.keys, 64).fixed(responder.keys, 64)
-    return bytes(writer.var8(_name_bytes(initiator_name)).var8(_name_bytes(responder_name)))
+    return bytes(writer.var8(encode_name(initiator_name)).var8(encode_name(responder_name)))
 
 
 def derive_secrets(dh_outputs: list[bytes], kem_secret: bytes) -> tuple[bytes, bytes, bytes]:

@@ -16,7 +16,7 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
-from backchannel import arrival, ticks
+from backchannel import ticks
 from backchannel.content import ProposalContent, SignedLetter, letter_digest
 from backchannel.encoding import Reader
 from backchannel.errors import BackchannelError, IdentityMismatchError
@@ -375,10 +375,6 @@ class Mediation:
             return row.original if row else None
 
     # --- simultaneous exchange (the mediator's side) ----------------------------------------------
-
-    def holds(self, content: ProposalContent) -> bool:
-        """Whether this proposal is one side of a simultaneous exchange we mediate."""
-        return arrival.holds(content, arrival.Receiver(self.p.name, self.p.me.identity.public))
 
     def hold(self, db: Any, envelope_id: str, sender: str, content: ProposalContent) -> None:
         """Keep one side's offer (checked: author's signature, notary receipt, its sender)

@@ -163,12 +163,17 @@ def fresh_postgres(tmp_path: Path) -> Iterator[Backend]:
     yield from _postgres(tmp_path)
 
 
-def _postgres(workdir: Path) -> Iterator[Backend]:
+def require_postgres() -> None:
+    """The local PostgreSQL answers: else the test fails in CI and is skipped elsewhere."""
     reason = _pg_available()
     if reason is not None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL tests must run in CI: {reason}")
         pytest.skip(reason)
+
+
+def _postgres(workdir: Path) -> Iterator[Backend]:
+    require_postgres()
     database = f"bc_test_{uuid.uuid4().hex[:12]}"
     _pg(f'CREATE DATABASE "{database}"')
     try:

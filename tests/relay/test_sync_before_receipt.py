@@ -48,9 +48,9 @@ from .conftest import (
     Member,
     Relay,
     _pg,
-    _pg_available,
     free_port,
     join,
+    require_postgres,
 )
 from .test_api import envelope
 
@@ -393,11 +393,7 @@ def test_commit_durability_decisions() -> None:
 def test_relay_refuses_or_warns_on_an_unsafe_commit(level: str, tmp_path: Path) -> None:
     """`synchronous_commit=off` on the relay's database: it refuses to start in one line, or
     starts with a warning when told to; `local` starts with a warning."""
-    reason = _pg_available()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL tests must run in CI: {reason}")
-        pytest.skip(reason)
+    require_postgres()
     database = f"bc_test_{uuid.uuid4().hex[:12]}"
     _pg(f'CREATE DATABASE "{database}"')
     _pg(f'ALTER DATABASE "{database}" SET synchronous_commit = {level}')
